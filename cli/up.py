@@ -1,0 +1,177 @@
+"""``gpudra up``: the whole system on one machine — embedded NATS, every service, simulated GPUs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import msgspec
+
+from cli import endpoints as endpoints_file
+from cli.supervisor import ServiceSpec, Supervisor, python_module
+from libs.bus import Bus
+from libs.bus.directory import list_services
+from libs.events.catalogue import ServiceCrashed
+from libs.natsserver import EmbeddedNats
+from libs.settings import CommonSettings, env_name
+
+log = logging.getLogger(__name__)
+
+SERVICES = ("kubelet_shim", "discovery", "claim_preparation", "health", "compute_domain")
+GPU_DRIVER = "gpu.gpudra.io"
+COMPUTE_DOMAIN_DRIVER = "compute-domain.gpudra.io"
+
+
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    parser = subparsers.add_parser("up", parents=[common], help="start the whole system in standalone mode")
+    parser.add_argument("--node", default="node-0", help="node name (default node-0)")
+    parser.add_argument("--profile", default="dgx-h100", help="simulated machine profile or YAML file")
+    parser.add_argument("--nats-port", type=int, default=0, help="embedded NATS port (default: a free one)")
+    parser.add_argument(
+        "--services", default=",".join(SERVICES), help="comma-separated services to start (default: all)"
+    )
+    parser.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for services")
+    parser.set_defaults(run=run)
+
+
+def layout(state_dir: Path, node: str, profile: str, nats_url: str) -> endpoints_file.Endpoints:
+    kubelet = state_dir / "kubelet"
+    return endpoints_file.Endpoints(
+        nats_url=nats_url,
+        node=node,
+        profile=profile,
+        state_dir=str(state_dir),
+        kubelet=endpoints_file.KubeletPaths(
+            root=str(kubelet),
+            registration_dir=str(kubelet / "plugins_registry"),
+            plugins_dir=str(kubelet / "plugins" / GPU_DRIVER),
+        ),
+        cdi_dir=str(state_dir / "cdi"),
+        drivers={"gpu": GPU_DRIVER, "compute-domain": COMPUTE_DOMAIN_DRIVER},
+        services={},
+        logs_dir=str(state_dir / "logs"),
+    )
+
+
+def service_env(system: endpoints_file.Endpoints) -> dict[str, str]:
+    """One environment for all services: every setting has a unique GPUDRA_* name."""
+    values = {
+        "nats_url": system.nats_url,
+        "node_name": system.node,
+        "state_dir": system.state_dir,
+        "kubelet_dir": system.kubelet.root,
+        "cdi_dir": system.cdi_dir,
+        "backend": "simulated",
+        "profile": system.profile,
+        "log_format": "json",
+    }
+    return {env_name(key): value for key, value in values.items()}
+
+
+def specs(system: endpoints_file.Endpoints, names: list[str]) -> list[ServiceSpec]:
+    env = service_env(system)
+    return [
+        ServiceSpec(
+            name=name,
+            argv=python_module(f"services.{name}"),
+            env=env,
+            log_file=str(Path(system.logs_dir) / f"{name}.log"),
+        )
+        for name in names
+    ]
+
+
+async def wait_until_registered(bus: Bus, names: list[str], node: str, timeout: float) -> set[str]:
+    """Ready means every service answers ``$SRV.INFO`` for this node: exactly what an operator checks.
+
+    Returns the services still missing when ``timeout`` ran out (empty when all are up).
+    """
+    pending = set(names)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            while pending:
+                found = await list_services(bus.nc, quiet=0.1, limit=0.5)
+                pending -= {info.name for info in found if info.node == node}
+    return pending
+
+
+def remove_sockets(system: endpoints_file.Endpoints) -> None:
+    for socket_path in Path(system.kubelet.root).rglob("*.sock"):
+        socket_path.unlink(missing_ok=True)
+
+
+def _announce(system: endpoints_file.Endpoints, path: Path) -> None:
+    print(f"gpudra is up on node {system.node} (profile {system.profile})")
+    print(f"  NATS:              {system.nats_url}")
+    print(f"  kubelet plugins:   {system.kubelet.plugins_dir}")
+    print(f"  plugin registry:   {system.kubelet.registration_dir}")
+    print(f"  CDI specs:         {system.cdi_dir}")
+    print(f"  drivers:           {', '.join(system.drivers.values())}")
+    print(f"  service logs:      {system.logs_dir}")
+    print(f"  endpoints:         {path}")
+    print("Try `gpudra services` and `gpudra events tail` in another terminal; Ctrl-C stops everything.")
+    sys.stdout.flush()
+
+
+async def _up(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir).resolve()  # noqa: ASYNC240 - once, before anything runs
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    names = [name.strip() for name in args.services.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(SERVICES))
+    if unknown:
+        print(f"unknown service(s) {', '.join(unknown)}; known: {', '.join(SERVICES)}", file=sys.stderr)
+        return 2
+    server = None
+    if args.nats_url:
+        nats_url = args.nats_url
+    else:
+        server = EmbeddedNats(state_dir / "nats", port=args.nats_port)
+        nats_url = await server.start()
+    system = layout(state_dir, args.node, args.profile, nats_url)
+    bus = await Bus.connect(CommonSettings(nats_url=nats_url, node_name=args.node), "supervisor")
+    await bus.bootstrap()
+
+    async def report(service: str, code: int, restarts: int, delay: float) -> None:
+        crash = ServiceCrashed(
+            node=args.node, service=service, exit_code=code, restarts=restarts, restart_in_seconds=delay
+        )
+        await bus.publish(crash)
+
+    supervisor = Supervisor(specs(system, names), report)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await supervisor.start()
+        missing = await wait_until_registered(bus, names, args.node, args.ready_timeout)
+        if missing:
+            logs = ", ".join(str(Path(system.logs_dir) / f"{name}.log") for name in sorted(missing))
+            print(f"services not ready after {args.ready_timeout:g}s; see {logs}", file=sys.stderr)
+            return 1
+        system = msgspec.structs.replace(system, services=dict(supervisor.pids()))
+        _announce(system, endpoints_file.write(system))
+        await stop.wait()
+        print("stopping ...", flush=True)
+    finally:
+        endpoints_file.remove(state_dir)
+        await supervisor.stop()
+        remove_sockets(system)
+        await bus.close()
+        if server is not None:
+            await server.stop()
+    print("stopped", flush=True)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(_up(args))
+    return 130

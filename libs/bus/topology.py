@@ -1,0 +1,135 @@
+"""The JetStream streams and KV buckets gpudra uses, created or updated idempotently at start.
+
+Every service runs ``bootstrap`` on start, so the order in which services come up does not matter and an
+upgrade that changes a limit applies it. Replicas are a setting: 1 standalone, 3 on a NATS cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+from nats.js import JetStreamContext, api
+from nats.js.errors import BadRequestError
+
+from libs.events.subjects import DEADLETTER_ROOT, Domain, domain_filter
+
+log = logging.getLogger(__name__)
+
+DAY = 24 * 3600.0
+MAX_EVENT_BYTES = 1024 * 1024
+STREAM_IN_USE = 10058  # JetStream: "stream name already in use with a different configuration"
+
+
+class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    subjects: list[str]
+    max_age: float
+    description: str
+
+
+class BucketSpec(msgspec.Struct, frozen=True, kw_only=True):
+    bucket: str
+    history: int
+    ttl: float | None
+    description: str
+
+
+def event_stream(domain: Domain) -> str:
+    return f"GPUDRA_{domain.name}"
+
+
+DEADLETTER_STREAM = "GPUDRA_DEADLETTER"
+
+STREAM_AGES: dict[Domain, float] = {
+    Domain.INVENTORY: 7 * DAY,
+    Domain.CLAIMS: 7 * DAY,
+    Domain.HEALTH: 7 * DAY,
+    Domain.REMEDIATION: 30 * DAY,
+    Domain.COMPUTEDOMAINS: 7 * DAY,
+    Domain.SYSTEM: 7 * DAY,
+}
+
+STREAMS: tuple[StreamSpec, ...] = (
+    *(
+        StreamSpec(
+            name=event_stream(domain),
+            subjects=[domain_filter(domain)],
+            max_age=age,
+            description=f"gpudra {domain} events",
+        )
+        for domain, age in STREAM_AGES.items()
+    ),
+    StreamSpec(
+        name=DEADLETTER_STREAM,
+        subjects=[f"{DEADLETTER_ROOT}.>"],
+        max_age=30 * DAY,
+        description="events no consumer could handle, with the reason in gpudra-dlq-* headers",
+    ),
+)
+
+INVENTORY_BUCKET = "gpudra_inventory"
+HEALTH_BUCKET = "gpudra_health"
+REMEDIATION_BUCKET = "gpudra_remediation"
+COMPUTEDOMAIN_BUCKET = "gpudra_computedomains"
+LEASE_BUCKET = "gpudra_leases"
+
+BUCKETS: tuple[BucketSpec, ...] = (
+    BucketSpec(bucket=INVENTORY_BUCKET, history=5, ttl=None, description="device inventory per node"),
+    BucketSpec(bucket=HEALTH_BUCKET, history=5, ttl=None, description="health per device and node"),
+    BucketSpec(bucket=REMEDIATION_BUCKET, history=10, ttl=None, description="remediation state machines"),
+    BucketSpec(bucket=COMPUTEDOMAIN_BUCKET, history=5, ttl=None, description="compute-domain membership"),
+    BucketSpec(bucket=LEASE_BUCKET, history=1, ttl=30.0, description="leader leases (expire unless renewed)"),
+)
+
+
+def _stream_config(spec: StreamSpec, replicas: int) -> api.StreamConfig:
+    return api.StreamConfig(
+        name=spec.name,
+        description=spec.description,
+        subjects=spec.subjects,
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        max_age=spec.max_age,
+        max_msg_size=MAX_EVENT_BYTES,
+        duplicate_window=120.0,
+        num_replicas=replicas,
+    )
+
+
+async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
+    """Create the stream, or bring an existing one to this configuration."""
+    try:
+        await js.add_stream(config)
+    except BadRequestError as exc:
+        if exc.err_code != STREAM_IN_USE:
+            raise
+        await js.update_stream(config)
+        log.info("updated stream configuration", extra={"stream": config.name})
+
+
+async def bootstrap(js: JetStreamContext, replicas: int = 1) -> None:
+    for spec in STREAMS:
+        await ensure_stream(js, _stream_config(spec, replicas))
+    for bucket in BUCKETS:
+        await ensure_bucket(js, bucket, replicas)
+
+
+async def ensure_bucket(js: JetStreamContext, spec: BucketSpec, replicas: int) -> None:
+    config = api.KeyValueConfig(
+        bucket=spec.bucket,
+        description=spec.description,
+        history=spec.history,
+        ttl=spec.ttl,
+        replicas=replicas,
+        storage=api.StorageType.FILE,
+    )
+    try:
+        await js.create_key_value(config)
+    except BadRequestError as exc:
+        if exc.err_code != STREAM_IN_USE:
+            raise
+        log.warning(
+            "KV bucket exists with a different configuration; keeping it as it is",
+            extra={"bucket": spec.bucket},
+        )

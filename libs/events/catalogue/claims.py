@@ -1,0 +1,106 @@
+"""Claim preparation: the kubelet's two calls as commands, and their outcomes as events."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from libs.events.base import Command, Event, Reply
+
+
+class ClaimRef(msgspec.Struct, frozen=True, kw_only=True):
+    """What the kubelet tells us about a claim; the rest is read from the API server."""
+
+    namespace: str
+    name: str
+    uid: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name} (uid {self.uid})"
+
+
+class PreparedDevice(msgspec.Struct, frozen=True, kw_only=True):
+    request_names: list[str]
+    pool: str
+    device: str
+    cdi_device_ids: list[str]
+    share_id: str | None = None
+
+
+Timings = dict[str, float]
+"""Milliseconds per phase (lookup, config, apply, cdi, checkpoint, total)."""
+
+
+class ClaimPrepared(Event, frozen=True, kw_only=True):
+    domain = "claims"
+    topic = "prepared"
+    summary = "A claim's devices are ready for its containers (CDI spec written, checkpoint durable)."
+
+    claim: ClaimRef
+    devices: list[PreparedDevice]
+    timings_ms: Timings = msgspec.field(default_factory=dict)
+
+    def ce_subject(self) -> str:
+        return self.claim.uid
+
+
+class ClaimUnprepared(Event, frozen=True, kw_only=True):
+    domain = "claims"
+    topic = "unprepared"
+    summary = "A claim's devices were released and its CDI spec removed."
+
+    claim: ClaimRef
+    timings_ms: Timings = msgspec.field(default_factory=dict)
+
+    def ce_subject(self) -> str:
+        return self.claim.uid
+
+
+class ClaimFailed(Event, frozen=True, kw_only=True):
+    domain = "claims"
+    topic = "failed"
+    summary = "Preparing or unpreparing a claim failed; the kubelet will retry."
+
+    claim: ClaimRef
+    operation: Literal["prepare", "unprepare"]
+    error: str
+    timings_ms: Timings = msgspec.field(default_factory=dict)
+
+    def ce_subject(self) -> str:
+        return self.claim.uid
+
+
+class ClaimPrepareResult(msgspec.Struct, frozen=True, kw_only=True):
+    devices: list[PreparedDevice] = msgspec.field(default_factory=list)
+    error: str = ""
+
+
+class ClaimUnprepareResult(msgspec.Struct, frozen=True, kw_only=True):
+    error: str = ""
+
+
+class PrepareClaimsReply(Reply, frozen=True, kw_only=True):
+    results: dict[str, ClaimPrepareResult]
+
+
+class PrepareClaims(Command, frozen=True, kw_only=True):
+    service = "claims"
+    endpoint = "prepare"
+    reply = PrepareClaimsReply
+    summary = "NodePrepareResources for the claims of one kubelet call."
+
+    claims: list[ClaimRef]
+
+
+class UnprepareClaimsReply(Reply, frozen=True, kw_only=True):
+    results: dict[str, ClaimUnprepareResult]
+
+
+class UnprepareClaims(Command, frozen=True, kw_only=True):
+    service = "claims"
+    endpoint = "unprepare"
+    reply = UnprepareClaimsReply
+    summary = "NodeUnprepareResources for the claims of one kubelet call."
+
+    claims: list[ClaimRef]

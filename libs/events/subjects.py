@@ -1,0 +1,58 @@
+"""The subject layout: addresses that read like ``gpudra.v1.<node>.<domain>.<topic>``.
+
+The node name is a subject token so NATS permissions can confine a node's credentials to its own subjects
+(``gpudra.v1.<node>.>``) while a cluster-wide consumer subscribes with a wildcard (``gpudra.v1.*.health.>``).
+Commands live under ``gpudra.v1.<node>.rpc.`` so that no event stream ever captures a request.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+ROOT = "gpudra.v1"
+DEADLETTER_ROOT = "gpudra.deadletter"
+
+# Not a valid Kubernetes node name (those cannot start with "_"): the token of cluster-wide facts.
+CLUSTER = "_cluster"
+
+_NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+class Domain(enum.StrEnum):
+    INVENTORY = "inventory"
+    CLAIMS = "claims"
+    HEALTH = "health"
+    REMEDIATION = "remediation"
+    COMPUTEDOMAINS = "computedomains"
+    SYSTEM = "system"
+
+
+def node_token(node: str) -> str:
+    """Kubernetes node names may contain dots, NATS tokens may not; "_" never occurs in a node name."""
+    if node == CLUSTER:
+        return node
+    if not _NODE_NAME.match(node):
+        raise ValueError(f"node name {node!r} is not a valid Kubernetes node name")
+    return node.replace(".", "_")
+
+
+def node_from_token(token: str) -> str:
+    return token if token == CLUSTER else token.replace("_", ".")
+
+
+def event_subject(node: str, domain: str, topic: str) -> str:
+    return f"{ROOT}.{node_token(node)}.{domain}.{topic}"
+
+
+def domain_filter(domain: str) -> str:
+    """All events of one domain on every node: what a stream captures and a cluster consumer reads."""
+    return f"{ROOT}.*.{domain}.>"
+
+
+def rpc_subject(node: str, service: str, endpoint: str) -> str:
+    return f"{ROOT}.{node_token(node)}.rpc.{service}.{endpoint}"
+
+
+def deadletter_subject(stream: str, consumer: str) -> str:
+    return f"{DEADLETTER_ROOT}.{stream}.{consumer}"

@@ -1,0 +1,77 @@
+"""The life of a service process.
+
+Settings are read and validated first (exit 2 with a message naming the flag on a bad value), then logs,
+traces and metrics are set up, the bus is connected and bootstrapped, the service's own ``lifespan`` runs,
+and it is registered on ``nats.micro`` so ``$SRV.PING`` lists it. SIGTERM or SIGINT stops it cleanly: the
+lifespan unwinds, consumers stop, the connection drains, and pending spans are flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, TypeVar
+
+from libs.bus import Bus, BusError, Endpoint
+from libs.settings import CommonSettings, SettingsError, load_settings
+from libs.telemetry import configure_logging, configure_tracing, start_metrics_server
+from libs.version import VERSION
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S", bound=CommonSettings)
+Lifespan = Callable[[Bus, S], AbstractAsyncContextManager[Sequence[Endpoint[Any]]]]
+"""Sets the service up, yields its command endpoints, tears it down when the process stops."""
+
+EXIT_SETTINGS = 2
+EXIT_BUS = 1
+
+
+def service_main(
+    name: str, settings_type: type[S], lifespan: Lifespan[S], argv: Sequence[str] | None = None
+) -> None:
+    """Console-script entry of a service: ``python -m services.<name> [--flags]``."""
+    try:
+        settings = load_settings(
+            settings_type,
+            sys.argv[1:] if argv is None else argv,
+            prog=f"python -m services.{name}",
+            description=settings_type.__doc__,
+        )
+    except SettingsError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        sys.exit(EXIT_SETTINGS)
+    configure_logging(settings.log_level, settings.log_format, service=name, node=settings.node_name)
+    try:
+        asyncio.run(_serve(name, settings, lifespan))
+    except BusError as exc:
+        log.error("cannot start: %s", exc)
+        sys.exit(EXIT_BUS)
+
+
+async def _serve(name: str, settings: S, lifespan: Lifespan[S]) -> None:
+    provider = configure_tracing(name, settings.node_name)
+    metrics_port = start_metrics_server(settings.metrics_host, settings.metrics_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    bus = await Bus.connect(settings, name)
+    try:
+        await bus.bootstrap(settings.stream_replicas)
+        async with lifespan(bus, settings) as endpoints:
+            metadata = {"pid": str(os.getpid())}
+            if metrics_port is not None:
+                metadata["metrics"] = f"http://{settings.metrics_host}:{metrics_port}/metrics"
+            await bus.serve(VERSION, endpoints, metadata)
+            log.info("service ready", extra={"endpoints": [e.name for e in endpoints], **metadata})
+            await stop.wait()
+            log.info("stopping")
+    finally:
+        await bus.close()
+        provider.shutdown()

@@ -1,0 +1,36 @@
+"""Settings every gpudra process shares: where the bus is, who we are, how we report."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+
+def _doc(text: str) -> msgspec.Meta:
+    return msgspec.Meta(description=text)
+
+
+class CommonSettings(msgspec.Struct, kw_only=True, frozen=True):
+    """Fields shared by all services; each service subclasses this with its own."""
+
+    nats_url: Annotated[str, _doc("NATS server URL(s), comma-separated")] = "nats://127.0.0.1:4222"
+    nats_creds: Annotated[str, _doc("NATS credentials file (JWT + nkey)")] = ""
+    nats_tls_ca: Annotated[str, _doc("CA bundle to verify the NATS server")] = ""
+    nats_tls_cert: Annotated[str, _doc("client certificate for NATS mutual TLS")] = ""
+    nats_tls_key: Annotated[str, _doc("client key for NATS mutual TLS")] = ""
+    stream_replicas: Annotated[
+        int, _doc("JetStream replicas: 1 standalone, 3 on a NATS cluster"), msgspec.Meta(ge=1, le=5)
+    ] = 1
+    node_name: Annotated[
+        str,
+        _doc("this node's Kubernetes name"),
+        msgspec.Meta(pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"),
+    ] = "node-0"
+    state_dir: Annotated[str, _doc("directory for local state (checkpoints, simulated hardware)")] = ".gpudra"
+    metrics_port: Annotated[
+        int, _doc("Prometheus port; 0 picks a free one, -1 disables"), msgspec.Meta(ge=-1, le=65535)
+    ] = 0
+    metrics_host: Annotated[str, _doc("address the metrics endpoint binds")] = "127.0.0.1"
+    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], _doc("log level")] = "INFO"
+    log_format: Annotated[Literal["json", "text"], _doc("json lines or text for a person")] = "json"

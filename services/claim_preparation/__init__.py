@@ -1,0 +1,1 @@
+"""NodePrepareResources / NodeUnprepareResources work: claims, opaque config, MIG, CDI, checkpoint."""

@@ -1,0 +1,1 @@
+"""ComputeDomain controller and node-side IMEX channel preparation."""

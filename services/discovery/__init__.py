@@ -1,0 +1,1 @@
+"""Device inventory (NVML or simulated) and ResourceSlices for this node."""

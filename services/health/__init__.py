@@ -1,0 +1,1 @@
+"""GPU fault detection on the node and the cluster-wide remediation controller."""
