@@ -102,11 +102,12 @@ class Supervisor:
             service.restarts += 1
             delay = restart_delay(service.restarts)
             log.error(
-                "service exited with %d; restarting in %.1fs (restart %d); log: %s",
+                "service exited with %d; restarting in %.1fs (restart %d); log: %s; last line: %s",
                 code,
                 delay,
                 service.restarts,
                 service.spec.log_file,
+                last_line(Path(service.spec.log_file)),
                 extra={"service": service.spec.name},
             )
             with contextlib.suppress(Exception):
@@ -122,6 +123,17 @@ class Supervisor:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def last_line(path: Path, window: int = 4096) -> str:
+    """The end of a crashed service's log, so the person sees why without opening it."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(path.stat().st_size - window, 0))
+            lines = [line for line in handle.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:500] if lines else ""
 
 
 def python_module(module: str) -> list[str]:

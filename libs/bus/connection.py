@@ -44,9 +44,7 @@ def _tls(settings: CommonSettings) -> ssl.SSLContext | None:
     return context
 
 
-async def connect(
-    settings: CommonSettings, name: str, *, connect_timeout: int = 2, attempts: int = 3
-) -> Client:
+async def connect(settings: CommonSettings, name: str, *, connect_timeout: int = 2, attempts: int = 3) -> Client:
     """Connect as ``name`` (shown by ``nats server report connections``).
 
     The first connection gives up after ``attempts`` tries per server so that a wrong URL is reported at

@@ -60,6 +60,7 @@ class Consumer:
         self.spec = spec
         self._handler = handler
         self._task: asyncio.Task[None] | None = None
+        self._subscription: JetStreamContext.PullSubscription | None = None
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
@@ -77,14 +78,18 @@ class Consumer:
             max_ack_pending=max(1000, spec.batch * 4),
         )
         await self._js.add_consumer(spec.stream, config)
-        subscription = await self._js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
-        self._task = asyncio.create_task(self._run(subscription), name=f"consumer {spec.durable}")
+        self._subscription = await self._js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
+        self._task = asyncio.create_task(self._run(self._subscription), name=f"consumer {spec.durable}")
 
     async def stop(self) -> None:
+        """Finish the event in hand, then unsubscribe: unacked fetched events are redelivered later."""
         self._stopping.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()
 
     async def _run(self, subscription: JetStreamContext.PullSubscription) -> None:
         failures = 0
@@ -96,9 +101,7 @@ class Consumer:
                 continue
             except Exception as exc:
                 failures += 1
-                log.warning(
-                    "fetch failed; retrying", extra={"consumer": self.spec.durable, "error": repr(exc)}
-                )
+                log.warning("fetch failed; retrying", extra={"consumer": self.spec.durable, "error": repr(exc)})
                 await self._pause(min(0.1 * 2**failures, 5.0))
                 continue
             failures = 0
@@ -154,9 +157,7 @@ class Consumer:
             await self._dead_letter(msg, f"handler failed {deliveries} times; last error: {exc!r}")
             return
         delay = self.spec.delay(deliveries)
-        log.warning(
-            "handler failed; retrying in %.1fs", delay, extra={**context, "error": repr(exc)}, exc_info=exc
-        )
+        log.warning("handler failed; retrying in %.1fs", delay, extra={**context, "error": repr(exc)}, exc_info=exc)
         await msg.nak(delay=delay)
         CONSUMED.labels(self.spec.durable, "retried").inc()
 

@@ -25,9 +25,7 @@ class ServiceInfo(msgspec.Struct, frozen=True, kw_only=True):
         return self.metadata.get("node", "")
 
 
-async def list_services(
-    nc: Client, name: str = "", *, quiet: float = 0.25, limit: float = 2.0
-) -> list[ServiceInfo]:
+async def list_services(nc: Client, name: str = "", *, quiet: float = 0.25, limit: float = 2.0) -> list[ServiceInfo]:
     """Ask every service (or those called ``name``) and collect answers until none came for ``quiet`` s."""
     inbox = nc.new_inbox()
     answers: asyncio.Queue[Msg] = asyncio.Queue()

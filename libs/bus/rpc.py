@@ -43,9 +43,7 @@ class Endpoint(Generic[C]):
     at a time per subscription, which would serialize independent work such as claims on different GPUs.
     """
 
-    def __init__(
-        self, command: type[C], handler: Callable[[C], Awaitable[Reply]], *, concurrency: int = 1
-    ) -> None:
+    def __init__(self, command: type[C], handler: Callable[[C], Awaitable[Reply]], *, concurrency: int = 1) -> None:
         self.command = command
         self.handler = handler
         self.concurrency = concurrency

@@ -13,7 +13,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from libs.telemetry import tracer
+from libs.telemetry.tracing import span
 
 
 def inject(headers: dict[str, str]) -> None:
@@ -56,11 +56,8 @@ def attributes(
 def messaging_span(
     name: str, kind: SpanKind, attrs: Mapping[str, str | int], parent: Context | None = None
 ) -> Iterator[Span]:
-    """A span that records an escaping exception as an error, then lets it propagate."""
-    with tracer().start_as_current_span(
-        name, context=parent, kind=kind, attributes=dict(attrs), record_exception=True
-    ) as span:
-        yield span
+    with span(name, kind, attrs, parent) as current:
+        yield current
 
 
 def mark_error(span: Span, message: str) -> None:

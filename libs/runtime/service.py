@@ -32,9 +32,7 @@ EXIT_SETTINGS = 2
 EXIT_BUS = 1
 
 
-def service_main(
-    name: str, settings_type: type[S], lifespan: Lifespan[S], argv: Sequence[str] | None = None
-) -> None:
+def service_main(name: str, settings_type: type[S], lifespan: Lifespan[S], argv: Sequence[str] | None = None) -> None:
     """Console-script entry of a service: ``python -m services.<name> [--flags]``."""
     try:
         settings = load_settings(

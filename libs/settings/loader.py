@@ -73,7 +73,7 @@ def load_settings(
     try:
         return msgspec.convert(raw, cls, strict=False)
     except msgspec.ValidationError as exc:
-        raise SettingsError(_explain(exc)) from None
+        raise SettingsError(_explain(exc, cls)) from None
 
 
 def _coerce(field: msgspec.structs.FieldInfo, value: str) -> Any:
@@ -86,10 +86,22 @@ def _coerce(field: msgspec.structs.FieldInfo, value: str) -> Any:
     return value
 
 
-def _explain(exc: msgspec.ValidationError) -> str:
+def _choices(cls: type[msgspec.Struct], name: str) -> str:
+    """For a Literal field, the allowed values, so the error says what would have worked."""
+    for field in msgspec.structs.fields(cls):
+        if field.name == name:
+            info = msgspec.inspect.type_info(field.type)
+            while isinstance(info, msgspec.inspect.Metadata):
+                info = info.type
+            if isinstance(info, msgspec.inspect.LiteralType):
+                return " (one of: " + ", ".join(repr(value) for value in info.values) + ")"
+    return ""
+
+
+def _explain(exc: msgspec.ValidationError, cls: type[msgspec.Struct]) -> str:
     message = str(exc)
     marker = "`$."
     if marker in message:
         field = message.split(marker, 1)[1].split("`", 1)[0].split("[", 1)[0]
-        return f"setting {flag_name(field)} / {env_name(field)}: {message}"
+        return f"setting {flag_name(field)} / {env_name(field)}: {message}{_choices(cls, field)}"
     return f"settings: {message}"

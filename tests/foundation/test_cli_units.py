@@ -1,0 +1,58 @@
+"""Pure pieces of the CLI: event lines, supervisor backoff, the standalone layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cli.events import format_line, structured
+from cli.supervisor import restart_delay
+from cli.up import layout, service_env
+from libs.events import encode
+from tests.foundation.test_catalogue import FAULT
+
+
+def test_event_line_is_one_readable_line() -> None:
+    headers, body = encode(FAULT, source="/gpudra/dgx-01/health", event_id="e-1")
+    line = format_line("subject", headers, body)
+    assert "\n" not in line
+    assert "HealthEvent.v1" in line
+    assert "dgx-01.example.com" in line
+    assert "subject=GPU-1234" in line
+    assert 'error_codes=["79"]' in line
+    assert "recommended_action=RESTART_BM" in line
+
+
+def test_long_events_are_cut() -> None:
+    headers, body = encode(FAULT, source="/t")
+    long_body = body.replace(b'"xid"', b'"' + b"x" * 1000 + b'"')
+    assert len(format_line("s", headers, long_body)) == 240
+
+
+def test_dead_letters_show_their_reason() -> None:
+    headers, body = encode(FAULT, source="/t")
+    line = format_line("gpudra.deadletter.X.y", {**headers, "gpudra-dlq-reason": "handler failed 5 times"}, body)
+    assert "dead-letter='handler failed 5 times'" in line
+
+
+def test_structured_mode_is_cloudevents_json() -> None:
+    import json
+
+    headers, body = encode(FAULT, source="/gpudra/n/health", event_id="e-9")
+    event = json.loads(structured(headers, body))
+    assert event["specversion"] == "1.0"
+    assert event["id"] == "e-9"
+    assert event["data"]["entity"]["id"] == "GPU-1234"
+
+
+def test_restart_backoff_grows_and_is_capped() -> None:
+    assert [restart_delay(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
+    assert restart_delay(50) == 30.0
+
+
+def test_standalone_layout_and_environment(tmp_path: Path) -> None:
+    system = layout(tmp_path, "node-0", "dgx-h100", "nats://127.0.0.1:4222")
+    env = service_env(system)
+    assert system.kubelet.plugins_dir == str(tmp_path / "kubelet" / "plugins" / "gpu.gpudra.io")
+    assert env["GPUDRA_KUBELET_DIR"] == str(tmp_path / "kubelet")
+    assert env["GPUDRA_BACKEND"] == "simulated"
+    assert env["GPUDRA_NODE_NAME"] == "node-0"

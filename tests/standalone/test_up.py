@@ -1,0 +1,119 @@
+"""``gpudra up`` end to end: real processes, a real nats-server, supervision, and a clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from cli import endpoints
+from cli.up import SERVICES
+from libs.bus import Bus
+from libs.bus.directory import ServiceInfo, list_services
+from libs.events import decode
+from libs.events.catalogue import ClaimRef, ClaimUnprepared, ServiceCrashed
+from tests.support.nats_fixture import settings_for
+
+pytestmark = pytest.mark.slow
+
+
+async def gpudra(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+
+
+async def read_until(process: asyncio.subprocess.Process, marker: str, timeout: float = 90) -> list[str]:
+    assert process.stdout is not None
+    lines: list[str] = []
+    async with asyncio.timeout(timeout):
+        while not lines or marker not in lines[-1]:
+            line = await process.stdout.readline()
+            if not line:
+                raise AssertionError(f"process ended before {marker!r}: {lines}")
+            lines.append(line.decode())
+    return lines
+
+
+@pytest.fixture
+async def system(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, endpoints.Endpoints]]:
+    process = await gpudra("up", "--state-dir", str(tmp_path), "--node", "node-0", "--profile", "dgx-h100")
+    try:
+        await read_until(process, "Ctrl-C stops everything")
+        yield process, endpoints.read(tmp_path)
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+            await asyncio.wait_for(process.wait(), 60)
+
+
+async def services_of(bus: Bus) -> dict[str, ServiceInfo]:
+    return {info.name: info for info in await list_services(bus.nc) if info.node == "node-0"}
+
+
+async def test_up_runs_every_service_restarts_crashes_and_stops_cleanly(
+    system: tuple[asyncio.subprocess.Process, endpoints.Endpoints],
+) -> None:
+    process, system_endpoints = system
+    assert system_endpoints.drivers["gpu"] == "gpu.gpudra.io"
+    assert Path(system_endpoints.state_dir, "endpoints.json").stat().st_mode & 0o077 == 0
+    bus = await Bus.connect(settings_for(system_endpoints.nats_url, "node-0"), "observer")
+    try:
+        running = await services_of(bus)
+        assert set(running) == set(SERVICES)
+        assert all(info.metadata["metrics"].startswith("http://127.0.0.1:") for info in running.values())
+
+        crashes = await bus.nc.subscribe("gpudra.v1.node-0.system.services")
+        old_pid = int(running["health"].metadata["pid"])
+        os.kill(old_pid, signal.SIGKILL)
+        msg = await crashes.next_msg(timeout=30)
+        crash = decode(msg.headers, msg.data).data
+        assert isinstance(crash, ServiceCrashed)
+        assert (crash.service, crash.exit_code, crash.restarts) == ("health", -9, 1)
+        async with asyncio.timeout(60):
+            while int((await services_of(bus)).get("health", running["health"]).metadata["pid"]) == old_pid:
+                await asyncio.sleep(0.2)
+    finally:
+        await bus.close()
+
+    process.send_signal(signal.SIGINT)
+    assert await asyncio.wait_for(process.wait(), 60) == 0
+    assert not Path(system_endpoints.state_dir, "endpoints.json").exists()
+    assert not list(Path(system_endpoints.kubelet.root).rglob("*.sock"))
+
+
+async def test_cli_finds_the_system_through_the_state_dir(
+    system: tuple[asyncio.subprocess.Process, endpoints.Endpoints],
+) -> None:
+    _, system_endpoints = system
+    listing = await gpudra("services", "--state-dir", system_endpoints.state_dir, "-o", "json")
+    out, _ = await listing.communicate()
+    assert listing.returncode == 0
+    assert {item["name"] for item in msgspec.json.decode(out)} == set(SERVICES)
+
+    tail = await gpudra("events", "tail", "--state-dir", system_endpoints.state_dir, "--count", "1")
+    await read_until(tail, "# tailing")
+    bus = await Bus.connect(settings_for(system_endpoints.nats_url, "node-0"), "observer")
+    try:
+        claim = ClaimRef(namespace="default", name="demo", uid="uid-demo")
+        await bus.publish(ClaimUnprepared(node="node-0", claim=claim))
+        [line] = await read_until(tail, "ClaimUnprepared")
+    finally:
+        await bus.close()
+    assert "node-0" in line
+    assert "subject=uid-demo" in line
+    assert await tail.wait() == 0
+
+
+async def test_commands_without_a_running_system_say_how_to_start_one(tmp_path: Path) -> None:
+    listing = await gpudra("services", "--state-dir", str(tmp_path))
+    out, _ = await listing.communicate()
+    assert listing.returncode == 1
+    assert "no running gpudra found" in out.decode()
+    assert f"gpudra up --state-dir {tmp_path}" in out.decode()
