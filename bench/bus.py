@@ -6,6 +6,8 @@ Two figures, each as a median over alternating rounds (so machine noise hits bot
 - request/reply latency: p50 and p99 of one command round trip (nats.micro endpoint vs a plain subscription).
 
 The library's extra work per event is the CloudEvents envelope, msgspec validation, trace context and spans.
+Beside wall-clock rates, the CPU time this process spent per event is printed: on a shared 2-core machine it
+is steadier than the wall clock (the nats-server's own CPU is not included, for either side).
 Goal: overhead under 30 % of raw nats-py.
 
     python -m bench bus [--events 3000] [--requests 2000] [--rounds 5]
@@ -36,7 +38,7 @@ from libs.telemetry import configure_tracing
 CLAIM = ClaimRef(namespace="default", name="bench", uid="00000000-0000-0000-0000-000000000000")
 
 
-async def library_throughput(bus: Bus, events: int, round_no: int) -> float:
+async def library_throughput(bus: Bus, events: int, round_no: int) -> tuple[float, float]:
     done = asyncio.Event()
     seen = 0
 
@@ -50,16 +52,16 @@ async def library_throughput(bus: Bus, events: int, round_no: int) -> float:
     spec = ConsumerSpec(stream="GPUDRA_CLAIMS", durable=f"lib{round_no}", filter_subjects=[subject], batch=256)
     consumer = await bus.consume(spec, handle)
     event = ClaimUnprepared(node=f"lib-{round_no}", claim=CLAIM)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for _ in range(events):
         await bus.publish(event)
     await done.wait()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     await consumer.stop()
-    return events / elapsed
+    return events / elapsed, cpu / events * 1e6
 
 
-async def raw_throughput(url: str, events: int, round_no: int) -> float:
+async def raw_throughput(url: str, events: int, round_no: int) -> tuple[float, float]:
     nc = await nats.connect(url)
     js = nc.jetstream()
     subject = f"gpudra.v1.raw-{round_no}.claims.unprepared"
@@ -86,31 +88,33 @@ async def raw_throughput(url: str, events: int, round_no: int) -> float:
                 continue
 
     reader = asyncio.create_task(consume())
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for index in range(events):
         await js.publish(subject, body, headers={"Nats-Msg-Id": f"{round_no}-{index}"})
     await reader
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     await subscription.unsubscribe()
     await nc.close()
-    return events / elapsed
+    return events / elapsed, cpu / events * 1e6
 
 
-async def latencies(call: Callable[[], Awaitable[object]], requests: int) -> list[float]:
+async def latencies(call: Callable[[], Awaitable[object]], requests: int) -> tuple[list[float], float]:
+    """Round-trip times (µs) and this process's CPU µs per request (both ends run here)."""
     samples = []
+    cpu = time.process_time()
     for _ in range(requests):
         started = time.perf_counter()
         await call()
         samples.append((time.perf_counter() - started) * 1e6)
-    return samples
+    return samples, (time.process_time() - cpu) / requests * 1e6
 
 
-async def library_latency(bus: Bus, requests: int) -> list[float]:
+async def library_latency(bus: Bus, requests: int) -> tuple[list[float], float]:
     command = PrepareClaims(claims=[CLAIM])
     return await latencies(lambda: bus.request("bench", command, PrepareClaimsReply, timeout=5), requests)
 
 
-async def raw_latency(nc: Client, requests: int) -> list[float]:
+async def raw_latency(nc: Client, requests: int) -> tuple[list[float], float]:
     body = b'{"claims":[{"namespace":"default","name":"bench","uid":"00000000-0000-0000-0000-000000000000"}]}'
     return await latencies(lambda: nc.request("raw.bench.prepare", body, timeout=5), requests)
 
@@ -138,31 +142,52 @@ async def run(events: int, requests: int, rounds: int) -> None:
             await msg.respond(b'{"results":{}}')
 
         await raw.subscribe("raw.bench.prepare", cb=echo)
-        lib_rates, raw_rates, lib_lat, raw_lat = [], [], [], []
+        results = Results()
         for round_no in range(rounds):
-            raw_rates.append(await raw_throughput(server.url, events, round_no))
-            lib_rates.append(await library_throughput(bus, events, round_no))
-            raw_lat += await raw_latency(raw, requests)
-            lib_lat += await library_latency(bus, requests)
+            results.add("raw", await raw_throughput(server.url, events, round_no), await raw_latency(raw, requests))
+            results.add("lib", await library_throughput(bus, events, round_no), await library_latency(bus, requests))
         await raw.close()
         await bus.close()
         await server.stop()
-    report(lib_rates, raw_rates, lib_lat, raw_lat, events, requests, rounds)
+    results.report(events, requests, rounds)
 
 
-def report(
-    lib_rates: list[float], raw_rates: list[float], lib_lat: list[float], raw_lat: list[float], *sizes: int
-) -> None:
-    lib_rate, raw_rate = statistics.median(lib_rates), statistics.median(raw_rates)
-    events, requests, rounds = sizes
-    print(f"publish→consume ({events} events x {rounds} rounds, median events/s)")
-    print(f"  raw nats-py   {raw_rate:9.0f}/s")
-    print(f"  gpudra bus    {lib_rate:9.0f}/s   overhead {100 * (raw_rate / lib_rate - 1):5.1f} % of raw")
-    print(f"request/reply ({requests} requests x {rounds} rounds, µs)")
-    for name, samples in (("raw nats-py", raw_lat), ("gpudra bus ", lib_lat)):
-        print(f"  {name}   p50 {pct(samples, 0.5):7.0f}   p99 {pct(samples, 0.99):7.0f}")
-    overhead = 100 * (pct(lib_lat, 0.5) / pct(raw_lat, 0.5) - 1)
-    print(f"  p50 overhead {overhead:5.1f} % of raw")
+class Results:
+    def __init__(self) -> None:
+        self.rates: dict[str, list[float]] = {"raw": [], "lib": []}
+        self.event_cpu: dict[str, list[float]] = {"raw": [], "lib": []}
+        self.latency: dict[str, list[float]] = {"raw": [], "lib": []}
+        self.request_cpu: dict[str, list[float]] = {"raw": [], "lib": []}
+
+    def add(self, side: str, throughput: tuple[float, float], latency: tuple[list[float], float]) -> None:
+        self.rates[side].append(throughput[0])
+        self.event_cpu[side].append(throughput[1])
+        self.latency[side] += latency[0]
+        self.request_cpu[side].append(latency[1])
+
+    def report(self, events: int, requests: int, rounds: int) -> None:
+        med = statistics.median
+        rate = {side: med(values) for side, values in self.rates.items()}
+        cpu = {side: med(values) for side, values in self.event_cpu.items()}
+        print(f"publish→consume ({events} events x {rounds} rounds; medians)")
+        print(f"  raw nats-py  {rate['raw']:7.0f} events/s   {cpu['raw']:5.0f} µs CPU/event")
+        print(f"  gpudra bus   {rate['lib']:7.0f} events/s   {cpu['lib']:5.0f} µs CPU/event")
+        print(
+            f"  overhead     {100 * (rate['raw'] / rate['lib'] - 1):5.1f} % wall   "
+            f"{100 * (cpu['lib'] / cpu['raw'] - 1):5.1f} % CPU"
+        )
+        p50 = {side: pct(values, 0.5) for side, values in self.latency.items()}
+        rcpu = {side: med(values) for side, values in self.request_cpu.items()}
+        print(f"request/reply ({requests} requests x {rounds} rounds; µs)")
+        for side, name in (("raw", "raw nats-py"), ("lib", "gpudra bus ")):
+            print(
+                f"  {name}  p50 {p50[side]:6.0f}   p99 {pct(self.latency[side], 0.99):6.0f}   "
+                f"CPU/request {rcpu[side]:5.0f}"
+            )
+        print(
+            f"  overhead     {100 * (p50['lib'] / p50['raw'] - 1):5.1f} % p50   "
+            f"{100 * (rcpu['lib'] / rcpu['raw'] - 1):5.1f} % CPU"
+        )
 
 
 def main(argv: list[str]) -> None:

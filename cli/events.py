@@ -52,18 +52,14 @@ def format_line(subject: str, headers: Mapping[str, str], data: bytes) -> str:
     if reason := headers.get("gpudra-dlq-reason"):
         parts.append(f"dead-letter={reason!r}")
     if isinstance(fields, dict):
-        parts.extend(
-            f"{key}={_value(value)}" for key, value in fields.items() if value not in ("", [], {}, None)
-        )
+        parts.extend(f"{key}={_value(value)}" for key, value in fields.items() if value not in ("", [], {}, None))
     line = "  ".join(parts)
     return line if len(line) <= WIDTH else line[: WIDTH - 1] + "…"
 
 
 def structured(headers: Mapping[str, str], data: bytes) -> str:
     """The same event in CloudEvents structured mode, for piping into other tools."""
-    event: dict[str, Any] = {
-        key.removeprefix("ce-"): value for key, value in headers.items() if key.startswith("ce-")
-    }
+    event: dict[str, Any] = {key.removeprefix("ce-"): value for key, value in headers.items() if key.startswith("ce-")}
     event["datacontenttype"] = headers.get("content-type", "application/json")
     try:
         event["data"] = msgspec.json.decode(data)

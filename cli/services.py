@@ -14,9 +14,7 @@ from libs.bus.directory import ServiceInfo, list_services
 def add_parser(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    parser = subparsers.add_parser(
-        "services", parents=[common], help="list running services (nats.micro $SRV.INFO)"
-    )
+    parser = subparsers.add_parser("services", parents=[common], help="list running services (nats.micro $SRV.INFO)")
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
     parser.set_defaults(run=run)
 
@@ -25,9 +23,7 @@ def table(services: list[ServiceInfo]) -> str:
     rows = [("NODE", "SERVICE", "VERSION", "ID", "ENDPOINTS", "METRICS")]
     for info in services:
         endpoints = ",".join(str(endpoint.get("name", "")) for endpoint in info.endpoints) or "-"
-        rows.append(
-            (info.node, info.name, info.version, info.id, endpoints, info.metadata.get("metrics", "-"))
-        )
+        rows.append((info.node, info.name, info.version, info.id, endpoints, info.metadata.get("metrics", "-")))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows

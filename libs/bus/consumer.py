@@ -62,6 +62,12 @@ class Consumer:
         self._task: asyncio.Task[None] | None = None
         self._subscription: JetStreamContext.PullSubscription | None = None
         self._stopping = asyncio.Event()
+        # Label look-ups cost a lock and a dict each; done once here, not per event.
+        self._counted = {
+            outcome: CONSUMED.labels(spec.durable, outcome)
+            for outcome in ("acked", "retried", "ignored", "dead_lettered")
+        }
+        self._handler_seconds = HANDLER_SECONDS.labels(spec.durable)
 
     async def start(self) -> None:
         spec = self.spec
@@ -120,7 +126,7 @@ class Consumer:
             await self._dead_letter(msg, str(exc))
             return
         if spec.accept is not None and not isinstance(envelope.data, spec.accept):
-            CONSUMED.labels(spec.durable, "ignored").inc()
+            self._counted["ignored"].inc()
             await msg.ack()
             return
         attrs = tracing.attributes(
@@ -145,9 +151,9 @@ class Consumer:
                 await self._retry_or_give_up(msg, envelope, exc)
                 return
             finally:
-                HANDLER_SECONDS.labels(spec.durable).observe(time.perf_counter() - started)
+                self._handler_seconds.observe(time.perf_counter() - started)
         await msg.ack()
-        CONSUMED.labels(spec.durable, "acked").inc()
+        self._counted["acked"].inc()
 
     async def _retry_or_give_up(self, msg: Msg, envelope: Envelope[Event], exc: Exception) -> None:
         deliveries = msg.metadata.num_delivered
@@ -159,7 +165,7 @@ class Consumer:
         delay = self.spec.delay(deliveries)
         log.warning("handler failed; retrying in %.1fs", delay, extra={**context, "error": repr(exc)}, exc_info=exc)
         await msg.nak(delay=delay)
-        CONSUMED.labels(self.spec.durable, "retried").inc()
+        self._counted["retried"].inc()
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
         meta = msg.metadata
@@ -185,7 +191,7 @@ class Consumer:
             )
             return
         await msg.term()
-        CONSUMED.labels(self.spec.durable, "dead_lettered").inc()
+        self._counted["dead_lettered"].inc()
         log.warning(
             "event dead-lettered",
             extra={"consumer": self.spec.durable, "stream": stream, "sequence": sequence, "reason": reason},

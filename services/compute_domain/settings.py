@@ -12,6 +12,4 @@ from libs.settings import CommonSettings
 class Settings(CommonSettings, kw_only=True, frozen=True):
     """ComputeDomain controller and node-side IMEX channel preparation."""
 
-    driver_name: Annotated[str, msgspec.Meta(description="compute-domain DRA driver name")] = (
-        "compute-domain.gpudra.io"
-    )
+    driver_name: Annotated[str, msgspec.Meta(description="compute-domain DRA driver name")] = "compute-domain.gpudra.io"

@@ -1,15 +1,174 @@
-"""Wiring of kubelet_shim: registered on the bus; the gRPC sockets come with the kubelet-face issue."""
+"""Wiring of kubelet_shim: the health view and its feeds, the DRA server, then the registration socket.
+
+Start order is what the kubelet needs to see: the device health is loaded before anything is served, and
+the DRA socket answers before the registration socket appears (the kubelet calls the endpoint as soon as
+it has registered). Stop order is the reverse: the registration socket goes first, which deregisters the
+driver, then calls in flight get ``shutdown_grace_seconds`` to finish, then the DRA socket goes.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
+import grpc.aio
+from grpc_health.v1 import health_pb2_grpc
+
 from libs.bus import Bus, Endpoint
+from protos.gen import dra_v1_pb2_grpc, dra_v1beta1_pb2_grpc, health_v1alpha1_pb2_grpc, pluginregistration_pb2_grpc
+from services.kubelet_shim.dra import V1_SERVICE, V1BETA1_SERVICE, ClaimForwarder, DraV1, DraV1beta1
+from services.kubelet_shim.health_sources import HealthEvents, InventoryWatch
+from services.kubelet_shim.health_stream import ResourceHealth
+from services.kubelet_shim.health_view import HealthView
+from services.kubelet_shim.probe import SocketHealth
+from services.kubelet_shim.registration import Registration
 from services.kubelet_shim.settings import Settings
+from services.kubelet_shim.sockets import BoundSocket, SocketError, bind
+
+log = logging.getLogger(__name__)
+
+STARTUP_SYNC_SECONDS = 5.0
+"""How long the start waits for the inventory and health replay before serving what it has."""
 
 
-@asynccontextmanager
+@dataclass(frozen=True, kw_only=True)
+class Shim:
+    """What a running shim exposes (to tests and to the process)."""
+
+    view: HealthView
+    registration: Registration
+    registration_socket: BoundSocket
+    dra_socket: BoundSocket
+    probe: SocketHealth
+    probe_port: int | None
+
+
+async def _feed_view(stack: contextlib.AsyncExitStack, bus: Bus, settings: Settings) -> HealthView:
+    view = HealthView()
+    inventory = InventoryWatch(bus, view, settings.node_name)
+    events = HealthEvents(bus, view, settings.node_name)
+    await inventory.start()
+    stack.push_async_callback(inventory.stop)
+    await events.start()
+    stack.push_async_callback(events.stop)
+    try:
+        async with asyncio.timeout(STARTUP_SYNC_SECONDS):
+            await asyncio.gather(inventory.synced.wait(), events.synced.wait())
+    except TimeoutError:
+        log.warning(
+            "device health not fully loaded at start; serving what is known", extra={"node": settings.node_name}
+        )
+    return view
+
+
+async def _serve_dra(
+    stack: contextlib.AsyncExitStack, bus: Bus, settings: Settings, view: HealthView, probe: SocketHealth
+) -> BoundSocket:
+    forwarder = ClaimForwarder(
+        bus, node=settings.node_name, timeout=settings.prepare_timeout, max_claims=settings.max_claims_per_call
+    )
+    server = grpc.aio.server()
+    dra_v1_pb2_grpc.add_DRAPluginServicer_to_server(DraV1(forwarder), server)
+    dra_v1beta1_pb2_grpc.add_DRAPluginServicer_to_server(DraV1beta1(forwarder), server)
+    health = ResourceHealth(
+        view,
+        resend=settings.health_resend_seconds,
+        timeout_seconds=settings.health_check_timeout_seconds,
+        node=settings.node_name,
+    )
+    health_v1alpha1_pb2_grpc.add_DRAResourceHealthServicer_to_server(health, server)
+    health_pb2_grpc.add_HealthServicer_to_server(probe, server)
+    socket = bind(server, settings.dra_socket, dialled=True)
+
+    async def stop() -> None:
+        view.close()  # health streams end now; the kubelet reconnects to the next shim
+        await server.stop(settings.shutdown_grace_seconds)
+        socket.remove()
+        socket.close()
+
+    stack.push_async_callback(stop)
+    await server.start()
+    return socket
+
+
+async def _serve_registration(
+    stack: contextlib.AsyncExitStack, settings: Settings, registration: Registration
+) -> BoundSocket:
+    server = grpc.aio.server()
+    pluginregistration_pb2_grpc.add_RegistrationServicer_to_server(registration, server)
+    socket = bind(server, settings.registration_socket, dialled=False)
+
+    async def stop() -> None:
+        socket.remove()  # first: the kubelet deregisters the driver when the socket goes
+        await server.stop(None)
+        socket.close()
+
+    stack.push_async_callback(stop)
+    await server.start()
+    return socket
+
+
+async def _serve_probe(stack: contextlib.AsyncExitStack, settings: Settings, probe: SocketHealth) -> int | None:
+    if settings.grpc_health_port < 0:
+        return None
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(probe, server)
+    address = f"{settings.grpc_health_host}:{settings.grpc_health_port}"
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise SocketError(f"cannot bind the grpc health port {address}: {exc}") from None
+    await server.start()
+
+    async def stop() -> None:
+        await probe.enter_graceful_shutdown()
+        await server.stop(None)
+
+    stack.push_async_callback(stop)
+    return port
+
+
+@contextlib.asynccontextmanager
+async def serve(bus: Bus, settings: Settings) -> AsyncIterator[Shim]:
+    """Run the shim until the block exits; sockets are removed on the way out, even after an error."""
+    async with contextlib.AsyncExitStack() as stack:
+        view = await _feed_view(stack, bus, settings)
+        probe = SocketHealth([], services=[V1_SERVICE, V1BETA1_SERVICE])
+        dra_socket = await _serve_dra(stack, bus, settings, view, probe)
+        probe.add(dra_socket)
+        registration = Registration(settings.driver_name, settings.dra_socket, settings.node_name)
+        registration_socket = await _serve_registration(stack, settings, registration)
+        probe.add(registration_socket)
+        probe_port = await _serve_probe(stack, settings, probe)
+        log.info(
+            "serving the kubelet",
+            extra={
+                "node": settings.node_name,
+                "registration_socket": str(registration_socket.path),
+                "dra_socket": str(dra_socket.path),
+                "grpc_health_port": probe_port,
+            },
+        )
+        yield Shim(
+            view=view,
+            registration=registration,
+            registration_socket=registration_socket,
+            dra_socket=dra_socket,
+            probe=probe,
+            probe_port=probe_port,
+        )
+
+
+@contextlib.asynccontextmanager
 async def lifespan(bus: Bus, settings: Settings) -> AsyncIterator[Sequence[Endpoint[Any]]]:
-    yield []
+    """The shim serves gRPC, not NATS commands: no endpoints of its own."""
+    try:
+        async with serve(bus, settings):
+            yield []
+    except SocketError as exc:
+        log.error("cannot serve the kubelet: %s", exc, extra={"node": settings.node_name})
+        raise SystemExit(1) from None

@@ -1,16 +1,81 @@
-"""Settings of kubelet_shim: the common ones plus its own."""
+"""Settings of kubelet_shim: the common ones plus its own.
+
+Every field is also a flag and a ``GPUDRA_*`` variable. Standalone mode gives all services one environment,
+so names a different service might also want (a timeout, a port) carry a prefix saying what they are for.
+"""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Annotated
 
 import msgspec
 
 from libs.settings import CommonSettings
 
+# The kubelet gives every DRA call 45 s; a per-claim error must reach it before that.
+KUBELET_CALL_TIMEOUT = 45.0
+# Without a report for 30 s the kubelet shows a device as Unknown (kubelet 1.34-1.36 health cache).
+KUBELET_HEALTH_TIMEOUT = 30.0
+
+
+def _doc(text: str) -> msgspec.Meta:
+    return msgspec.Meta(description=text)
+
 
 class Settings(CommonSettings, kw_only=True, frozen=True):
     """The kubelet's face: registration and DRA gRPC sockets, turned into NATS requests."""
 
-    kubelet_dir: Annotated[str, msgspec.Meta(description="kubelet root directory")] = "/var/lib/kubelet"
-    driver_name: Annotated[str, msgspec.Meta(description="DRA driver name")] = "gpu.gpudra.io"
+    kubelet_dir: Annotated[str, _doc("kubelet root directory")] = "/var/lib/kubelet"
+    driver_name: Annotated[str, _doc("DRA driver name")] = "gpu.gpudra.io"
+    registration_dir: Annotated[
+        str, _doc("directory of the registration socket (default <kubelet-dir>/plugins_registry)")
+    ] = ""
+    plugin_dir: Annotated[str, _doc("directory of the DRA socket (default <kubelet-dir>/plugins/<driver-name>)")] = ""
+    pod_uid: Annotated[
+        str,
+        _doc("this pod's UID: rolling-update socket names <driver>-<uid>-reg.sock and dra-<uid>.sock"),
+        msgspec.Meta(pattern=r"^[A-Za-z0-9-]{0,64}$"),
+    ] = ""
+    prepare_timeout: Annotated[
+        float,
+        _doc("seconds to wait for claim_preparation per kubelet call (under the kubelet's 45 s)"),
+        msgspec.Meta(gt=0, le=KUBELET_CALL_TIMEOUT - 1),
+    ] = 40.0
+    max_claims_per_call: Annotated[
+        int, _doc("claims one kubelet call may hold; more are refused with per-claim errors"), msgspec.Meta(ge=1)
+    ] = 128
+    health_resend_seconds: Annotated[
+        float,
+        _doc("resend the device health list this often (the kubelet forgets health unheard for 30 s)"),
+        msgspec.Meta(gt=0, le=KUBELET_HEALTH_TIMEOUT / 2),
+    ] = 10.0
+    grpc_health_port: Annotated[
+        int,
+        _doc("TCP port of the grpc.health.v1 service for probes; 0 picks a free one, -1 disables"),
+        msgspec.Meta(ge=-1, le=65535),
+    ] = -1
+    grpc_health_host: Annotated[str, _doc("address the grpc.health.v1 port binds")] = "127.0.0.1"
+    shutdown_grace_seconds: Annotated[
+        float, _doc("on stop, how long kubelet calls in flight may still finish"), msgspec.Meta(ge=0)
+    ] = 5.0
+
+    @property
+    def registration_socket(self) -> Path:
+        """``<driver>-reg.sock`` (or ``<driver>-<podUID>-reg.sock``) where the kubelet watches for plugins."""
+        directory = Path(self.registration_dir or Path(self.kubelet_dir) / "plugins_registry")
+        name = f"{self.driver_name}-{self.pod_uid}-reg.sock" if self.pod_uid else f"{self.driver_name}-reg.sock"
+        return directory.absolute() / name
+
+    @property
+    def dra_socket(self) -> Path:
+        """``dra.sock`` (or ``dra-<podUID>.sock``): the endpoint GetInfo hands the kubelet."""
+        directory = Path(self.plugin_dir or Path(self.kubelet_dir) / "plugins" / self.driver_name)
+        name = f"dra-{self.pod_uid}.sock" if self.pod_uid else "dra.sock"
+        return directory.absolute() / name
+
+    @property
+    def health_check_timeout_seconds(self) -> int:
+        """What each device entry tells the kubelet: three missed resends before it shows Unknown."""
+        return max(math.ceil(KUBELET_HEALTH_TIMEOUT), math.ceil(3 * self.health_resend_seconds))

@@ -50,8 +50,8 @@ class Inbox:
 
 async def dead_letters(bus: Bus, count: int, timeout: float = 10.0) -> list[tuple[str, dict[str, str], bytes]]:
     """The first ``count`` dead letters: (subject, headers, data)."""
-    subscription = await bus.js.subscribe(f"gpudra.deadletter.>", stream=DEADLETTER_STREAM, ordered_consumer=True)
-    found = []
+    subscription = await bus.js.subscribe("gpudra.deadletter.>", stream=DEADLETTER_STREAM, ordered_consumer=True)
+    found: list[tuple[str, dict[str, str], bytes]] = []
     try:
         async with asyncio.timeout(timeout):
             while len(found) < count:

@@ -62,7 +62,7 @@ async def test_oversized_event_is_refused_and_connection_survives(bus: Bus) -> N
 
 
 async def test_event_for_an_invalid_node_name_is_refused(bus: Bus) -> None:
-    with pytest.raises(ValueError, match="'node.\\*' is not a valid Kubernetes node name"):
+    with pytest.raises(ValueError, match=r"'node\.\*' is not a valid Kubernetes node name"):
         await bus.publish(unprepared("u1", node="node.*"))
 
 

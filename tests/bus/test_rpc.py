@@ -9,9 +9,9 @@ from libs.bus.directory import list_services
 from libs.events.catalogue import (
     ClaimPrepareResult,
     ClaimRef,
-    PreparedDevice,
     PrepareClaims,
     PrepareClaimsReply,
+    PreparedDevice,
 )
 
 CLAIM = ClaimRef(namespace="default", name="train", uid="uid-1")
@@ -20,7 +20,9 @@ CLAIM = ClaimRef(namespace="default", name="train", uid="uid-1")
 async def answer(command: PrepareClaims) -> PrepareClaimsReply:
     if any(claim.uid == "explode" for claim in command.claims):
         raise CommandError(409, "claim default/explode: device gpu-3 is already prepared for claim default/other")
-    device = PreparedDevice(request_names=["gpu"], pool="node-a", device="gpu-0", cdi_device_ids=["k8s.gpudra.io/claim=x"])
+    device = PreparedDevice(
+        request_names=["gpu"], pool="node-a", device="gpu-0", cdi_device_ids=["k8s.gpudra.io/claim=x"]
+    )
     return PrepareClaimsReply(results={claim.uid: ClaimPrepareResult(devices=[device]) for claim in command.claims})
 
 

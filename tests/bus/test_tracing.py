@@ -42,7 +42,7 @@ async def test_publish_span_is_the_parent_seen_by_the_consumer(bus: Bus, spans: 
 
     from tests.bus.helpers import claims_consumer
 
-    await bus.consume(claims_consumer("traced"), handle)  # type: ignore[arg-type]
+    await bus.consume(claims_consumer("traced"), handle)
     with trace.get_tracer("test").start_as_current_span("root"):
         await bus.publish(unprepared("t1"))
     await asyncio.wait_for(done.wait(), 10)
@@ -52,8 +52,10 @@ async def test_publish_span_is_the_parent_seen_by_the_consumer(bus: Bus, spans: 
     process = by_name["process gpudra.v1.node-a.claims.unprepared"]
     assert send.kind == trace.SpanKind.PRODUCER
     assert process.kind == trace.SpanKind.CONSUMER
-    assert process.parent is not None and process.parent.span_id == send.context.span_id
-    assert send.attributes is not None and send.attributes["messaging.operation.type"] == "send"
+    assert process.parent is not None
+    assert process.parent.span_id == send.context.span_id
+    assert send.attributes is not None
+    assert send.attributes["messaging.operation.type"] == "send"
 
 
 async def test_request_and_reply_share_a_trace(bus: Bus, spans: InMemorySpanExporter) -> None:
@@ -66,4 +68,5 @@ async def test_request_and_reply_share_a_trace(bus: Bus, spans: InMemorySpanExpo
     client = by_name["send gpudra.v1.node-a.rpc.claims.prepare"]
     server = by_name["process gpudra.v1.node-a.rpc.claims.prepare"]
     assert server.context.trace_id == client.context.trace_id
-    assert server.parent is not None and server.parent.span_id == client.context.span_id
+    assert server.parent is not None
+    assert server.parent.span_id == client.context.span_id

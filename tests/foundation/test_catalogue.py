@@ -9,7 +9,7 @@ import sys
 import msgspec
 import pytest
 
-from libs.events import COMMANDS, EVENTS, CLUSTER, MalformedEvent, UnknownEventType, decode, encode, event_subject
+from libs.events import CLUSTER, COMMANDS, EVENTS, MalformedEvent, UnknownEventType, decode, encode, event_subject
 from libs.events.asyncapi import document, json_schema, rendered
 from libs.events.catalogue import EntityRef, HealthEvent, ServiceCrashed
 from libs.events.subjects import node_from_token, node_token
@@ -51,7 +51,9 @@ def test_envelope_round_trip() -> None:
 
 
 def test_receivers_ignore_fields_added_later() -> None:
-    headers, body = encode(ServiceCrashed(node="n", service="s", exit_code=1, restarts=1, restart_in_seconds=1), source="/t")
+    headers, body = encode(
+        ServiceCrashed(node="n", service="s", exit_code=1, restarts=1, restart_in_seconds=1), source="/t"
+    )
     newer = body[:-1] + b',"added_in_a_later_release":true}'
     assert decode(headers, newer).data.ce_subject() == "s"
 
@@ -62,14 +64,14 @@ def test_unknown_type_and_missing_headers_are_named() -> None:
         decode({**headers, "ce-type": "io.gpudra.Other.v9"}, body)
     with pytest.raises(MalformedEvent, match="missing header"):
         decode({}, body)
-    with pytest.raises(MalformedEvent, match="unsupported CloudEvents specversion '0.3'"):
+    with pytest.raises(MalformedEvent, match=r"unsupported CloudEvents specversion '0\.3'"):
         decode({**headers, "ce-specversion": "0.3"}, body)
 
 
 def test_invalid_enum_value_is_malformed() -> None:
     headers, body = encode(FAULT, source="/t", event_id="e-3")
     bad = body.replace(b"RESTART_BM", b"REINSTALL_OS")
-    with pytest.raises(MalformedEvent, match=r"recommended_action"):
+    with pytest.raises(MalformedEvent, match="recommended_action"):
         decode(headers, bad)
 
 

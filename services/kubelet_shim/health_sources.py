@@ -1,0 +1,132 @@
+"""Feeding the health view from the bus: the inventory KV entry and the node's DeviceHealthChanged events.
+
+Both are JetStream ordered consumers (a KV watch is one too): nothing durable to clean up, they replay
+what they need at start (the current inventory; the node's health events, oldest first, so the last word
+on each device wins) and nats-py recreates them after a reconnect or a missed heartbeat, from the next
+sequence. A restarted shim therefore finds the same state; a restarted NATS loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
+from libs.bus import Bus
+from libs.bus.topology import INVENTORY_BUCKET, event_stream
+from libs.devices.model import Inventory
+from libs.events import Domain, EventError, decode, event_subject, node_token
+from libs.events.catalogue import DeviceHealthChanged
+from services.kubelet_shim.health_view import HealthView, devices_of
+
+log = logging.getLogger(__name__)
+
+HEALTH_HEARTBEAT_SECONDS = 1.0
+"""The server's idle heartbeat on the health consumer: two missed ones and nats-py recreates it, so a NATS
+restart delays health updates by seconds, not the default's twenty."""
+
+
+def health_subject(node: str) -> str:
+    return event_subject(node, DeviceHealthChanged.domain, DeviceHealthChanged.topic)
+
+
+class InventoryWatch:
+    """Keeps the view's device list equal to the node's entry in the inventory bucket."""
+
+    def __init__(self, bus: Bus, view: HealthView, node: str) -> None:
+        self._bus = bus
+        self._view = view
+        self._node = node
+        self.synced = asyncio.Event()
+        self._watcher: KeyValue.KeyWatcher | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        kv = await self._bus.kv(INVENTORY_BUCKET)
+        self._watcher = await kv.watch(node_token(self._node))
+        self._task = asyncio.create_task(self._run(self._watcher), name="inventory watch")
+
+    async def _run(self, watcher: KeyValue.KeyWatcher) -> None:
+        async for entry in watcher:
+            if entry is None:  # the marker after the initial value: we hold what the bucket holds
+                self.synced.set()
+                continue
+            self._apply(entry)
+
+    def _apply(self, entry: KeyValue.Entry) -> None:
+        extra = {"node": self._node, "revision": entry.revision}
+        if entry.operation in (KV_DEL, KV_PURGE):
+            self._view.set_devices([])
+            log.info("inventory removed; reporting no devices", extra=extra)
+            return
+        try:
+            inventory = msgspec.json.decode(entry.value or b"", type=Inventory)
+        except msgspec.DecodeError as exc:
+            log.warning("unreadable inventory entry; keeping the previous device list: %s", exc, extra=extra)
+            return
+        devices = devices_of(inventory)
+        self._view.set_devices(devices)
+        log.info("inventory loaded", extra={**extra, "devices": len(devices)})
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            with contextlib.suppress(Exception):
+                await self._watcher.stop()  # type: ignore[no-untyped-call]  # nats-py is untyped here
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class HealthEvents:
+    """Applies the node's ``DeviceHealthChanged`` events to the view, replaying the stream at start."""
+
+    def __init__(self, bus: Bus, view: HealthView, node: str) -> None:
+        self._bus = bus
+        self._view = view
+        self._node = node
+        self.synced = asyncio.Event()
+        self._subscription: JetStreamContext.PushSubscription | None = None
+
+    async def start(self) -> None:
+        subscription = await self._bus.js.subscribe(
+            health_subject(self._node),
+            stream=event_stream(Domain.HEALTH),
+            cb=self._on_message,
+            ordered_consumer=True,
+            deliver_policy=api.DeliverPolicy.ALL,
+            idle_heartbeat=HEALTH_HEARTBEAT_SECONDS,
+        )
+        self._subscription = subscription
+        info = await subscription.consumer_info()
+        if info.num_pending == 0 and subscription.delivered == 0:
+            self.synced.set()
+
+    async def _on_message(self, msg: Msg) -> None:
+        if msg.metadata.num_pending == 0:
+            self.synced.set()
+        try:
+            envelope = decode(msg.headers, msg.data)
+        except EventError as exc:
+            log.warning("skipped a bad health event: %s", exc, extra={"node": self._node})
+            return
+        event = envelope.data
+        if isinstance(event, DeviceHealthChanged):
+            self._view.apply(event, at=envelope.time.timestamp())
+            log.debug(
+                "device health: %s",
+                event.health,
+                extra={"node": self._node, "device": event.device, "reason": event.reason},
+            )
+
+    async def stop(self) -> None:
+        subscription = self._subscription
+        self._subscription = None
+        if subscription is not None:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
