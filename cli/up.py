@@ -38,11 +38,18 @@ def add_parser(
         "--services", default=",".join(SERVICES), help="comma-separated services to start (default: all)"
     )
     parser.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for services")
+    parser.add_argument("--kubelet-dir", default="", help="kubelet root for the sockets (default <state-dir>/kubelet)")
     parser.set_defaults(run=run)
 
 
-def layout(state_dir: Path, node: str, profile: str, nats_url: str) -> endpoints_file.Endpoints:
-    kubelet = state_dir / "kubelet"
+SOCKET_PATH_MAX = 107
+"""sun_path holds 108 bytes with the terminating NUL; the kubelet dials the DRA socket by this path."""
+
+
+def layout(
+    state_dir: Path, node: str, profile: str, nats_url: str, kubelet_dir: Path | None = None
+) -> endpoints_file.Endpoints:
+    kubelet = kubelet_dir or state_dir / "kubelet"
     return endpoints_file.Endpoints(
         nats_url=nats_url,
         node=node,
@@ -57,6 +64,17 @@ def layout(state_dir: Path, node: str, profile: str, nats_url: str) -> endpoints
         drivers={"gpu": GPU_DRIVER, "compute-domain": COMPUTE_DOMAIN_DRIVER},
         services={},
         logs_dir=str(state_dir / "logs"),
+    )
+
+
+def socket_path_problem(system: endpoints_file.Endpoints) -> str:
+    """A message when the DRA socket path would be too long for a unix socket, else ""."""
+    dra_socket = Path(system.kubelet.plugins_dir) / "dra.sock"
+    if len(str(dra_socket).encode()) <= SOCKET_PATH_MAX:
+        return ""
+    return (
+        f"{dra_socket} is {len(str(dra_socket).encode())} bytes, over the {SOCKET_PATH_MAX}-byte limit of a unix "
+        "socket path: use a shorter --state-dir or give --kubelet-dir"
     )
 
 
@@ -120,21 +138,41 @@ def _announce(system: endpoints_file.Endpoints, path: Path) -> None:
     sys.stdout.flush()
 
 
-async def _up(args: argparse.Namespace) -> int:
-    state_dir = Path(args.state_dir).resolve()  # noqa: ASYNC240 - once, before anything runs
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+class UsageError(ValueError):
+    pass
+
+
+class Plan(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``up`` will start, checked before anything starts."""
+
+    state_dir: Path
+    kubelet_dir: Path | None
+    names: list[str]
+
+
+def plan(args: argparse.Namespace) -> Plan:
     names = [name.strip() for name in args.services.split(",") if name.strip()]
     unknown = sorted(set(names) - set(SERVICES))
     if unknown:
-        print(f"unknown service(s) {', '.join(unknown)}; known: {', '.join(SERVICES)}", file=sys.stderr)
-        return 2
+        raise UsageError(f"unknown service(s) {', '.join(unknown)}; known: {', '.join(SERVICES)}")
+    state_dir = Path(args.state_dir).resolve()
+    kubelet_dir = Path(args.kubelet_dir).absolute() if args.kubelet_dir else None
+    problem = socket_path_problem(layout(state_dir, args.node, args.profile, "", kubelet_dir))
+    if problem:
+        raise UsageError(problem)
+    return Plan(state_dir=state_dir, kubelet_dir=kubelet_dir, names=names)
+
+
+async def _up(args: argparse.Namespace, plan: Plan) -> int:
+    state_dir, kubelet_dir, names = plan.state_dir, plan.kubelet_dir, plan.names
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     server = None
     if args.nats_url:
         nats_url = args.nats_url
     else:
         server = EmbeddedNats(state_dir / "nats", port=args.nats_port)
         nats_url = await server.start()
-    system = layout(state_dir, args.node, args.profile, nats_url)
+    system = layout(state_dir, args.node, args.profile, nats_url, kubelet_dir)
     bus = await Bus.connect(CommonSettings(nats_url=nats_url, node_name=args.node), "supervisor")
     await bus.bootstrap()
 
@@ -172,6 +210,11 @@ async def _up(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        checked = plan(args)
+    except UsageError as exc:
+        print(f"gpudra up: {exc}", file=sys.stderr)
+        return 2
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(_up(args))
+        return asyncio.run(_up(args, checked))
     return 130

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -43,7 +45,10 @@ async def read_until(process: asyncio.subprocess.Process, marker: str, timeout: 
 
 @pytest.fixture
 async def system(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, endpoints.Endpoints]]:
-    process = await gpudra("up", "--state-dir", str(tmp_path), "--node", "node-0", "--profile", "dgx-h100")
+    kubelet_dir = tempfile.mkdtemp(prefix="k", dir="/tmp")  # pytest's tmp_path is too deep for socket paths
+    process = await gpudra(
+        "up", "--state-dir", str(tmp_path), "--kubelet-dir", kubelet_dir, "--node", "node-0", "--profile", "dgx-h100"
+    )
     try:
         await read_until(process, "Ctrl-C stops everything")
         yield process, endpoints.read(tmp_path)
@@ -51,6 +56,7 @@ async def system(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Proce
         if process.returncode is None:
             process.send_signal(signal.SIGINT)
             await asyncio.wait_for(process.wait(), 60)
+        shutil.rmtree(kubelet_dir, ignore_errors=True)
 
 
 async def services_of(bus: Bus) -> dict[str, ServiceInfo]:
@@ -109,6 +115,15 @@ async def test_cli_finds_the_system_through_the_state_dir(
     assert "node-0" in line
     assert "subject=uid-demo" in line
     assert await tail.wait() == 0
+
+
+async def test_too_long_socket_paths_are_refused_before_starting(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 100)
+    process = await gpudra("up", "--state-dir", str(deep))
+    out, _ = await process.communicate()
+    assert process.returncode == 2
+    assert "over the 107-byte limit of a unix socket path" in out.decode()
+    assert not deep.exists()
 
 
 async def test_commands_without_a_running_system_say_how_to_start_one(tmp_path: Path) -> None:

@@ -1,0 +1,163 @@
+"""The simulated device backend: the DeviceBackend interface over a state directory, plus fault injection.
+
+A first-class backend (CI, demos, scale simulation), not a test double: every process that opens the same
+state directory drives the same simulated machine, and the machine survives restarts.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from libs.devices.errors import StateError
+from libs.devices.events import DeviceEvent
+from libs.devices.model import HealthCounters, Inventory, MigDevice, MpsSettings, TimeSliceInterval
+from libs.devices.simulated import faults, ops
+from libs.devices.simulated.eventlog import EventFollower
+from libs.devices.simulated.machine import MachineProfile
+from libs.devices.simulated.profiles import load_profile
+from libs.devices.simulated.state import Change, SimState, StateStore
+
+T = TypeVar("T")
+
+DEFAULT_POLL_INTERVAL = 0.02
+
+
+class SimulatedBackend:
+    def __init__(self, node: str, store: StateStore, poll_interval: float) -> None:
+        self._node = node
+        self._store = store
+        self._poll_interval = poll_interval
+
+    @classmethod
+    async def open(
+        cls,
+        node: str,
+        state_dir: Path | str,
+        profile: str | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> "SimulatedBackend":
+        """Creates the machine from `profile` on first use; later opens may omit the profile."""
+        backend = cls(node, StateStore(Path(state_dir)), poll_interval)
+        wanted = load_profile(profile) if profile is not None else None
+        await asyncio.to_thread(backend._store.transact, lambda state: backend._adopt(state, wanted))
+        return backend
+
+    def _adopt(self, state: SimState | None, wanted: MachineProfile | None) -> tuple[Change, None]:
+        where = str(self._store.state_dir)
+        if state is None:
+            if wanted is None:
+                raise StateError(where, "no simulated machine here yet; give a profile (e.g. dgx-h100) to create one")
+            return Change(ops.initial_state(self._node, wanted)), None
+        if state.node != self._node:
+            raise StateError(where, f"it simulates node {state.node}, not {self._node}; use one state dir per node")
+        if wanted is not None and wanted != state.profile:
+            raise StateError(
+                where,
+                f"it was created with profile {state.profile.name!r}, not {wanted.name!r}; "
+                "use the same profile or a fresh state dir",
+            )
+        return Change(None), None
+
+    @property
+    def name(self) -> str:
+        return "simulated"
+
+    @property
+    def node(self) -> str:
+        return self._node
+
+    async def inventory(self) -> Inventory:
+        return ops.inventory_of(await self._state())
+
+    async def create_mig_device(self, parent_minor: int, profile_name: str, placement_start: int) -> MigDevice:
+        def step(state: SimState) -> tuple[Change, MigDevice]:
+            state, device = ops.add_mig_device(state, parent_minor, profile_name, placement_start)
+            return Change(state), device
+
+        return await self._transact(step)
+
+    async def destroy_mig_device(self, device: MigDevice) -> None:
+        await self._transact(lambda state: (Change(ops.remove_mig_device(state, device)), None))
+
+    async def set_time_slice(self, minor: int, interval: TimeSliceInterval) -> None:
+        await self._transact(lambda state: (Change(ops.set_time_slice(state, minor, interval)), None))
+
+    async def start_mps(self, minor: int, settings: MpsSettings) -> None:
+        await self._transact(lambda state: (Change(ops.set_mps(state, minor, settings)), None))
+
+    async def stop_mps(self, minor: int) -> None:
+        await self._transact(lambda state: (Change(ops.set_mps(state, minor, None)), None))
+
+    async def reset_gpu(self, minor: int) -> None:
+        await self._transact(lambda state: (Change(ops.reset_gpu(state, minor)), None))
+
+    async def read_counters(self, minor: int) -> HealthCounters:
+        return ops.read_counters(await self._state(), minor)
+
+    def events(self) -> AsyncIterator[DeviceEvent]:
+        return EventFollower(self._store.events_path, self._poll_interval)
+
+    async def close(self) -> None:
+        """Nothing to release: the machine lives in the state directory, not in this object."""
+
+    # Fault injection: what the health service must detect. `sticky=None` takes the profile's default.
+
+    async def inject_xid(self, device: int | str, xid: int) -> None:
+        await self._fault(lambda state: faults.inject_xid(state, device, xid))
+
+    async def inject_ecc(
+        self, minor: int, *, double_bit: bool = False, count: int = 1, sticky: bool | None = None
+    ) -> None:
+        await self._fault(
+            lambda s: faults.inject_ecc(s, minor, double_bit=double_bit, count=count, sticky=self._sticky(s, sticky))
+        )
+
+    async def inject_gpu_lost(self, minor: int, *, sticky: bool | None = None) -> None:
+        await self._fault(lambda s: faults.set_lost(s, minor, lost=True, sticky=self._sticky(s, sticky)))
+
+    async def restore_gpu(self, minor: int) -> None:
+        await self._fault(lambda s: faults.set_lost(s, minor, lost=False, sticky=False))
+
+    async def inject_nvlink_down(self, minor: int, link: int, *, sticky: bool | None = None) -> None:
+        await self._fault(lambda s: faults.set_nvlink(s, minor, link, up=False, sticky=self._sticky(s, sticky)))
+
+    async def restore_nvlink(self, minor: int, link: int) -> None:
+        await self._fault(lambda s: faults.set_nvlink(s, minor, link, up=True, sticky=False))
+
+    async def inject_thermal(
+        self, minor: int, temperature_c: int = 95, *, slowdown: bool = True, sticky: bool | None = None
+    ) -> None:
+        await self.inject_counters(minor, sticky=sticky, temperature_c=temperature_c, thermal_slowdown=slowdown)
+
+    async def inject_counters(self, minor: int, *, sticky: bool | None = None, **changes: object) -> None:
+        """Sets any HealthCounters field: retired pages, row remapping, PCIe replays, temperature."""
+        await self._fault(lambda s: faults.set_counters(s, minor, changes, sticky=self._sticky(s, sticky)))
+
+    async def inject_recovery_action(self, minor: int, action: int) -> None:
+        await self._fault(lambda state: faults.recovery_action(state, minor, action))
+
+    async def clear_faults(self, minor: int) -> None:
+        await self._fault(lambda state: faults.clear_faults(state, minor))
+
+    @staticmethod
+    def _sticky(state: SimState, sticky: bool | None) -> bool:
+        return state.profile.sticky_faults if sticky is None else sticky
+
+    async def _fault(self, inject: Callable[[SimState], faults.Outcome]) -> None:
+        def step(state: SimState) -> tuple[Change, None]:
+            new_state, events = inject(state)
+            return Change(new_state if new_state is not state else None, events), None
+
+        await self._transact(step)
+
+    async def _transact(self, step: Callable[[SimState], tuple[Change, T]]) -> T:
+        return await asyncio.to_thread(self._store.transact, lambda state: step(self._require(state)))
+
+    async def _state(self) -> SimState:
+        return self._require(await asyncio.to_thread(self._store.read))
+
+    def _require(self, state: SimState | None) -> SimState:
+        if state is None:
+            raise StateError(str(self._store.state_dir), "the simulated machine was removed while in use")
+        return state

@@ -1,0 +1,136 @@
+"""The simulated hardware's state, kept in a directory so several processes share one machine.
+
+Discovery, claim preparation, health and the fault-injection CLI run as separate processes and must see
+the same GPUs, so the hardware lives on disk, not in a process:
+
+- `state.json`: the whole state, replaced atomically (temp file, fsync, rename), so a reader never sees
+  half a write and a crash never leaves a torn file;
+- `state.lock`: an fcntl lock held for each read-modify-write, so concurrent changes serialize;
+- `events.jsonl`: an append-only log of hardware events, written under the same lock and followed by
+  `events()` subscribers (see eventlog.py).
+
+Files are created 0600 inside a 0700 directory: the state is nobody else's business.
+"""
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import msgspec
+
+from libs.devices.errors import StateError
+from libs.devices.events import DeviceEvent
+from libs.devices.model import Gpu, HealthCounters, MigDevice, MigProfile, MpsSettings, TimeSliceInterval
+from libs.devices.simulated.machine import MachineProfile
+
+SCHEMA_VERSION = 1
+
+T = TypeVar("T")
+
+
+class GpuSim(msgspec.Struct, frozen=True, kw_only=True):
+    """What can change on one simulated GPU after boot."""
+
+    counters: HealthCounters
+    lost: bool = False
+    sticky: bool = False
+    time_slice: TimeSliceInterval = TimeSliceInterval.DEFAULT
+    mps: MpsSettings | None = None
+
+
+class SimState(msgspec.Struct, frozen=True, kw_only=True):
+    schema_version: int = SCHEMA_VERSION
+    node: str
+    profile: MachineProfile
+    gpus: tuple[Gpu, ...]
+    mig_profiles: dict[str, tuple[MigProfile, ...]]
+    mig_devices: tuple[MigDevice, ...]
+    sims: dict[int, GpuSim]
+
+
+class Change(msgspec.Struct, frozen=True):
+    """What one transaction did: the new state (None: unchanged) and the hardware events it caused."""
+
+    state: SimState | None
+    events: Sequence[DeviceEvent] = ()
+
+
+class StateStore:
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.state_path = state_dir / "state.json"
+        self.lock_path = state_dir / "state.lock"
+        self.events_path = state_dir / "events.jsonl"
+        self._decoder = msgspec.json.Decoder(SimState)
+        self._encoder = msgspec.json.Encoder()
+
+    def read(self) -> SimState | None:
+        """No lock needed: the file is only ever replaced whole."""
+        try:
+            data = self.state_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            state = self._decoder.decode(data)
+        except msgspec.DecodeError as error:
+            raise StateError(str(self.state_dir), f"state.json is unreadable ({error}); remove it") from None
+        if state.schema_version != SCHEMA_VERSION:
+            raise StateError(str(self.state_dir), f"schema {state.schema_version}, expected {SCHEMA_VERSION}")
+        return state
+
+    def transact(self, step: Callable[[SimState | None], tuple[Change, T]]) -> T:
+        """Runs `step` on the current state under the lock and makes its change durable before unlocking."""
+        with self._locked():
+            change, result = step(self.read())
+            if change.state is not None:
+                self._write(change.state)
+            if change.events:
+                self._append(change.events)
+            return result
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _write(self, state: SimState) -> None:
+        temp = self.state_path.with_suffix(f".tmp.{os.getpid()}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            _write_all(fd, self._encoder.encode(state))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, self.state_path)
+        _fsync_dir(self.state_dir)
+
+    def _append(self, events: Sequence[DeviceEvent]) -> None:
+        lines = b"".join(self._encoder.encode(event) + b"\n" for event in events)
+        fd = os.open(self.events_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            _write_all(fd, lines)
+        finally:
+            os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fsync_dir(path: Path) -> None:
+    """Makes the rename itself durable, not only the file's content."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
