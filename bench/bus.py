@@ -23,13 +23,14 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import msgspec
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import api
 
 from libs.bus import Bus, ConsumerSpec, Endpoint
-from libs.events import Envelope, Event
+from libs.events import Envelope, Event, encode
 from libs.events.catalogue import ClaimRef, ClaimUnprepared, PrepareClaims, PrepareClaimsReply
 from libs.natsserver import EmbeddedNats
 from libs.settings import CommonSettings
@@ -61,20 +62,21 @@ async def library_throughput(bus: Bus, events: int, round_no: int) -> tuple[floa
     return events / elapsed, cpu / events * 1e6
 
 
-async def raw_throughput(url: str, events: int, round_no: int) -> tuple[float, float]:
+async def raw_throughput(url: str, events: int, round_no: int, *, cloudevents: bool) -> tuple[float, float]:
+    """Plain nats-py: same pattern, no library; with ``cloudevents`` it carries the same headers we send."""
     nc = await nats.connect(url)
     js = nc.jetstream()
-    subject = f"gpudra.v1.raw-{round_no}.claims.unprepared"
-    durable = f"raw{round_no}"
+    tag = f"{'ce' if cloudevents else 'raw'}-{round_no}"
+    subject = f"gpudra.v1.{tag}.claims.unprepared"
+    durable = tag.replace("-", "")
     await js.add_consumer(
         "GPUDRA_CLAIMS",
         api.ConsumerConfig(durable_name=durable, filter_subject=subject, ack_policy=api.AckPolicy.EXPLICIT),
     )
     subscription = await js.pull_subscribe_bind(durable=durable, stream="GPUDRA_CLAIMS")
-    payload = ClaimUnprepared(node=f"raw-{round_no}", claim=CLAIM)
-    import msgspec
-
-    body = msgspec.json.encode(payload)
+    payload = ClaimUnprepared(node=tag, claim=CLAIM)
+    headers, body = encode(payload, source="/gpudra/bench/raw")
+    headers = headers if cloudevents else {}
 
     async def consume() -> None:
         seen = 0
@@ -90,7 +92,7 @@ async def raw_throughput(url: str, events: int, round_no: int) -> tuple[float, f
     reader = asyncio.create_task(consume())
     started, cpu = time.perf_counter(), time.process_time()
     for index in range(events):
-        await js.publish(subject, body, headers={"Nats-Msg-Id": f"{round_no}-{index}"})
+        await js.publish(subject, body, headers={**headers, "Nats-Msg-Id": f"{tag}-{index}"})
     await reader
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     await subscription.unsubscribe()
@@ -144,8 +146,11 @@ async def run(events: int, requests: int, rounds: int) -> None:
         await raw.subscribe("raw.bench.prepare", cb=echo)
         results = Results()
         for round_no in range(rounds):
-            results.add("raw", await raw_throughput(server.url, events, round_no), await raw_latency(raw, requests))
-            results.add("lib", await library_throughput(bus, events, round_no), await library_latency(bus, requests))
+            results.add("raw", await raw_throughput(server.url, events, round_no, cloudevents=False))
+            results.add("ce", await raw_throughput(server.url, events, round_no, cloudevents=True))
+            results.add("lib", await library_throughput(bus, events, round_no))
+            results.add_latency("raw", await raw_latency(raw, requests))
+            results.add_latency("lib", await library_latency(bus, requests))
         await raw.close()
         await bus.close()
         await server.stop()
@@ -154,14 +159,16 @@ async def run(events: int, requests: int, rounds: int) -> None:
 
 class Results:
     def __init__(self) -> None:
-        self.rates: dict[str, list[float]] = {"raw": [], "lib": []}
-        self.event_cpu: dict[str, list[float]] = {"raw": [], "lib": []}
+        self.rates: dict[str, list[float]] = {"raw": [], "ce": [], "lib": []}
+        self.event_cpu: dict[str, list[float]] = {"raw": [], "ce": [], "lib": []}
         self.latency: dict[str, list[float]] = {"raw": [], "lib": []}
         self.request_cpu: dict[str, list[float]] = {"raw": [], "lib": []}
 
-    def add(self, side: str, throughput: tuple[float, float], latency: tuple[list[float], float]) -> None:
+    def add(self, side: str, throughput: tuple[float, float]) -> None:
         self.rates[side].append(throughput[0])
         self.event_cpu[side].append(throughput[1])
+
+    def add_latency(self, side: str, latency: tuple[list[float], float]) -> None:
         self.latency[side] += latency[0]
         self.request_cpu[side].append(latency[1])
 
@@ -170,22 +177,24 @@ class Results:
         rate = {side: med(values) for side, values in self.rates.items()}
         cpu = {side: med(values) for side, values in self.event_cpu.items()}
         print(f"publish→consume ({events} events x {rounds} rounds; medians)")
-        print(f"  raw nats-py  {rate['raw']:7.0f} events/s   {cpu['raw']:5.0f} µs CPU/event")
-        print(f"  gpudra bus   {rate['lib']:7.0f} events/s   {cpu['lib']:5.0f} µs CPU/event")
-        print(
-            f"  overhead     {100 * (rate['raw'] / rate['lib'] - 1):5.1f} % wall   "
-            f"{100 * (cpu['lib'] / cpu['raw'] - 1):5.1f} % CPU"
-        )
+        print(f"  raw nats-py               {rate['raw']:7.0f} events/s   {cpu['raw']:5.0f} µs CPU/event")
+        print(f"  raw + CloudEvents headers {rate['ce']:7.0f} events/s   {cpu['ce']:5.0f} µs CPU/event")
+        print(f"  gpudra bus                {rate['lib']:7.0f} events/s   {cpu['lib']:5.0f} µs CPU/event")
+        for base, label in (("raw", "raw nats-py"), ("ce", "raw + same headers")):
+            print(
+                f"  overhead vs {label:<19} {100 * (rate[base] / rate['lib'] - 1):5.1f} % wall   "
+                f"{100 * (cpu['lib'] / cpu[base] - 1):5.1f} % CPU"
+            )
         p50 = {side: pct(values, 0.5) for side, values in self.latency.items()}
         rcpu = {side: med(values) for side, values in self.request_cpu.items()}
         print(f"request/reply ({requests} requests x {rounds} rounds; µs)")
         for side, name in (("raw", "raw nats-py"), ("lib", "gpudra bus ")):
             print(
-                f"  {name}  p50 {p50[side]:6.0f}   p99 {pct(self.latency[side], 0.99):6.0f}   "
+                f"  {name}               p50 {p50[side]:6.0f}   p99 {pct(self.latency[side], 0.99):6.0f}   "
                 f"CPU/request {rcpu[side]:5.0f}"
             )
         print(
-            f"  overhead     {100 * (p50['lib'] / p50['raw'] - 1):5.1f} % p50   "
+            f"  overhead vs raw nats-py     {100 * (p50['lib'] / p50['raw'] - 1):5.1f} % p50    "
             f"{100 * (rcpu['lib'] / rcpu['raw'] - 1):5.1f} % CPU"
         )
 

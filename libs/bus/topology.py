@@ -73,6 +73,7 @@ HEALTH_BUCKET = "gpudra_health"
 REMEDIATION_BUCKET = "gpudra_remediation"
 COMPUTEDOMAIN_BUCKET = "gpudra_computedomains"
 LEASE_BUCKET = "gpudra_leases"
+KUBE_BUCKET = "gpudra_kube"
 
 BUCKETS: tuple[BucketSpec, ...] = (
     BucketSpec(bucket=INVENTORY_BUCKET, history=5, ttl=None, description="device inventory per node"),
@@ -80,6 +81,7 @@ BUCKETS: tuple[BucketSpec, ...] = (
     BucketSpec(bucket=REMEDIATION_BUCKET, history=10, ttl=None, description="remediation state machines"),
     BucketSpec(bucket=COMPUTEDOMAIN_BUCKET, history=5, ttl=None, description="compute-domain membership"),
     BucketSpec(bucket=LEASE_BUCKET, history=1, ttl=30.0, description="leader leases (expire unless renewed)"),
+    BucketSpec(bucket=KUBE_BUCKET, history=10, ttl=None, description="standalone Kubernetes API objects"),
 )
 
 

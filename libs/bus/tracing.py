@@ -6,12 +6,11 @@ across processes, whichever service handles it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, Status, StatusCode
 
 from libs.telemetry.tracing import span
 
@@ -52,12 +51,8 @@ def attributes(
     return attrs
 
 
-@contextmanager
-def messaging_span(
-    name: str, kind: SpanKind, attrs: Mapping[str, str | int], parent: Context | None = None
-) -> Iterator[Span]:
-    with span(name, kind, attrs, parent) as current:
-        yield current
+messaging_span = span
+"""A span with messaging attributes (or only a trace context when nothing records; see libs.telemetry)."""
 
 
 def mark_error(span: Span, message: str) -> None:

@@ -7,11 +7,11 @@ library, while CloudEvents SDKs still find every attribute in the headers.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Mapping
 from typing import Generic, TypeVar
 
 import msgspec
+from nats.nuid import NUID
 
 from libs.events.base import Event
 from libs.events.registry import event_class
@@ -22,6 +22,7 @@ REQUIRED = ("ce-specversion", "ce-id", "ce-source", "ce-type")
 
 E = TypeVar("E", bound=Event)
 _encoder = msgspec.json.Encoder()
+_ids = NUID()
 
 
 class EventError(ValueError):
@@ -46,7 +47,8 @@ class Envelope(msgspec.Struct, Generic[E], frozen=True, kw_only=True):
 
 
 def new_event_id() -> str:
-    return uuid.uuid4().hex
+    """A NUID: 22 characters, unique without coordination, and several times cheaper than a uuid4."""
+    return _ids.next().decode()
 
 
 def encode(

@@ -101,6 +101,9 @@ def span(
         ) as current:
             yield current
         return
+    if parent is None and trace.get_current_span().get_span_context().is_valid:
+        yield trace.get_current_span()  # already inside a trace: nothing to add
+        return
     base = parent if parent is not None else otel_context.get_current()
     current = trace.get_current_span(base)
     if not current.get_span_context().is_valid:
