@@ -1,0 +1,62 @@
+"""Kubernetes access behind a narrow port: the cluster adapter, the standalone store, the slice publisher."""
+
+from libs.kube.cluster import ClusterKube, KubeConfigError
+from libs.kube.errors import (
+    AlreadyExists,
+    BadRequest,
+    Conflict,
+    Expired,
+    Forbidden,
+    Invalid,
+    KubeError,
+    NotFound,
+    TooManyRequests,
+    Unavailable,
+)
+from libs.kube.local import LocalKube
+from libs.kube.port import KubeApi, ObjectList, WatchEvent
+from libs.kube.resources import (
+    DEVICE_CLASSES,
+    LEASES,
+    NODES,
+    PODS,
+    RESOURCE_CLAIMS,
+    RESOURCE_SLICES,
+    Obj,
+    Resource,
+    custom_resource,
+)
+from libs.kube.settings import KubeconfigSetting, KubeModeSetting, KubeSettings, open_kube, resolve_mode
+
+__all__ = [
+    "DEVICE_CLASSES",
+    "LEASES",
+    "NODES",
+    "PODS",
+    "RESOURCE_CLAIMS",
+    "RESOURCE_SLICES",
+    "AlreadyExists",
+    "BadRequest",
+    "ClusterKube",
+    "Conflict",
+    "Expired",
+    "Forbidden",
+    "Invalid",
+    "KubeApi",
+    "KubeConfigError",
+    "KubeError",
+    "KubeModeSetting",
+    "KubeSettings",
+    "KubeconfigSetting",
+    "LocalKube",
+    "NotFound",
+    "Obj",
+    "ObjectList",
+    "Resource",
+    "TooManyRequests",
+    "Unavailable",
+    "WatchEvent",
+    "custom_resource",
+    "open_kube",
+    "resolve_mode",
+]
