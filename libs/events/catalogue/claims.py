@@ -29,7 +29,7 @@ class PreparedDevice(msgspec.Struct, frozen=True, kw_only=True):
 
 
 Timings = dict[str, float]
-"""Milliseconds per phase (lookup, config, apply, cdi, checkpoint, total)."""
+"""Milliseconds per phase (lookup, config, wait, checkpoint, apply, cdi, total)."""
 
 
 class ClaimPrepared(Event, frozen=True, kw_only=True):
@@ -66,6 +66,8 @@ class ClaimFailed(Event, frozen=True, kw_only=True):
     operation: Literal["prepare", "unprepare"]
     error: str
     timings_ms: Timings = msgspec.field(default_factory=dict)
+    reason: str = ""
+    """What kind of failure (ClaimNotFound, ConfigError, UnknownDevice, DeviceBusy, DeviceFailure...), to count on."""
 
     def ce_subject(self) -> str:
         return self.claim.uid

@@ -23,6 +23,9 @@ RecommendedAction = Literal[
 ]
 Component = Literal["gpu", "mig", "memory", "nvlink", "pcie", "thermal", "node", "monitor"]
 TaintEffect = Literal["NoSchedule", "NoExecute", "None"]
+Disposition = Literal["acted", "recorded", "held", "dry-run"]
+"""What the controller did with a verdict: acted on it, only recorded it (informational, unknown check or
+device, node opted out), held it (circuit breaker open) or only logged what it would do (dry-run)."""
 
 
 class EntityRef(msgspec.Struct, frozen=True, kw_only=True):
@@ -93,6 +96,7 @@ class FaultClassified(Event, frozen=True, kw_only=True):
     escalated: bool = False
     reason: str = ""
     source_event_ids: list[str] = msgspec.field(default_factory=list)
+    disposition: Disposition = "acted"
 
     def ce_subject(self) -> str:
         return self.entity.id

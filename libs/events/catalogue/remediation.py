@@ -31,6 +31,8 @@ class RemediationStateChanged(Event, frozen=True, kw_only=True):
     reason: str = ""
     fault: str = ""
     attempt: int = 0
+    dry_run: bool = False
+    """True when the controller runs in dry-run mode: the state moved, but nothing was done to the cluster."""
 
     def ce_subject(self) -> str:
         return self.entity.id
