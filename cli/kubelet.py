@@ -16,7 +16,7 @@ from pathlib import Path
 
 import msgspec
 
-from cli import endpoints
+from cli import claims, endpoints
 from libs.kubeletclient import (
     DEFAULT_CALL_TIMEOUT,
     ClaimRef,
@@ -45,7 +45,7 @@ def add_parser(
         parser = verbs.add_parser(verb, parents=[common, target], help=f"call {text} for one claim")
         parser.add_argument("name", help="ResourceClaim name")
         parser.add_argument("-n", "--namespace", default="default")
-        parser.add_argument("--uid", default="", help="ResourceClaim UID (metadata.uid)")
+        parser.add_argument("--uid", default="", help="ResourceClaim UID (default: looked up in the standalone store)")
         parser.add_argument("--timeout", type=float, default=DEFAULT_CALL_TIMEOUT, help="call deadline (45 s)")
         parser.set_defaults(run=run)
     health = verbs.add_parser("health", parents=[common, target], help="show the driver's device health stream")
@@ -109,7 +109,8 @@ def _print_json(value: object) -> None:
 
 
 async def _claim_call(args: argparse.Namespace, client: KubeletClient) -> int:
-    claim = ClaimRef(namespace=args.namespace, name=args.name, uid=args.uid)
+    uid = args.uid or await claims.lookup_uid(args, args.namespace, args.name)
+    claim = ClaimRef(namespace=args.namespace, name=args.name, uid=uid)
     results: Mapping[str, PrepareResult | UnprepareResult]
     if args.verb == "prepare":
         prepared = await client.prepare([claim])
@@ -150,15 +151,15 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.verb != "health" and not args.uid:
+    if args.verb != "health" and not args.uid and not claims.can_look_up(args):
         print(
-            "gpudra: pass --uid (the claim's metadata.uid); finding a claim by name comes with `gpudra claim`",
+            "gpudra: pass --uid (the claim's metadata.uid), or start gpudra (`gpudra up`) to find the claim by name",
             file=sys.stderr,
         )
         return EXIT_USAGE
     try:
         return asyncio.run(_run(args))
-    except KubeletClientError as exc:
+    except (KubeletClientError, claims.LookupFailed) as exc:
         print(f"gpudra: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

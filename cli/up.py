@@ -87,6 +87,7 @@ def service_env(system: endpoints_file.Endpoints) -> dict[str, str]:
         "kubelet_dir": system.kubelet.root,
         "cdi_dir": system.cdi_dir,
         "backend": "simulated",
+        "kube_mode": "local",  # standalone: the KV-backed store, even when run inside a pod
         "profile": system.profile,
         "log_format": "json",
     }

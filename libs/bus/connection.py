@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import ssl
 from urllib.parse import urlsplit
@@ -64,21 +66,26 @@ async def connect(settings: CommonSettings, name: str, *, connect_timeout: int =
         log.info("reconnected to NATS", extra={"client": name, "server": str(nc.connected_url)})
 
     nc = Client()
+    # nats-py can wait forever on a failed TLS handshake; bound the whole first connection ourselves.
+    limit = connect_timeout * attempts * len(servers) + 1
     try:
-        await nc.connect(
-            servers=servers,
-            name=name,
-            connect_timeout=connect_timeout,
-            allow_reconnect=True,
-            max_reconnect_attempts=attempts,
-            reconnect_time_wait=1,
-            user_credentials=settings.nats_creds or None,
-            tls=_tls(settings),
-            error_cb=on_error,
-            disconnected_cb=on_disconnect,
-            reconnected_cb=on_reconnect,
-        )
+        async with asyncio.timeout(limit):
+            await nc.connect(
+                servers=servers,
+                name=name,
+                connect_timeout=connect_timeout,
+                allow_reconnect=True,
+                max_reconnect_attempts=attempts,
+                reconnect_time_wait=1,
+                user_credentials=settings.nats_creds or None,
+                tls=_tls(settings),
+                error_cb=on_error,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
+            )
     except (OSError, nats.errors.Error, TimeoutError) as exc:
+        with contextlib.suppress(Exception):
+            await nc.close()
         detail = nc.last_error or exc or type(exc).__name__
         raise BusError(f"cannot connect to NATS at {settings.nats_url}: {detail}") from exc
     nc.options["max_reconnect_attempts"] = -1

@@ -255,9 +255,9 @@ class SlicePublisher:
             "driver": self.driver,
             "pool": result.pool,
             "generation": result.generation,
-            "created": [s["metadata"]["name"] for s in diff.create],
-            "updated": [s["metadata"]["name"] for s in diff.update],
-            "deleted": [s["metadata"]["name"] for s in diff.delete],
+            "slices_created": [s["metadata"]["name"] for s in diff.create],
+            "slices_updated": [s["metadata"]["name"] for s in diff.update],
+            "slices_deleted": [s["metadata"]["name"] for s in diff.delete],
         }
         if diff.unchanged:
             log.debug("ResourceSlices unchanged", extra=fields)

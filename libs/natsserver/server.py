@@ -54,6 +54,7 @@ class EmbeddedNats:
         name: str = "gpudra",
         cluster_port: int = 0,
         routes: tuple[int, ...] = (),
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
@@ -61,11 +62,13 @@ class EmbeddedNats:
         self.name = name
         self.cluster_port = cluster_port
         self.routes = routes
+        self.tls = tls
+        """(certificate, key) files: clients must then connect with TLS."""
         self._process: asyncio.subprocess.Process | None = None
 
     @property
     def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -79,6 +82,8 @@ class EmbeddedNats:
             "jetstream": {"store_dir": str(self.store_dir)},  # the server adds "jetstream/" itself
             "max_payload": 1024 * 1024,
         }
+        if self.tls:
+            config["tls"] = {"cert_file": str(self.tls[0]), "key_file": str(self.tls[1])}
         if self.cluster_port:
             config["cluster"] = {
                 "name": "gpudra",
@@ -106,7 +111,7 @@ class EmbeddedNats:
             if self._process is not None and self._process.returncode is not None:
                 logfile = self.store_dir / "nats-server.log"
                 raise NatsServerError(f"nats-server exited with {self._process.returncode}; see {logfile}")
-            if await self._listening() and await self._jetstream_ready():
+            if await self._listening() and (self.tls is not None or await self._jetstream_ready()):
                 return
             await asyncio.sleep(0.02)
         raise NatsServerError(f"nats-server on {self.url} not ready after {timeout:g}s")

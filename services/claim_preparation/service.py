@@ -1,15 +1,115 @@
-"""Wiring of claim_preparation: registered on the bus; claim preparation comes with the kubelet-face issue."""
+"""Wiring of claim_preparation: Kubernetes port, device backend, checkpoint, the two endpoints, the cleanup.
+
+Start order matters: the checkpoint is loaded and the node brought in line with it (half-prepared claims
+rolled back, leftover CDI specs and created MIG devices removed) before the endpoints are served, so the first
+kubelet call after a crash meets a consistent node.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from libs.bus import Bus, Endpoint
+from libs.cdi import SpecDir
+from libs.cdi.nvidia import NodePaths
+from libs.devices import DeviceBackend, open_backend
+from libs.events.catalogue import PrepareClaims, UnprepareClaims
+from libs.kube import KubeApi, open_kube
+from services.claim_preparation.checkpoint import CheckpointStore, read_boot_id
+from services.claim_preparation.handlers import ClaimCommands
+from services.claim_preparation.mps import MpsDaemons, NvidiaMpsDaemons, RecordedMpsDaemons
+from services.claim_preparation.preparer import Parts, Preparer
 from services.claim_preparation.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClaimService:
+    """A running claim_preparation (for the process, and for tests that drive it on a real bus)."""
+
+    preparer: Preparer
+    commands: ClaimCommands
+    endpoints: Sequence[Endpoint[Any]]
+
+
+async def periodically(interval: float, job: Callable[[], Awaitable[object]], name: str) -> None:
+    """Run ``job`` every ``interval`` seconds until cancelled; a failing run is logged, the next one still runs."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await job()
+        except Exception:
+            log.exception("%s failed; retrying in %gs", name, interval)
+
+
+def _daemons(backend: DeviceBackend) -> MpsDaemons:
+    return NvidiaMpsDaemons() if backend.name == "nvml" else RecordedMpsDaemons()
+
+
+async def build_parts(
+    stack: AsyncExitStack, bus: Bus, settings: Settings, kube: KubeApi | None, backend: DeviceBackend | None
+) -> Parts:
+    """Open what was not given (Kubernetes adapter, device backend); what is opened here is closed by ``stack``."""
+    if kube is None:
+        kube = await open_kube(settings, bus.js)
+        stack.push_async_callback(kube.close)
+    if backend is None:
+        backend = await open_backend(settings.backend, settings.node_name, settings.simulated_state, settings.profile)
+        stack.push_async_callback(backend.close)
+    return Parts(
+        driver=settings.driver_name,
+        node=settings.node_name,
+        kube=kube,
+        backend=backend,
+        checkpoint=CheckpointStore(settings.checkpoint_path),
+        specs=SpecDir(settings.cdi_dir),
+        paths=await asyncio.to_thread(
+            functools.partial(NodePaths.load, settings.dev_root_path, require_nodes=backend.name == "nvml")
+        ),
+        daemons=_daemons(backend),
+        mps_root=settings.mps_path.absolute(),
+        boot_id=await asyncio.to_thread(read_boot_id, settings.boot_id_path),
+        dynamic_mig=settings.mig_mode == "dynamic",
+    )
+
+
+@asynccontextmanager
+async def running(
+    bus: Bus, settings: Settings, *, kube: KubeApi | None = None, backend: DeviceBackend | None = None
+) -> AsyncIterator[ClaimService]:
+    """Everything but serving: yields the endpoints to serve. Tests may pass their own adapter and backend."""
+    async with AsyncExitStack() as stack:
+        parts = await build_parts(stack, bus, settings, kube, backend)
+        preparer = Preparer(parts)
+        await preparer.start()
+        commands = ClaimCommands(preparer, bus, settings.node_name)
+        cleanup = asyncio.create_task(
+            periodically(settings.cleanup_interval_seconds, preparer.cleanup, "cleanup of unfinished claims")
+        )
+        try:
+            yield ClaimService(
+                preparer=preparer,
+                commands=commands,
+                endpoints=[
+                    Endpoint(PrepareClaims, commands.prepare, concurrency=settings.prepare_concurrency),
+                    Endpoint(UnprepareClaims, commands.unprepare, concurrency=settings.prepare_concurrency),
+                ],
+            )
+        finally:
+            cleanup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await cleanup
 
 
 @asynccontextmanager
 async def lifespan(bus: Bus, settings: Settings) -> AsyncIterator[Sequence[Endpoint[Any]]]:
-    yield []
+    async with running(bus, settings) as service:
+        yield service.endpoints

@@ -1,17 +1,60 @@
-"""Settings of discovery: the common ones plus its own."""
+"""Settings of discovery: the common ones plus its own.
+
+Standalone mode gives every service one environment, so a name here means the same thing to every service
+that reads it: ``mig_mode`` and ``simulated_dir`` are what claim preparation must agree on too, and
+``kube_mode``/``kubeconfig`` are the fields ``libs.kube.settings`` asks every service to carry.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
 
+from libs.kube import KubeconfigSetting, KubeModeSetting
 from libs.settings import CommonSettings
+from libs.slices import MigMode
+
+STANDALONE_KUBE_MINOR = 34
+"""The Kubernetes version whose ResourceSlice rules apply to the standalone store: the oldest gpudra supports,
+so a slice that passes here is one every supported API server takes."""
+
+
+def _doc(text: str) -> msgspec.Meta:
+    return msgspec.Meta(description=text)
 
 
 class Settings(CommonSettings, kw_only=True, frozen=True):
     """Device inventory (NVML or simulated) and ResourceSlices for this node."""
 
-    backend: Annotated[Literal["nvml", "simulated"], msgspec.Meta(description="device backend")] = "nvml"
-    profile: Annotated[str, msgspec.Meta(description="simulated machine profile or YAML file")] = "dgx-h100"
-    resync_seconds: Annotated[float, msgspec.Meta(description="full inventory resync period", gt=0)] = 300.0
+    backend: Annotated[Literal["nvml", "simulated"], _doc("device backend")] = "nvml"
+    profile: Annotated[str, _doc("simulated machine profile or YAML file")] = "dgx-h100"
+    simulated_dir: Annotated[str, _doc("state directory of the simulated GPUs (default <state-dir>/simulated)")] = ""
+    resync_seconds: Annotated[float, _doc("full inventory resync period"), msgspec.Meta(gt=0)] = 300.0
+    retry_seconds: Annotated[
+        float, _doc("delay before retrying a failed inventory read or slice publication"), msgspec.Meta(gt=0)
+    ] = 15.0
+    mig_mode: Annotated[
+        Literal["static", "dynamic"],
+        _doc("static: publish existing MIG devices; dynamic: publish every MIG partition, created on prepare"),
+    ] = "static"
+    kube_minor: Annotated[
+        int,
+        _doc(
+            "Kubernetes minor version the slices are laid out for; 0: ask the API server (/version), "
+            f"or 1.{STANDALONE_KUBE_MINOR} for the standalone store"
+        ),
+        msgspec.Meta(ge=0),
+    ] = 0
+    kube_mode: KubeModeSetting = "auto"
+    kubeconfig: KubeconfigSetting = ""
+
+    @property
+    def simulated_state(self) -> Path:
+        """Where the simulated machine lives: one per node, beside the node's other local state."""
+        return Path(self.simulated_dir) if self.simulated_dir else Path(self.state_dir) / "simulated"
+
+    @property
+    def mig(self) -> MigMode:
+        return MigMode(self.mig_mode)

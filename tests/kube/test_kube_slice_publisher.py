@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -232,3 +233,13 @@ async def test_the_result_is_the_slices_published_event(kube_api: KubeApiServer,
     assert result.event() == SlicesPublished(
         node=NODE, driver=DRIVER_NAME, pool=NODE, generation=1, slice_count=2, device_count=3, created=2
     )
+
+
+async def test_publishing_logs_at_debug_level_without_clashing_with_logrecord_fields(
+    cluster: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    await cluster.kube.create(NODES, node(NODE))
+    caplog.set_level(logging.DEBUG, logger="libs.kube.slice_publisher")
+    result = await publisher(cluster.kube).publish(desired(inventory()))
+    [record] = [r for r in caplog.records if r.getMessage() == "published ResourceSlices"]
+    assert len(record.__dict__["slices_created"]) == result.created

@@ -1,0 +1,120 @@
+"""Writing and removing spec files so that a container runtime never reads half of one.
+
+A runtime watches the spec directory and loads ``*.json``/``*.yaml`` as they appear. A spec is written to a hidden
+temporary name (``.<name>.json.tmp-…``, which runtimes skip), flushed to disk, renamed over the final name and
+the directory flushed too: after a crash either the old spec or the new one is there, whole. Specs are checked
+first (names, ``cdiVersion`` against the fields used), so what lands in the directory is loadable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+
+from libs.cdi.errors import CdiError
+from libs.cdi.names import device_name_problem, kind_problem
+from libs.cdi.spec import Spec, encode
+from libs.cdi.version import KNOWN, covers, minimum_version
+
+SUFFIX = ".json"
+SPEC_MODE = 0o644  # the container runtime (root) reads it; nobody else needs to write it
+DIR_MODE = 0o755
+
+
+def spec_problems(spec: Spec) -> list[str]:
+    """What would make a runtime refuse ``spec``; empty when it is loadable."""
+    problems = [p for p in [kind_problem(spec.kind)] if p]
+    problems += [p for p in (device_name_problem(device.name) for device in spec.devices) if p]
+    names = [device.name for device in spec.devices]
+    problems += [f"device name {name!r} appears twice" for name in sorted(set(names)) if names.count(name) > 1]
+    if spec.cdi_version not in KNOWN:
+        problems.append(f"cdiVersion {spec.cdi_version!r} is not one of {', '.join(KNOWN)}")
+    elif not covers(spec.cdi_version, spec):
+        problems.append(f"cdiVersion {spec.cdi_version} is below {minimum_version(spec)}, which its fields need")
+    return problems
+
+
+class SpecDir:
+    """One directory of spec files (``/var/run/cdi``), written atomically."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    def file_for(self, name: str) -> Path:
+        if not name or "/" in name or name.startswith("."):
+            raise CdiError(f"spec name {name!r} is not a plain file name")
+        return self.path / f"{name}{SUFFIX}"
+
+    def write(self, name: str, spec: Spec) -> Path:
+        """Check ``spec`` and replace ``<name>.json`` with it atomically; returns the file's path."""
+        problems = spec_problems(spec)
+        if problems:
+            raise CdiError(f"CDI spec {name}: {'; '.join(problems)}")
+        target = self.file_for(name)
+        self.path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        temp = self.path / f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            _write_synced(temp, encode(spec))
+            os.replace(temp, target)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise CdiError(f"CDI spec {target}: cannot write it: {exc}") from exc
+        _sync_dir(self.path)
+        return target
+
+    def remove(self, name: str) -> bool:
+        """Delete ``<name>.json``; False when it was not there (removing twice is not an error)."""
+        target = self.file_for(name)
+        try:
+            target.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise CdiError(f"CDI spec {target}: cannot remove it: {exc}") from exc
+        _sync_dir(self.path)
+        return True
+
+    def names(self, prefix: str = "") -> list[str]:
+        """Spec names (without ``.json``) starting with ``prefix``, sorted."""
+        if not self.path.is_dir():
+            return []
+        return sorted(
+            entry.name.removesuffix(SUFFIX)
+            for entry in self.path.iterdir()
+            if entry.name.endswith(SUFFIX) and entry.name.startswith(prefix)
+        )
+
+    def remove_temporaries(self) -> int:
+        """Delete temporary files left by writes a crash interrupted; call it before any write starts."""
+        if not self.path.is_dir():
+            return 0
+        removed = 0
+        for entry in self.path.iterdir():
+            if entry.name.startswith(".") and ".tmp-" in entry.name:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+                    removed += 1
+        return removed
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, SPEC_MODE)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_dir(path: Path) -> None:
+    """Makes a rename or unlink itself durable, not only the file's content."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

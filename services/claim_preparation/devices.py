@@ -1,0 +1,142 @@
+"""What an allocated device name stands for on this node, and whether another claim holds it, pure.
+
+A name is a full GPU (``gpu-3``), an existing MIG device (static MIG: used as it is, never destroyed here), or
+a MIG partition that does not exist yet (dynamic MIG: created at prepare, destroyed at unprepare). The names
+are the ones discovery publishes (``libs.devices.names``), so a device allocated from a ResourceSlice is found
+here by the same name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import msgspec
+
+from libs.devices.model import Gpu, Inventory, MigDevice
+from libs.devices.names import gpu_device_name
+from services.claim_preparation.errors import DeviceBusy, UnknownDevice
+
+
+class FullGpu(msgspec.Struct, frozen=True, kw_only=True, tag="gpu"):
+    name: str
+    minor: int
+    uuid: str
+
+
+class MigTarget(msgspec.Struct, frozen=True, kw_only=True, tag="mig"):
+    """A MIG device; ``dynamic`` when this claim creates it. The ids are known once it exists."""
+
+    name: str
+    parent_minor: int
+    parent_uuid: str
+    profile: str
+    placement_start: int
+    dynamic: bool
+    uuid: str = ""
+    gi_id: int | None = None
+    ci_id: int | None = None
+
+    def created(self, device: MigDevice) -> MigTarget:
+        """This target as the device that now exists."""
+        return msgspec.structs.replace(self, uuid=device.uuid, gi_id=device.gi_id, ci_id=device.ci_id)
+
+
+Target = FullGpu | MigTarget
+
+
+def minor_of(target: Target) -> int:
+    """The physical GPU a target lives on: what its operations change, hence what it locks."""
+    return target.minor if isinstance(target, FullGpu) else target.parent_minor
+
+
+def lock_key(target: Target) -> str:
+    return gpu_device_name(minor_of(target))
+
+
+def kind_of(target: Target) -> str:
+    return "gpu" if isinstance(target, FullGpu) else "mig"
+
+
+def resolve(name: str, inventory: Inventory, *, dynamic_mig: bool) -> Target:
+    """The target ``name`` stands for, or ``UnknownDevice``.
+
+    A MIG partition that does not exist is created only in dynamic MIG mode: in static mode MIG devices are
+    the operator's, and discovery publishes only those that exist, so a claim naming another one is stale.
+    """
+    for gpu in inventory.gpus:
+        if gpu.name == name:
+            return FullGpu(name=name, minor=gpu.minor, uuid=gpu.uuid)
+    for device in inventory.mig_devices:
+        if device.name == name:
+            return _static_mig(device)
+    problem = f"device {name} does not exist on node {inventory.node} ({_summary(inventory)})"
+    for gpu in inventory.gpus:
+        if gpu.mig_enabled and name.startswith(f"{gpu.name}-mig-"):
+            partition = _partition(gpu, inventory, name)
+            if partition is not None and dynamic_mig:
+                return partition
+            if partition is not None:
+                problem = f"MIG device {name} does not exist, and MIG devices are created only in dynamic MIG mode"
+    raise UnknownDevice(problem)
+
+
+def _static_mig(device: MigDevice) -> MigTarget:
+    return MigTarget(
+        name=device.name,
+        parent_minor=device.parent_minor,
+        parent_uuid=device.parent_uuid,
+        profile=device.profile.name,
+        placement_start=device.placement.start,
+        dynamic=False,
+        uuid=device.uuid,
+        gi_id=device.gi_id,
+        ci_id=device.ci_id,
+    )
+
+
+def _partition(gpu: Gpu, inventory: Inventory, name: str) -> MigTarget | None:
+    for profile in inventory.profiles_for(gpu):
+        for placement in profile.placements:
+            if profile.device_name(gpu.minor, placement.start) == name:
+                return MigTarget(
+                    name=name,
+                    parent_minor=gpu.minor,
+                    parent_uuid=gpu.uuid,
+                    profile=profile.name,
+                    placement_start=placement.start,
+                    dynamic=True,
+                )
+    return None
+
+
+def _summary(inventory: Inventory) -> str:
+    gpus = ", ".join(gpu.name for gpu in sorted(inventory.gpus, key=lambda g: g.minor)) or "no GPUs"
+    migs = len(inventory.mig_devices)
+    return f"it has {gpus}" + (f" and {migs} MIG devices" if migs else "")
+
+
+class Holder(msgspec.Struct, frozen=True, kw_only=True):
+    """A device some other claim has prepared (or is preparing)."""
+
+    claim: str
+    """``namespace/name`` of that claim."""
+    target: Target
+
+
+def overlaps(first: Target, second: Target) -> bool:
+    """The same device, or a full GPU and a MIG device on it (which cannot both be handed out)."""
+    if first.name == second.name:
+        return True
+    if isinstance(first, MigTarget) and isinstance(second, MigTarget):
+        return False
+    return minor_of(first) == minor_of(second)
+
+
+def check_free(wanted: Iterable[Target], held: Mapping[str, Holder]) -> None:
+    """``DeviceBusy`` naming the first wanted device another claim holds."""
+    for target in wanted:
+        for holder in held.values():
+            if overlaps(target, holder.target):
+                same = holder.target.name == target.name
+                what = "is" if same else f"overlaps {holder.target.name}, which is"
+                raise DeviceBusy(f"device {target.name} {what} already prepared for claim {holder.claim}")

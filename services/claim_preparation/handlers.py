@@ -1,0 +1,135 @@
+"""The two commands: one kubelet call's claims handled concurrently, answered per claim, reported as events.
+
+Claims of one call are independent: each gets its own result (an error string never fails the call), and
+they run in parallel, meeting only on the GPUs they share (see locks.py). Events go out before the answer, so
+whoever reacts to ``ClaimPrepared`` sees it no later than the kubelet learns of it; a failed publish is logged
+and does not fail a claim whose devices are ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Literal
+
+from opentelemetry.trace import SpanKind
+
+from libs.bus import Bus
+from libs.events import Event
+from libs.events.catalogue import (
+    ClaimFailed,
+    ClaimPrepared,
+    ClaimPrepareResult,
+    ClaimRef,
+    ClaimUnprepared,
+    ClaimUnprepareResult,
+    PrepareClaims,
+    PrepareClaimsReply,
+    UnprepareClaims,
+    UnprepareClaimsReply,
+)
+from libs.telemetry.tracing import span
+from services.claim_preparation import metrics
+from services.claim_preparation.preparer import Outcome, Preparer
+
+log = logging.getLogger(__name__)
+
+Operation = Literal["prepare", "unprepare"]
+
+
+def unique(claims: Sequence[ClaimRef]) -> list[ClaimRef]:
+    """One claim per UID, first occurrence kept: the answer has one entry per UID anyway."""
+    seen: dict[str, ClaimRef] = {}
+    for claim in claims:
+        seen.setdefault(claim.uid, claim)
+    return list(seen.values())
+
+
+def event_for(operation: Operation, outcome: Outcome, node: str) -> Event | None:
+    """The fact to publish about one claim; None when nothing happened (a repeated call)."""
+    if outcome.error is not None:
+        return ClaimFailed(
+            node=node,
+            claim=outcome.claim,
+            operation=operation,
+            error=outcome.message,
+            reason=outcome.error.reason,
+            timings_ms=outcome.timings_ms,
+        )
+    if not outcome.changed:
+        return None
+    if operation == "prepare":
+        return ClaimPrepared(
+            node=node, claim=outcome.claim, devices=list(outcome.devices), timings_ms=outcome.timings_ms
+        )
+    return ClaimUnprepared(node=node, claim=outcome.claim, timings_ms=outcome.timings_ms)
+
+
+@contextmanager
+def measured(operation: Operation) -> Iterator[None]:
+    metrics.REQUESTS.labels(operation).inc()
+    inflight = metrics.INFLIGHT.labels(operation)
+    inflight.inc()
+    began = time.perf_counter()
+    try:
+        yield
+    finally:
+        inflight.dec()
+        metrics.REQUEST_SECONDS.labels(operation).observe(time.perf_counter() - began)
+
+
+def record_outcome(operation: Operation, outcome: Outcome) -> None:
+    for phase, ms in outcome.timings_ms.items():
+        if phase != "total":
+            metrics.PHASE_SECONDS.labels(operation, phase).observe(ms / 1000)
+    if outcome.error is not None:
+        errors = metrics.PREPARE_ERRORS if operation == "prepare" else metrics.UNPREPARE_ERRORS
+        errors.labels(outcome.error.reason).inc()
+
+
+class ClaimCommands:
+    def __init__(self, preparer: Preparer, bus: Bus, node: str) -> None:
+        self._preparer = preparer
+        self._bus = bus
+        self._node = node
+
+    async def prepare(self, command: PrepareClaims) -> PrepareClaimsReply:
+        outcomes = await self._handle("prepare", command.claims, self._preparer.prepare)
+        return PrepareClaimsReply(
+            results={o.claim.uid: ClaimPrepareResult(devices=list(o.devices), error=o.message) for o in outcomes}
+        )
+
+    async def unprepare(self, command: UnprepareClaims) -> UnprepareClaimsReply:
+        outcomes = await self._handle("unprepare", command.claims, self._preparer.unprepare)
+        return UnprepareClaimsReply(results={o.claim.uid: ClaimUnprepareResult(error=o.message) for o in outcomes})
+
+    async def _handle(
+        self, operation: Operation, claims: Sequence[ClaimRef], work: Callable[[ClaimRef], Awaitable[Outcome]]
+    ) -> list[Outcome]:
+        with measured(operation):
+            outcomes = await asyncio.gather(*(self._one(operation, claim, work) for claim in unique(claims)))
+            await self._publish(operation, outcomes)
+        return outcomes
+
+    async def _one(
+        self, operation: Operation, claim: ClaimRef, work: Callable[[ClaimRef], Awaitable[Outcome]]
+    ) -> Outcome:
+        attributes = {"gpudra.claim.uid": claim.uid, "gpudra.claim": f"{claim.namespace}/{claim.name}"}
+        with span(f"{operation} claim", SpanKind.INTERNAL, attributes) as current:
+            outcome = await work(claim)
+            if outcome.error is not None:
+                current.set_attribute("gpudra.claim.error", outcome.error.reason)
+        record_outcome(operation, outcome)
+        return outcome
+
+    async def _publish(self, operation: Operation, outcomes: Sequence[Outcome]) -> None:
+        events = [event for o in outcomes if (event := event_for(operation, o, self._node)) is not None]
+        results = await asyncio.gather(*(self._bus.publish(event) for event in events), return_exceptions=True)
+        for event, result in zip(events, results, strict=True):
+            if isinstance(result, Exception):  # the claims are done either way; the event is what is lost
+                log.warning("could not publish %s: %r", type(event).__name__, result, extra={"event": event.ce_type()})
+            elif isinstance(result, BaseException):
+                raise result

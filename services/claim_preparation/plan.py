@@ -1,0 +1,62 @@
+"""From an allocated claim and the node's devices to the plan the checkpoint records before anything changes, pure.
+
+Every decision of a prepare is made here, before a lock is taken or a file written: which device each result
+is (full GPU, existing MIG device, MIG device to create), which config applies to it, and what sharing each
+config group needs. A claim with any problem (unknown device, bad config, a config that does not fit) fails
+here without touching the node.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from libs.devices.model import Inventory
+from services.claim_preparation.claims import AllocatedClaim
+from services.claim_preparation.configapi import DeviceConfig
+from services.claim_preparation.devices import Target, lock_key, resolve
+from services.claim_preparation.precedence import choose, decoded_candidates
+from services.claim_preparation.record import PlannedDevice, SharingPlan
+from services.claim_preparation.sharing import plan_sharing
+
+
+class ClaimPlan(msgspec.Struct, frozen=True, kw_only=True):
+    devices: tuple[PlannedDevice, ...]
+    sharing: tuple[SharingPlan, ...]
+
+    @property
+    def lock_keys(self) -> list[str]:
+        return sorted({lock_key(device.target) for device in self.devices})
+
+
+class _Group(msgspec.Struct, kw_only=True):
+    config: DeviceConfig
+    members: dict[str, Target] = {}
+
+
+def plan_claim(claim: AllocatedClaim, inventory: Inventory, mps_root: Path, *, dynamic_mig: bool) -> ClaimPlan:
+    targets = {result.device: resolve(result.device, inventory, dynamic_mig=dynamic_mig) for result in claim.results}
+    candidates = decoded_candidates(claim)
+    devices: list[PlannedDevice] = []
+    groups: dict[str, _Group] = {}
+    for result in claim.results:
+        target = targets[result.device]
+        choice = choose(candidates, result, target)
+        group = groups.setdefault(choice.group, _Group(config=choice.config, members={}))
+        group.members.setdefault(target.name, target)
+        devices.append(
+            PlannedDevice(
+                request=result.request,
+                pool=result.pool,
+                target=target,
+                group=choice.group,
+                share_id=result.share_id,
+                admin_access=result.admin_access,
+            )
+        )
+    sharing = [
+        plan_sharing(claim.ref.uid, name, group.config, list(group.members.values()), mps_root)
+        for name, group in sorted(groups.items())
+    ]
+    return ClaimPlan(devices=tuple(devices), sharing=tuple(plan for plan in sharing if plan is not None))

@@ -1,0 +1,475 @@
+"""The prepare and unprepare procedures: a sequence of timed phases over the pure plan, undone on failure.
+
+Prepare of one claim::
+
+    claim lock ─ already completed? answer from the checkpoint
+               ─ half prepared (or half unprepared)? roll it back first
+    lookup     ─ read the ResourceClaim (UID, node, driver checks) and the node's devices
+    config     ─ plan: devices, configs, sharing (pure; any problem fails here, nothing touched)
+    wait       ─ lock the claim's GPUs (sorted), refuse devices another claim holds
+    checkpoint ─ PrepareStarted with the plan: from here a crash is undone from the record
+    apply      ─ create dynamic MIG devices, set up sharing
+    cdi        ─ write the claim's spec
+    checkpoint ─ PrepareCompleted with the answer
+
+Any failure after ``PrepareStarted`` undoes what the record names (spec, sharing, created MIG devices) and drops
+the record; if undoing fails too, the record stays and the next prepare, the periodic cleanup or the next
+start tries again. Unprepare marks the record ``UnprepareStarted`` and undoes the same way. Every step of
+undoing is idempotent, which is what makes both procedures safe to repeat and to interrupt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import AsyncExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from libs.cdi import CdiError, ContainerEdits, SpecDir
+from libs.cdi.nvidia import NodePaths
+from libs.devices import DeviceBackend
+from libs.devices.errors import DeviceError, StateError
+from libs.devices.model import Inventory
+from libs.events.catalogue import ClaimRef, PreparedDevice
+from libs.kube import RESOURCE_CLAIMS, KubeApi, KubeError, NotFound
+from services.claim_preparation import metrics, mig
+from services.claim_preparation.cdi import claim_spec, prepared_devices, spec_name, spec_prefix
+from services.claim_preparation.checkpoint import CheckpointError, CheckpointStore
+from services.claim_preparation.claims import AllocatedClaim, check_ref, check_uid, read_allocation
+from services.claim_preparation.devices import Holder, MigTarget, check_free, kind_of, lock_key, minor_of
+from services.claim_preparation.errors import (
+    ApiUnavailable,
+    CdiFailure,
+    CheckpointFailure,
+    ClaimNotFound,
+    ClaimProblem,
+    DeviceFailure,
+    RollbackFailed,
+)
+from services.claim_preparation.locks import KeyedLocks
+from services.claim_preparation.mps import MpsDaemons, MpsError
+from services.claim_preparation.plan import plan_claim
+from services.claim_preparation.record import (
+    PREPARE_COMPLETED,
+    PREPARE_STARTED,
+    UNPREPARE_STARTED,
+    ClaimRecord,
+    PlannedDevice,
+    SharingPlan,
+)
+from services.claim_preparation.sharing import strategy_for
+from services.claim_preparation.timing import PhaseClock
+
+log = logging.getLogger(__name__)
+
+_BACKEND_ERRORS = (DeviceError, StateError, MpsError, OSError)
+
+
+Done = tuple[ClaimRef, tuple[PreparedDevice, ...], bool]
+"""What a procedure did: the claim (named as recorded), its devices, and whether anything changed."""
+Procedure = Callable[[ClaimRef, PhaseClock], Awaitable[Done]]
+
+
+def _check_uid_only(ref: ClaimRef) -> None:
+    """Unprepare needs only a safe UID: the record names the claim."""
+    check_uid(ref.uid)
+
+
+class UnexpectedError(ClaimProblem):
+    """A bug or an error nobody foresaw; still a per-claim error, never a crashed call."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Parts:
+    """What the preparer works with; the service builds it from settings, tests from temporary directories."""
+
+    driver: str
+    node: str
+    kube: KubeApi
+    backend: DeviceBackend
+    checkpoint: CheckpointStore
+    specs: SpecDir
+    paths: NodePaths
+    daemons: MpsDaemons
+    mps_root: Path
+    boot_id: str
+    dynamic_mig: bool = False
+    """Create MIG devices a claim names that do not exist yet (discovery's ``mig_mode`` dynamic)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One claim's result: its devices or its error, the phase timings, and whether anything changed now."""
+
+    claim: ClaimRef
+    devices: tuple[PreparedDevice, ...] = ()
+    error: ClaimProblem | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    changed: bool = False
+
+    @property
+    def message(self) -> str:
+        return f"claim {self.claim}: {self.error.problem}" if self.error else ""
+
+
+@contextmanager
+def failures_as(kind: type[ClaimProblem], doing: str) -> Iterator[None]:
+    """Turn a backend, file or CDI error into the claim problem ``kind``, saying what was being done."""
+    try:
+        yield
+    except ClaimProblem:
+        raise
+    except CdiError as exc:
+        raise CdiFailure(f"{doing}: {exc}") from exc
+    except CheckpointError as exc:
+        raise CheckpointFailure(f"{doing}: {exc}") from exc
+    except _BACKEND_ERRORS as exc:
+        raise kind(f"{doing}: {exc}") from exc
+
+
+class Preparer:
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+        self._records: dict[str, ClaimRecord] = {}
+        self._newer: set[str] = set()
+        self._claims = KeyedLocks()
+        self._devices = KeyedLocks()
+
+    # --- the two procedures -------------------------------------------------------------------------------
+
+    async def prepare(self, ref: ClaimRef) -> Outcome:
+        return await self._guarded("prepare", ref, check_ref, self._prepare)
+
+    async def unprepare(self, ref: ClaimRef) -> Outcome:
+        return await self._guarded("unprepare", ref, _check_uid_only, self._unprepare)
+
+    async def _guarded(
+        self, operation: str, ref: ClaimRef, check: Callable[[ClaimRef], object], work: Procedure
+    ) -> Outcome:
+        """Run one procedure under the claim's lock; every failure becomes the claim's error, never an exception."""
+        clock = PhaseClock()
+        try:
+            check(ref)
+            async with self._claims.hold([ref.uid]):
+                ref, devices, changed = await work(ref, clock)
+        except ClaimProblem as exc:
+            return self._failed(ref, exc, clock, operation)
+        except Exception as exc:
+            log.exception("claim %s: %s failed unexpectedly", ref, operation, extra={"claim": str(ref)})
+            return self._failed(ref, UnexpectedError(f"unexpected error: {exc!r}"), clock, operation)
+        outcome = Outcome(ref, devices=devices, timings_ms=clock.timings_ms(), changed=changed)
+        if changed:
+            log.info(
+                "claim %s: %sd %s",
+                ref,
+                operation,
+                ", ".join(d.device for d in devices),
+                extra={"claim": str(ref), "timings_ms": outcome.timings_ms},
+            )
+        return outcome
+
+    def _failed(self, ref: ClaimRef, problem: ClaimProblem, clock: PhaseClock, operation: str) -> Outcome:
+        outcome = Outcome(ref, error=problem, timings_ms=clock.timings_ms())
+        log.warning("%s", outcome.message, extra={"claim": str(ref), "operation": operation, "reason": problem.reason})
+        return outcome
+
+    async def _prepare(self, ref: ClaimRef, clock: PhaseClock) -> Done:
+        self._refuse_newer(ref.uid)
+        record = self._records.get(ref.uid)
+        if record is not None and record.state == PREPARE_COMPLETED:
+            return ref, record.prepared, False
+        if record is not None:
+            log.info("claim %s: rolling back an unfinished %s first", ref, record.state, extra={"claim": str(ref)})
+            await self._take_apart(record, clock)
+        with clock.phase("lookup"):
+            claim = await self._read_claim(ref)
+            inventory = await self._inventory()
+        with clock.phase("config"):
+            plan = plan_claim(claim, inventory, self.parts.mps_root, dynamic_mig=self.parts.dynamic_mig)
+        async with AsyncExitStack() as stack:
+            with clock.phase("wait"):
+                await stack.enter_async_context(self._devices.hold(plan.lock_keys, self._waiting(ref)))
+            check_free([d.target for d in plan.devices if not d.admin_access], self._holders(except_uid=ref.uid))
+            started = self._started(claim, plan.devices, plan.sharing)
+            await self._save(started, clock)
+            try:
+                completed = await self._set_up(started, clock)
+            except Exception as exc:
+                raise await self._rolled_back(started, exc, clock) from exc
+        return ref, completed.prepared, True
+
+    async def _unprepare(self, ref: ClaimRef, clock: PhaseClock) -> Done:
+        self._refuse_newer(ref.uid)
+        record = self._records.get(ref.uid)
+        if record is None:
+            # Nothing recorded: done already. A spec left by a record lost to corruption goes too.
+            with clock.phase("cdi"), failures_as(CdiFailure, "removing a leftover CDI spec"):
+                await asyncio.to_thread(self.parts.specs.remove, spec_name(self.parts.driver, ref.uid))
+            return ref, (), False
+        await self._take_apart(record, clock)
+        return record.ref, (), True
+
+    @staticmethod
+    def _waiting(ref: ClaimRef) -> Callable[[str], None]:
+        def waiting(key: str) -> None:
+            metrics.LOCK_WAITS.inc()
+            log.info("claim %s: waits for %s, which another claim is working on", ref, key, extra={"device": key})
+
+        return waiting
+
+    # --- prepare's steps ------------------------------------------------------------------------------------
+
+    def _refuse_newer(self, uid: str) -> None:
+        if uid in self._newer:
+            raise CheckpointFailure("its checkpoint record was written by a newer gpudra; upgrade this one")
+
+    async def _read_claim(self, ref: ClaimRef) -> AllocatedClaim:
+        what = f"ResourceClaim {ref.namespace}/{ref.name}"
+        try:
+            obj = await self.parts.kube.get(RESOURCE_CLAIMS, ref.name, ref.namespace)
+        except NotFound:
+            raise ClaimNotFound(f"{what} does not exist") from None
+        except KubeError as exc:
+            raise ApiUnavailable(f"cannot read {what}: {exc}") from exc
+        return read_allocation(obj, ref, driver=self.parts.driver, node=self.parts.node)
+
+    async def _inventory(self) -> Inventory:
+        with failures_as(DeviceFailure, "reading the node's devices"):
+            return await self.parts.backend.inventory()
+
+    def _started(
+        self, claim: AllocatedClaim, devices: Sequence[PlannedDevice], sharing: Sequence[SharingPlan]
+    ) -> ClaimRecord:
+        ref = claim.ref
+        return ClaimRecord(
+            uid=ref.uid,
+            namespace=ref.namespace,
+            name=ref.name,
+            state=PREPARE_STARTED,
+            boot_id=self.parts.boot_id,
+            started_at=time.time(),
+            devices=tuple(devices),
+            sharing=tuple(sharing),
+            cdi_spec=spec_name(self.parts.driver, ref.uid),
+        )
+
+    async def _set_up(self, record: ClaimRecord, clock: PhaseClock) -> ClaimRecord:
+        with clock.phase("apply"):
+            devices = await self._create_mig_devices(record.devices)
+            edits = await self._apply_sharing(record.sharing, devices)
+        with clock.phase("cdi"), failures_as(CdiFailure, "writing the CDI spec"):
+            spec = claim_spec(self.parts.driver, record.uid, devices, edits, self.parts.paths)
+            missing = await asyncio.to_thread(self.parts.paths.missing, spec)
+            if missing:
+                raise CdiFailure(f"device nodes {', '.join(missing)} do not exist on this node (is the driver loaded?)")
+            await asyncio.to_thread(self.parts.specs.write, record.cdi_spec, spec)
+        completed = msgspec.structs.replace(
+            record,
+            state=PREPARE_COMPLETED,
+            completed_at=time.time(),
+            devices=devices,
+            prepared=prepared_devices(self.parts.driver, record.uid, devices),
+        )
+        await self._save(completed, clock)
+        return completed
+
+    async def _create_mig_devices(self, devices: Sequence[PlannedDevice]) -> tuple[PlannedDevice, ...]:
+        created: list[PlannedDevice] = []
+        for device in devices:
+            target = device.target
+            if isinstance(target, MigTarget) and target.dynamic:
+                with failures_as(DeviceFailure, f"creating MIG device {target.name}"):
+                    target = await mig.create(self.parts.backend, target)
+            created.append(msgspec.structs.replace(device, target=target))
+        return tuple(created)
+
+    async def _apply_sharing(
+        self, plans: Sequence[SharingPlan], devices: Sequence[PlannedDevice]
+    ) -> dict[str, ContainerEdits]:
+        edits: dict[str, ContainerEdits] = {}
+        for plan in plans:
+            members = [d.target for d in devices if d.group == plan.group]
+            strategy = strategy_for(
+                plan, self.parts.backend, self.parts.daemons, {t.name: minor_of(t) for t in members}
+            )
+            with failures_as(DeviceFailure, f"setting up {type(plan).__name__.removesuffix('Plan')} sharing"):
+                await strategy.apply({t.name: t.uuid for t in members})
+            edits[plan.group] = strategy.edits()
+        return edits
+
+    async def _rolled_back(self, record: ClaimRecord, cause: Exception, clock: PhaseClock) -> ClaimProblem:
+        """Undo a failed prepare; the problem to report (which notes a failed undo too)."""
+        problem = cause if isinstance(cause, ClaimProblem) else UnexpectedError(f"unexpected error: {cause!r}")
+        if not isinstance(cause, ClaimProblem):
+            log.error("claim %s: prepare failed unexpectedly", record.ref, exc_info=cause)
+        try:
+            await self._undo(record, clock)
+        except RollbackFailed as failed:
+            return type(problem)(f"{problem.problem}; rolling back failed too: {failed.problem}")
+        return problem
+
+    # --- undoing --------------------------------------------------------------------------------------------
+
+    async def _take_apart(self, record: ClaimRecord, clock: PhaseClock) -> None:
+        """Undo a record under its devices' locks, marking a completed one first so a crash cannot revive it."""
+        keys = sorted({lock_key(device.target) for device in record.devices})
+        async with AsyncExitStack() as stack:
+            with clock.phase("wait"):
+                await stack.enter_async_context(self._devices.hold(keys, self._waiting(record.ref)))
+            if record.state == PREPARE_COMPLETED:
+                record = record.with_state(UNPREPARE_STARTED)
+                await self._save(record, clock)
+            await self._undo(record, clock)
+
+    async def _undo(self, record: ClaimRecord, clock: PhaseClock) -> None:
+        """Remove the spec, undo sharing, destroy created MIG devices, drop the record; all idempotent."""
+        errors: list[str] = []
+        with clock.phase("cdi"):
+            removal = asyncio.to_thread(self.parts.specs.remove, record.cdi_spec)
+            await _attempt(errors, "removing the CDI spec", removal)
+        with clock.phase("apply"):
+            for plan in reversed(record.sharing):
+                strategy = strategy_for(plan, self.parts.backend, self.parts.daemons, {})
+                elsewhere = self._shared_elsewhere(plan, record.uid)
+                await _attempt(errors, f"undoing {type(plan).__name__} {plan.group}", strategy.undo(elsewhere))
+            for name in _created_mig_devices(record):
+                await _attempt(errors, f"destroying MIG device {name}", mig.destroy(self.parts.backend, name))
+        if errors:
+            raise RollbackFailed("; ".join(errors))
+        with clock.phase("checkpoint"), failures_as(CheckpointFailure, "dropping the checkpoint record"):
+            await asyncio.to_thread(self.parts.checkpoint.remove, record.uid)
+        self._records.pop(record.uid, None)
+        self._count_devices()
+
+    def _shared_elsewhere(self, plan: SharingPlan, uid: str) -> set[int]:
+        """GPUs another claim still has set up the same way: their mode stays."""
+        return {
+            minor
+            for other in self._records.values()
+            if other.uid != uid
+            for other_plan in other.sharing
+            if type(other_plan) is type(plan)
+            for minor in other_plan.minors
+        }
+
+    # --- records --------------------------------------------------------------------------------------------
+
+    async def _save(self, record: ClaimRecord, clock: PhaseClock) -> None:
+        with clock.phase("checkpoint"), failures_as(CheckpointFailure, "writing the checkpoint"):
+            await asyncio.to_thread(self.parts.checkpoint.save, record)
+        self._records[record.uid] = record
+        self._count_devices()
+
+    def _holders(self, *, except_uid: str) -> dict[str, Holder]:
+        return {
+            device.target.name: Holder(claim=record.label, target=device.target)
+            for record in self._records.values()
+            if record.uid != except_uid
+            for device in record.devices
+            if not device.admin_access
+        }
+
+    def _count_devices(self) -> None:
+        counts = {"gpu": 0, "mig": 0}
+        for record in self._records.values():
+            if record.state == PREPARE_COMPLETED:
+                for target in {d.target.name: d.target for d in record.devices}.values():
+                    counts[kind_of(target)] += 1
+        for kind, count in counts.items():
+            metrics.PREPARED_DEVICES.labels(kind).set(count)
+
+    @property
+    def records(self) -> dict[str, ClaimRecord]:
+        """The checkpoint as this process holds it (read-only use: tests, the CLI's status)."""
+        return dict(self._records)
+
+    # --- start and periodic cleanup -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the checkpoint and bring the node in line with it, before any request is served."""
+        loaded = await asyncio.to_thread(self.parts.checkpoint.load)
+        for problem in loaded.problems:
+            log.error("checkpoint: %s", problem)
+        self._newer = loaded.newer
+        self._records = {record.uid: record for record in loaded.records}
+        for record in loaded.records:
+            await self._reconcile(record)
+        await asyncio.to_thread(self._remove_orphan_specs)
+        self._count_devices()
+        log.info("checkpoint loaded", extra={"claims": len(self._records), "boot_id": self.parts.boot_id})
+
+    async def _reconcile(self, record: ClaimRecord) -> None:
+        if record.boot_id != self.parts.boot_id:
+            await self._forget_after_reboot(record)
+        elif record.state != PREPARE_COMPLETED:
+            log.info("claim %s: rolling back a %s left by the last run", record.ref, record.state)
+            try:
+                await self._take_apart(record, PhaseClock())
+            except ClaimProblem as exc:
+                log.error("claim %s: rollback failed, will retry: %s", record.ref, exc.problem)
+
+    async def _forget_after_reboot(self, record: ClaimRecord) -> None:
+        """A reboot took MIG devices, daemons and sharing settings with it: drop the record, touch no device."""
+        log.info("claim %s: recorded in an earlier boot; forgetting it", record.ref)
+        await asyncio.to_thread(self.parts.specs.remove, record.cdi_spec)
+        await asyncio.to_thread(shutil.rmtree, self.parts.mps_root / record.uid, True)
+        await asyncio.to_thread(self.parts.checkpoint.remove, record.uid)
+        self._records.pop(record.uid, None)
+
+    def _remove_orphan_specs(self) -> None:
+        """Specs of claims the checkpoint does not hold (a crash between spec and record, a lost record)."""
+        specs = self.parts.specs
+        specs.remove_temporaries()
+        prefix = spec_prefix(self.parts.driver)
+        known = set(self._records) | self._newer
+        for name in specs.names(prefix):
+            if name.removeprefix(prefix) not in known:
+                log.info("removing a CDI spec no prepared claim owns", extra={"spec": name})
+                specs.remove(name)
+
+    async def cleanup(self) -> int:
+        """Roll back unfinished claims whose ResourceClaim is gone; returns how many went."""
+        removed = 0
+        for uid, record in list(self._records.items()):
+            if record.state == PREPARE_COMPLETED or self._claims.locked(uid) or await self._still_exists(record):
+                continue
+            async with self._claims.hold([uid]):
+                current = self._records.get(uid)
+                if current is None or current.state == PREPARE_COMPLETED:
+                    continue
+                try:
+                    await self._take_apart(current, PhaseClock())
+                    removed += 1
+                    log.info("claim %s: rolled back; the claim no longer exists", current.ref)
+                except ClaimProblem as exc:
+                    log.error("claim %s: cleanup failed, will retry: %s", current.ref, exc.problem)
+        return removed
+
+    async def _still_exists(self, record: ClaimRecord) -> bool:
+        try:
+            obj = await self.parts.kube.get(RESOURCE_CLAIMS, record.name, record.namespace)
+        except NotFound:
+            return False
+        except KubeError as exc:
+            log.warning("cleanup cannot read claim %s: %s", record.ref, exc)
+            return True
+        return bool((obj.get("metadata") or {}).get("uid") == record.uid)
+
+
+def _created_mig_devices(record: ClaimRecord) -> list[str]:
+    """MIG devices the claim creates (or may have created before a crash): destroyed when it goes."""
+    return [d.target.name for d in record.devices if isinstance(d.target, MigTarget) and d.target.dynamic]
+
+
+async def _attempt(errors: list[str], what: str, step: Awaitable[object]) -> None:
+    """Await ``step``; a failure is noted in ``errors`` so the remaining steps still run."""
+    try:
+        await step
+    except Exception as exc:
+        errors.append(f"{what}: {exc}")

@@ -1,0 +1,97 @@
+"""What the checkpoint remembers about one claim: enough to answer a repeated prepare and to undo it all.
+
+A record is written with state ``PrepareStarted`` *before* anything is changed on the node, holding the plan
+(which MIG devices will be created, which sharing settings and MPS daemons will exist, the CDI spec's name),
+so a crash at any later point leaves a record that says exactly what may need undoing. ``PrepareCompleted``
+adds the answer given to the kubelet. ``UnprepareStarted`` marks a claim being taken apart: a prepare arriving
+then (or after a crash) rolls it back completely before preparing again, never answering from a half-undone
+record.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from libs.devices.model import TimeSliceInterval
+from libs.events.catalogue import ClaimRef, PreparedDevice
+from services.claim_preparation.devices import Target
+
+State = Literal["PrepareStarted", "PrepareCompleted", "UnprepareStarted"]
+PREPARE_STARTED: State = "PrepareStarted"
+PREPARE_COMPLETED: State = "PrepareCompleted"
+UNPREPARE_STARTED: State = "UnprepareStarted"
+
+
+class PlannedDevice(msgspec.Struct, frozen=True, kw_only=True):
+    """One allocation result of this driver and what it becomes."""
+
+    request: str
+    pool: str
+    target: Target
+    group: str
+    """The opaque config that applies (its index, or ``default-gpu``/``default-mig``): one setting per group."""
+    share_id: str | None = None
+    admin_access: bool = False
+
+
+class TimeSlicePlan(msgspec.Struct, frozen=True, kw_only=True, tag="TimeSlicing"):
+    group: str
+    minors: tuple[int, ...]
+    interval: TimeSliceInterval
+
+
+class MpsPlan(msgspec.Struct, frozen=True, kw_only=True, tag="MPS"):
+    """One MPS control daemon for the devices of one config group of one claim."""
+
+    group: str
+    directory: str
+    """``<mps-dir>/<claim uid>/<group>``, holding ``pipe``, ``shm`` and ``log``."""
+    devices: tuple[str, ...]
+    minors: tuple[int, ...]
+    active_thread_percentage: int | None = None
+    pinned_limits: dict[str, int] = {}
+    """Device name -> pinned device memory limit in bytes."""
+
+    @property
+    def pipe_dir(self) -> str:
+        return f"{self.directory}/pipe"
+
+    @property
+    def shm_dir(self) -> str:
+        return f"{self.directory}/shm"
+
+    @property
+    def log_dir(self) -> str:
+        return f"{self.directory}/log"
+
+
+SharingPlan = TimeSlicePlan | MpsPlan
+
+
+class ClaimRecord(msgspec.Struct, frozen=True, kw_only=True):
+    uid: str
+    namespace: str
+    name: str
+    state: State
+    boot_id: str
+    started_at: float
+    completed_at: float | None = None
+    devices: tuple[PlannedDevice, ...] = ()
+    sharing: tuple[SharingPlan, ...] = ()
+    cdi_spec: str = ""
+    prepared: tuple[PreparedDevice, ...] = ()
+    """The answer given to the kubelet, repeated as it is for a repeated prepare."""
+
+    @property
+    def ref(self) -> ClaimRef:
+        return ClaimRef(namespace=self.namespace, name=self.name, uid=self.uid)
+
+    @property
+    def label(self) -> str:
+        """``namespace/name``, as another claim's error names this one."""
+        return f"{self.namespace}/{self.name}"
+
+    def with_state(self, state: State) -> ClaimRecord:
+        return msgspec.structs.replace(self, state=state)

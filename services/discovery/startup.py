@@ -1,0 +1,111 @@
+"""Opening what discovery cannot run without: the device backend and the Kubernetes API, with exit codes.
+
+A setting that cannot work (a broken profile file, NVML on a machine without the driver, a kubeconfig that
+does not load) is not retried in a loop: the process logs one message saying what to change and exits with a
+code of its own, and the supervisor (``gpudra up``, or the kubelet's CrashLoopBackOff) restarts it with a
+growing delay. Exit codes: 2 settings (``libs.runtime``), 3 device backend, 4 Kubernetes API.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from kubernetes_asyncio.client import ApiClient, VersionApi
+
+from libs.bus import Bus
+from libs.devices import DeviceBackend, open_backend
+from libs.devices.errors import BackendUnavailable, ProfileError, StateError
+from libs.kube import KubeApi, KubeError, open_kube, resolve_mode
+from libs.kube.cluster import load_configuration
+from libs.slices.limits import OLDEST_MINOR
+from services.discovery.settings import STANDALONE_KUBE_MINOR, Settings
+
+EXIT_DEVICES = 3
+EXIT_KUBE = 4
+
+_MINOR = re.compile(r"^(\d+)")
+
+
+class StartupError(Exception):
+    """Discovery cannot start with these settings; ``exit_code`` says which part is at fault."""
+
+    def __init__(self, exit_code: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+async def open_devices(settings: Settings) -> DeviceBackend:
+    try:
+        return await open_backend(settings.backend, settings.node_name, settings.simulated_state, settings.profile)
+    except BackendUnavailable as exc:
+        raise StartupError(EXIT_DEVICES, f"{exc} (setting --backend / GPUDRA_BACKEND)") from exc
+    except ProfileError as exc:
+        raise StartupError(EXIT_DEVICES, f"{exc} (setting --profile / GPUDRA_PROFILE)") from exc
+    except StateError as exc:
+        raise StartupError(EXIT_DEVICES, f"{exc} (setting --simulated-dir / GPUDRA_SIMULATED_DIR)") from exc
+
+
+@dataclass(frozen=True)
+class Kubernetes:
+    """The API (cluster or standalone store) and the version the slices are laid out for."""
+
+    api: KubeApi
+    mode: Literal["cluster", "local"]
+    minor: int
+
+
+async def open_kubernetes(settings: Settings, bus: Bus, environ: Mapping[str, str] | None = None) -> Kubernetes:
+    env = os.environ if environ is None else environ
+    try:
+        mode = resolve_mode(settings.kube_mode, settings.kubeconfig, env)
+        api = await open_kube(settings, bus.js, env)
+    except KubeError as exc:
+        raise StartupError(EXIT_KUBE, str(exc)) from exc
+    try:
+        minor = settings.kube_minor or (STANDALONE_KUBE_MINOR if mode == "local" else await server_minor(settings))
+        check_minor(minor)
+    except StartupError:
+        await api.close()
+        raise
+    return Kubernetes(api=api, mode=mode, minor=minor)
+
+
+def check_minor(minor: int) -> None:
+    if minor < OLDEST_MINOR:
+        raise StartupError(
+            EXIT_KUBE,
+            f"Kubernetes 1.{minor} has no resource.k8s.io/v1 ResourceSlices; gpudra needs 1.{OLDEST_MINOR} or newer "
+            "(setting --kube-minor / GPUDRA_KUBE_MINOR)",
+        )
+
+
+def minor_of(version: Mapping[str, Any]) -> int:
+    """The minor number of a ``/version`` answer; managed clusters say ``"34+"``, some only ``gitVersion``."""
+    minor = _MINOR.match(str(version.get("minor") or ""))
+    if minor is None:
+        parts = str(version.get("gitVersion") or "").lstrip("v").split(".")
+        minor = _MINOR.match(parts[1]) if len(parts) > 1 else None
+    if minor is None:
+        raise ValueError(f"no minor version in {dict(version)}")
+    return int(minor.group(1))
+
+
+async def server_minor(settings: Settings) -> int:
+    """Asks the API server's ``/version`` (which every authenticated client may read).
+
+    TODO(kube): move to the Kubernetes port (``KubeApi.server_version``) so it shares the port's client.
+    """
+    try:
+        async with ApiClient(configuration=await load_configuration(settings.kubeconfig)) as client:
+            info = await VersionApi(client).get_code()
+        return minor_of({"minor": info.minor, "gitVersion": info.git_version})
+    except Exception as exc:
+        raise StartupError(
+            EXIT_KUBE,
+            f"cannot read the Kubernetes version from the API server ({exc}); "
+            "set --kube-minor / GPUDRA_KUBE_MINOR (e.g. 34) to skip asking",
+        ) from exc

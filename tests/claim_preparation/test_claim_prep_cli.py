@@ -1,0 +1,95 @@
+"""``gpudra claim create|list`` and ``gpudra kubelet prepare NAME`` (UID looked up) against the real service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+
+from cli.claims import UsageError, allocation, claim_object, parse_devices, read_config, table
+from cli.main import parser
+from libs.bus import Bus
+from libs.natsserver import EmbeddedNats
+from services.claim_preparation.service import ClaimService
+from services.claim_preparation.settings import Settings
+from services.kubelet_shim.service import serve
+from tests.claim_preparation.claim_prep_support import DRIVER, NODE, STATIC_MIG, cdi_files, gpu_config
+from tests.kubelet_shim.shim_support import shim_settings, short_dir
+
+
+async def _cli(*argv: str) -> int:
+    args = parser().parse_args(list(argv))
+    code: int = await asyncio.to_thread(args.run, args)
+    return code
+
+
+def test_devices_go_to_requests_by_kind() -> None:
+    assert parse_devices(["gpu-1", STATIC_MIG, "train:gpu-2"]) == [
+        ("gpu", "gpu-1"),
+        ("mig", STATIC_MIG),
+        ("train", "gpu-2"),
+    ]
+    with pytest.raises(UsageError, match="mixes GPUs and MIG devices"):
+        claim_object("c", "default", [("x", "gpu-1"), ("x", STATIC_MIG)], None, DRIVER)
+
+
+@pytest.mark.parametrize("version", ["1.34.0", "1.35.0"])
+def test_the_stored_claim_is_a_valid_resource_claim(version: str) -> None:
+    devices = parse_devices(["gpu-1", "gpu-2", STATIC_MIG])
+    claim = claim_object("train-0", "default", devices, gpu_config(), DRIVER)
+    claim["status"] = {"allocation": allocation(devices, gpu_config(), NODE, DRIVER)}
+    kubernetes_validate.validate(claim, version, strict=True)
+    assert claim["spec"]["devices"]["requests"][0]["exactly"]["count"] == 2
+
+
+def test_a_config_file_is_checked_as_the_driver_will(tmp_path: Path) -> None:
+    config = tmp_path / "mps.yaml"
+    config.write_text("apiVersion: resource.gpudra.io/v1beta1\nkind: GpuConfig\nsharing: {strategy: MPS, mps: {}}\n")
+    with pytest.raises(UsageError, match=r"unknown field sharing\.mps"):
+        read_config(config, check=True)
+    assert read_config(config, check=False)["sharing"]["mps"] == {}
+
+
+def test_the_table_lists_devices() -> None:
+    claim = {
+        "metadata": {"namespace": "default", "name": "a", "uid": "u"},
+        "status": {"allocation": allocation([("gpu", "gpu-1")], None, NODE, DRIVER)},
+    }
+    assert table([claim]).splitlines()[1].split() == ["default", "a", "u", "gpu-1"]
+
+
+@pytest.fixture
+async def registry_dir(bus: Bus, nats_server: EmbeddedNats, service: ClaimService) -> AsyncIterator[Path]:
+    with short_dir("cpc-") as kubelet_dir:
+        async with serve(bus, shim_settings(nats_server.url, kubelet_dir)):
+            yield kubelet_dir / "plugins_registry"
+
+
+async def test_create_list_and_prepare_by_name(
+    tmp_path: Path,
+    nats_server: EmbeddedNats,
+    registry_dir: Path,
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = ["--nats-url", nats_server.url]
+    config = tmp_path / "ts.json"
+    config.write_text(json.dumps(gpu_config(strategy="TimeSlicing", timeSlicingConfig={"interval": "Short"})))
+    create = ["claim", "create", "train-0", "--device", "gpu-4", "--config", str(config), "--node", NODE]
+    assert await _cli(*create, "-o", "json", *url) == 0
+    uid = json.loads(capsys.readouterr().out)["metadata"]["uid"]
+    assert await _cli("claim", "list", *url) == 0
+    assert capsys.readouterr().out.splitlines()[1].split() == ["default", "train-0", uid, "gpu-4"]
+    kubelet = ["--registry-dir", str(registry_dir), "--driver", DRIVER, *url]
+    assert await _cli("kubelet", "prepare", "train-0", "-o", "json", *kubelet) == 0
+    prepared = json.loads(capsys.readouterr().out)
+    assert prepared[uid]["devices"][0]["cdi_device_ids"] == [f"k8s.{DRIVER}/claim={uid}-gpu-4"]
+    assert len(cdi_files(settings)) == 1
+    assert await _cli("kubelet", "unprepare", "train-0", *kubelet) == 0
+    assert capsys.readouterr().out.strip() == f"default/train-0 (uid {uid}): unprepared"
+    assert await _cli("kubelet", "prepare", "ghost", *kubelet) == 1
+    assert "no ResourceClaim default/ghost in the standalone store" in capsys.readouterr().err

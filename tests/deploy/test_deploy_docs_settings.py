@@ -1,0 +1,113 @@
+"""docs/deploy.md lists every setting of every service, with the services that read it and its default.
+
+The table is written from the settings structs; when a field is added, renamed or its default changes, this
+test fails and prints the table as it should be, ready to paste between the markers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from functools import cache
+from pathlib import Path
+
+import msgspec
+
+from libs.settings import CommonSettings, env_name, flag_name
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "deploy.md"
+BEGIN, END = "<!-- settings-table:begin -->", "<!-- settings-table:end -->"
+HEADER = "| Variable | Flag | Services | Default | Description |\n|---|---|---|---|---|"
+
+Row = tuple[str, str, str, str]
+
+
+@cache
+def service_settings() -> dict[str, type[CommonSettings]]:
+    """``services.<name>.settings.Settings`` for every service folder."""
+    found: dict[str, type[CommonSettings]] = {}
+    for path in sorted((ROOT / "services").glob("*/settings.py")):
+        module = importlib.import_module(f"services.{path.parent.name}.settings")
+        found[path.parent.name] = module.Settings
+    return found
+
+
+def describe(field: msgspec.structs.FieldInfo) -> str:
+    """The field's description, with ``<placeholders>`` as code so Markdown does not take them for HTML."""
+    info = msgspec.inspect.type_info(field.type)
+    text = ""
+    if isinstance(info, msgspec.inspect.Metadata):
+        text = str((info.extra_json_schema or {}).get("description", ""))
+    return re.sub(r"[^\s()]*<[^>]+>[^\s(),]*", lambda match: f"`{match.group()}`", text).replace("|", "\\|")
+
+
+def render_default(value: object) -> str:
+    return '`""`' if value == "" else f"`{value}`"
+
+
+def expected() -> tuple[list[Row], dict[Row, str]]:
+    """Rows (variable, flag, services, default) in field order, and each row's description.
+
+    One row per field and default: ``driver_name`` is ``gpu.gpudra.io`` for some services and
+    ``compute-domain.gpudra.io`` for another, so it has two rows.
+    """
+    services = service_settings()
+    groups: dict[tuple[str, str], list[str]] = {}
+    descriptions: dict[tuple[str, str], str] = {}
+    for service, settings in services.items():
+        for field in msgspec.structs.fields(settings):
+            group = (field.name, render_default(field.default))
+            groups.setdefault(group, []).append(service)
+            descriptions.setdefault(group, describe(field))
+    common = [field.name for field in msgspec.structs.fields(CommonSettings)]
+    order = common + sorted({name for name, _ in groups} - set(common))
+    rows: list[Row] = []
+    texts: dict[Row, str] = {}
+    for name in order:
+        for (field_name, default), users in groups.items():
+            if field_name == name:
+                who = "all" if len(users) == len(services) else ", ".join(users)
+                row = (f"`{env_name(name)}`", f"`{flag_name(name)}`", who, default)
+                rows.append(row)
+                texts[row] = descriptions[(field_name, default)]
+    return rows, texts
+
+
+def table() -> str:
+    rows, texts = expected()
+    return "\n".join([HEADER, *(f"| {' | '.join(row)} | {texts[row]} |" for row in rows)])
+
+
+def documented() -> list[Row]:
+    text = DOC.read_text()
+    assert BEGIN in text, f"docs/deploy.md has no {BEGIN} marker"
+    assert END in text, f"docs/deploy.md has no {END} marker"
+    body = text.split(BEGIN, 1)[1].split(END, 1)[0]
+    rows: list[Row] = []
+    for line in body.strip().splitlines()[2:]:
+        cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+        assert len(cells) == 5, f"not a five-column row: {line}"
+        rows.append((cells[0], cells[1], cells[2], cells[3]))
+    return rows
+
+
+def test_every_setting_is_in_the_deploy_doc_with_its_services_and_default() -> None:
+    rows, _ = expected()
+    assert sorted(documented()) == sorted(rows), (
+        "docs/deploy.md's settings table is out of date; between the markers it should read:\n\n" + table()
+    )
+
+
+def test_every_gpudra_name_in_the_deploy_doc_is_a_setting() -> None:
+    known = {env_name(f.name) for settings in service_settings().values() for f in msgspec.structs.fields(settings)}
+    written = set(re.findall(r"GPUDRA_[A-Z0-9_]*[A-Z0-9]", DOC.read_text()))
+    assert written - known == set()
+
+
+def test_the_nats_permissions_example_names_every_kv_bucket() -> None:
+    from libs.bus.topology import BUCKETS
+
+    text = DOC.read_text()
+    for bucket in BUCKETS:
+        assert f"$KV.{bucket.bucket}.>" in text, f"docs/deploy.md's NATS permissions miss bucket {bucket.bucket}"

@@ -1,0 +1,696 @@
+"""The Kustomize tree in deploy/ is valid, complete and uses only real settings.
+
+No kustomize binary here, so the test builds each kustomization itself with the subset of kustomize the tree
+uses (resources, namespace, strategic-merge patches, images) and refuses any other field, so the model cannot
+silently fall behind the files. Every object of every build is checked against the Kubernetes 1.34 OpenAPI
+schemas (strict: unknown fields are errors), and every ``GPUDRA_*`` name a container gets must be a field of
+that service's settings struct, with a value the struct accepts.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import re
+import tomllib
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import msgspec
+import pytest
+import yaml
+
+from libs.settings import CommonSettings, SettingsError, env_name, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+KUSTOMIZE = DEPLOY / "kustomize"
+BASE = KUSTOMIZE / "base"
+OVERLAYS = sorted(path.parent for path in (KUSTOMIZE / "overlays").glob("*/kustomization.yaml"))
+BUILDS = [BASE, *OVERLAYS]
+K8S_VERSION = "1.34.0"
+IMAGE = "ghcr.io/gpudra/gpudra"
+
+Obj = dict[str, Any]
+
+# Kinds without a namespace; kustomize's namespace transformer leaves them alone.
+CLUSTER_SCOPED = frozenset(
+    {
+        "Namespace",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "DeviceClass",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+        "CustomResourceDefinition",
+        "PriorityClass",
+    }
+)
+KUSTOMIZATION_FIELDS = frozenset({"apiVersion", "kind", "namespace", "resources", "patches", "images"})
+# Strategic-merge list keys (patchMergeKey in the Kubernetes API) of the lists the patches touch.
+MERGE_KEYS = {
+    "containers": "name",
+    "initContainers": "name",
+    "volumes": "name",
+    "env": "name",
+    "volumeMounts": "mountPath",
+}
+# Merge lists whose key depends on where they are (ports: containerPort or port); patches must not rely on them.
+UNMODELLED_MERGE_LISTS = frozenset({"ports", "imagePullSecrets", "finalizers"})
+WORKLOADS = frozenset({"DaemonSet", "Deployment", "StatefulSet"})
+# What the downward API would give, for loading settings from a container's environment.
+SAMPLE_FIELDS = {
+    "spec.nodeName": "gpu-node-7.example.internal",
+    "metadata.uid": "4f1c2a9e-0b7d-4e55-9c2e-8d1f3a6b7c90",
+    "metadata.name": "gpudra-node-x2v9q",
+    "metadata.namespace": "gpudra-system",
+}
+NODE_SERVICES = {"kubelet_shim", "discovery", "claim_preparation", "health"}
+CONTROLLER_SERVICES = {"health", "compute_domain"}
+PRIVILEGED_SERVICES = {"discovery", "claim_preparation"}
+KERNEL_FILESYSTEMS = (Path("/proc"), Path("/sys"))
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+
+
+# --- settings -------------------------------------------------------------------------------------------------
+
+
+@cache
+def service_settings() -> dict[str, type[CommonSettings]]:
+    """``services.<name>.settings.Settings`` for every service folder."""
+    found: dict[str, type[CommonSettings]] = {}
+    for path in sorted((ROOT / "services").glob("*/settings.py")):
+        module = importlib.import_module(f"services.{path.parent.name}.settings")
+        found[path.parent.name] = module.Settings
+    return found
+
+
+def env_names(service: str) -> frozenset[str]:
+    return frozenset(env_name(field.name) for field in msgspec.structs.fields(service_settings()[service]))
+
+
+# --- the kustomize model --------------------------------------------------------------------------------------
+
+
+def load_docs(path: Path) -> list[Obj]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+def kustomization(directory: Path) -> Obj:
+    loaded = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def key(obj: Obj) -> tuple[str, str, str, str]:
+    meta = obj["metadata"]
+    return obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"]
+
+
+def merge(base: Obj, patch: Obj, where: str) -> None:
+    """Strategic merge: maps merge, known keyed lists merge by key, ``null`` deletes, anything else replaces."""
+    for name, value in patch.items():
+        assert not name.startswith("$"), f"{where}: patch directive {name} is not modelled by this test"
+        if value is None:
+            base.pop(name, None)
+        elif isinstance(value, dict) and isinstance(base.get(name), dict):
+            merge(base[name], value, f"{where}.{name}")
+        elif isinstance(value, list) and isinstance(base.get(name), list) and name in MERGE_KEYS:
+            merge_key = MERGE_KEYS[name]
+            for item in value:
+                match = [old for old in base[name] if old.get(merge_key) == item.get(merge_key)]
+                if match:
+                    merge(match[0], item, f"{where}.{name}[{item.get(merge_key)}]")
+                else:
+                    base[name].append(copy.deepcopy(item))
+        else:
+            assert not (isinstance(value, list) and name in UNMODELLED_MERGE_LISTS), (
+                f"{where}.{name}: patching this merge list is not modelled by this test; teach MERGE_KEYS"
+            )
+            base[name] = copy.deepcopy(value)
+
+
+def pod_spec(obj: Obj) -> Obj | None:
+    if obj["kind"] in WORKLOADS:
+        spec: Obj = obj["spec"]["template"]["spec"]
+        return spec
+    return None
+
+
+def containers(obj: Obj) -> list[Obj]:
+    spec = pod_spec(obj)
+    return [] if spec is None else [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def set_image(image: str, rule: Obj) -> str:
+    name, _, tag = image.partition(":")
+    if name != rule["name"]:
+        return image
+    return f"{rule.get('newName', name)}:{rule.get('newTag', tag)}"
+
+
+@cache
+def _build(directory: Path) -> tuple[Obj, ...]:
+    spec = kustomization(directory)
+    unknown = set(spec) - KUSTOMIZATION_FIELDS
+    assert not unknown, f"{directory}: fields {sorted(unknown)} are not modelled by this test; teach it"
+    objects: list[Obj] = []
+    for entry in spec.get("resources", []):
+        target = directory / entry
+        objects += copy.deepcopy(list(_build(target.resolve()))) if target.is_dir() else load_docs(target)
+    if namespace := spec.get("namespace"):
+        for obj in objects:
+            if obj["kind"] not in CLUSTER_SCOPED:
+                obj["metadata"]["namespace"] = namespace
+    for patch_entry in spec.get("patches", []):
+        assert set(patch_entry) == {"path"}, f"{directory}: only file patches are modelled: {patch_entry}"
+        for patch in load_docs(directory / patch_entry["path"]):
+            targets = [obj for obj in objects if key(obj) == key(patch)]
+            assert len(targets) == 1, (
+                f"{directory / patch_entry['path']}: patch targets {key(patch)}, found {len(targets)}"
+            )
+            merge(targets[0], patch, f"{patch_entry['path']}:{patch['kind']}/{patch['metadata']['name']}")
+    for rule in spec.get("images", []):
+        for obj in objects:
+            for container in containers(obj):
+                container["image"] = set_image(container["image"], rule)
+    keys = [key(obj) for obj in objects]
+    assert len(keys) == len(set(keys)), (
+        f"{directory}: the same object twice: {sorted(k for k in keys if keys.count(k) > 1)}"
+    )
+    return tuple(objects)
+
+
+def build(directory: Path) -> list[Obj]:
+    """A fresh copy of what ``kustomize build <directory>`` gives (within the modelled subset)."""
+    return copy.deepcopy(list(_build(directory.resolve())))
+
+
+def by_kind(objects: list[Obj], kind: str) -> list[Obj]:
+    return [obj for obj in objects if obj["kind"] == kind]
+
+
+def one(objects: list[Obj], kind: str, name: str) -> Obj:
+    found = [obj for obj in by_kind(objects, kind) if obj["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
+    return found[0]
+
+
+def build_id(directory: Path) -> str:
+    return str(directory.relative_to(KUSTOMIZE))
+
+
+def kustomization_dirs() -> list[Path]:
+    return sorted(path.parent for path in KUSTOMIZE.rglob("kustomization.yaml"))
+
+
+# --- gpudra containers ----------------------------------------------------------------------------------------
+
+
+def service_of(container: Obj) -> str | None:
+    """The gpudra service a container runs (``python -m services.<name>``), None for other images."""
+    if not container["image"].startswith(IMAGE + ":"):
+        return None
+    command = container.get("command", [])
+    assert len(command) == 3, f"{container['name']}: expected python -m services.<name>, not {command}"
+    assert command[:2] == ["python", "-m"], f"{container['name']}: expected python -m services.<name>, not {command}"
+    module = command[2]
+    assert module.startswith("services."), f"{container['name']}: {module} is not a gpudra service"
+    return str(module.removeprefix("services."))
+
+
+def gpudra_containers(objects: list[Obj]) -> Iterator[tuple[Obj, Obj, str]]:
+    """(workload, container, service) for every container that runs a gpudra service."""
+    for obj in objects:
+        for container in containers(obj):
+            service = service_of(container)
+            if service is not None:
+                yield obj, container, service
+
+
+def environment(objects: list[Obj], obj: Obj, container: Obj) -> dict[str, str]:
+    """The container's environment as the kubelet would build it: envFrom first, env overriding."""
+    env: dict[str, str] = {}
+    namespace = obj["metadata"].get("namespace", "")
+    for source in container.get("envFrom", []):
+        assert set(source) == {"configMapRef"}, f"{container['name']}: only configMapRef sources are modelled"
+        config = one(objects, "ConfigMap", source["configMapRef"]["name"])
+        assert config["metadata"].get("namespace", "") == namespace
+        env.update({name: str(value) for name, value in config.get("data", {}).items()})
+    for entry in container.get("env", []):
+        if "value" in entry:
+            env[entry["name"]] = str(entry["value"])
+        else:
+            field = entry["valueFrom"]["fieldRef"]["fieldPath"]
+            assert field in SAMPLE_FIELDS, f"{container['name']}: {entry['name']} from unmodelled field {field}"
+            env[entry["name"]] = SAMPLE_FIELDS[field]
+    return env
+
+
+def settings_of(objects: list[Obj], obj: Obj, container: Obj, service: str) -> CommonSettings:
+    env = environment(objects, obj, container)
+    try:
+        return load_settings(service_settings()[service], [], env)
+    except SettingsError as exc:
+        pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} container {container['name']}: {exc}")
+
+
+def buildable(directory: Path) -> list[Obj]:
+    """For parametrizing: a build that fails gives no cases here and fails test_each_kustomization_builds."""
+    try:
+        return build(directory)
+    except AssertionError:
+        return []
+
+
+def container_cases() -> list[Any]:
+    return [
+        pytest.param(directory, obj["kind"], obj["metadata"]["name"], container["name"], service, id=case_id)
+        for directory in BUILDS
+        for obj, container, service in gpudra_containers(buildable(directory))
+        for case_id in [f"{build_id(directory)}:{obj['metadata']['name']}/{container['name']}"]
+    ]
+
+
+def find_container(directory: Path, kind: str, name: str, container_name: str) -> tuple[list[Obj], Obj, Obj]:
+    objects = build(directory)
+    obj = one(objects, kind, name)
+    return objects, obj, next(c for c in containers(obj) if c["name"] == container_name)
+
+
+# --- files and kustomizations ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("directory", kustomization_dirs(), ids=build_id)
+def test_every_file_a_kustomization_lists_exists(directory: Path) -> None:
+    spec = kustomization(directory)
+    for entry in spec.get("resources", []):
+        target = directory / entry
+        assert target.is_file() or (target / "kustomization.yaml").is_file(), f"{directory}: {entry} does not exist"
+    for patch in spec.get("patches", []):
+        assert (directory / patch["path"]).is_file(), f"{directory}: patch {patch['path']} does not exist"
+
+
+def test_every_yaml_file_under_deploy_is_used_by_a_kustomization() -> None:
+    used: set[Path] = set()
+    for directory in kustomization_dirs():
+        spec = kustomization(directory)
+        used |= {(directory / entry).resolve() for entry in spec.get("resources", [])}
+        used |= {(directory / patch["path"]).resolve() for patch in spec.get("patches", [])}
+    files = {path.resolve() for path in DEPLOY.rglob("*.y*ml") if path.name != "kustomization.yaml"}
+    assert sorted(files - used) == [], "YAML files no kustomization lists (dead, or forgotten in kustomization.yaml)"
+
+
+@pytest.mark.parametrize("directory", BUILDS, ids=build_id)
+def test_each_kustomization_builds(directory: Path) -> None:
+    assert build(directory), f"{directory}: empty build"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=build_id)
+def test_every_patch_targets_an_object_of_its_base(overlay: Path) -> None:
+    spec = kustomization(overlay)
+    resources: list[Obj] = []
+    for entry in spec.get("resources", []):
+        target = overlay / entry
+        resources += build(target) if target.is_dir() else load_docs(target)
+    namespace = spec.get("namespace", "")
+    existing = {
+        key(obj) if obj["kind"] in CLUSTER_SCOPED else (*key(obj)[:2], namespace or key(obj)[2], key(obj)[3])
+        for obj in resources
+    }
+    for patch_entry in spec.get("patches", []):
+        for patch in load_docs(overlay / patch_entry["path"]):
+            assert key(patch) in existing, f"{patch_entry['path']} patches {key(patch)}, which the base does not have"
+
+
+def test_base_lists_the_device_classes() -> None:
+    assert "deviceclasses.yaml" in kustomization(BASE)["resources"]
+    assert by_kind(build(BASE), "DeviceClass"), "no DeviceClass in the base build"
+
+
+# --- schemas --------------------------------------------------------------------------------------------------
+
+
+def object_cases() -> list[Any]:
+    return [
+        pytest.param(directory, index, id=f"{build_id(directory)}:{obj['kind']}/{obj['metadata']['name']}")
+        for directory in BUILDS
+        for index, obj in enumerate(buildable(directory))
+    ]
+
+
+@pytest.mark.parametrize(("directory", "index"), object_cases())
+def test_built_objects_validate_against_the_kubernetes_schemas(directory: Path, index: int) -> None:
+    obj = build(directory)[index]
+    if obj["apiVersion"].split("/")[0].endswith(".gpudra.io"):
+        pytest.skip("custom resource: validated against its CRD by the CRD's own tests")
+    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+# --- settings names and values --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("directory", "kind", "name", "container_name", "service"), container_cases())
+def test_gpudra_variables_are_settings_of_the_service_they_are_given_to(
+    directory: Path, kind: str, name: str, container_name: str, service: str
+) -> None:
+    objects, obj, container = find_container(directory, kind, name, container_name)
+    given = {variable for variable in environment(objects, obj, container) if variable.startswith("GPUDRA_")}
+    unknown = given - env_names(service)
+    assert not unknown, f"{container_name} runs {service}, which has no settings {sorted(unknown)}"
+    settings_of(objects, obj, container, service)
+
+
+def test_config_map_holds_only_settings_every_service_has() -> None:
+    common = frozenset.intersection(*(env_names(service) for service in service_settings()))
+    for directory in BUILDS:
+        data = one(build(directory), "ConfigMap", "gpudra-config").get("data", {})
+        assert set(data) <= common, f"{build_id(directory)}: gpudra-config is loaded by every service"
+
+
+def test_every_gpudra_name_written_in_deploy_is_a_setting() -> None:
+    """Comments and NATS config included: a name in a comment is a promise too."""
+    known = frozenset.union(*(env_names(service) for service in service_settings()))
+    for path in sorted(DEPLOY.rglob("*")):
+        if path.is_file():
+            unknown = set(re.findall(r"GPUDRA_[A-Z0-9_]*[A-Z0-9]", path.read_text())) - known
+            assert not unknown, f"{path.relative_to(ROOT)} names {sorted(unknown)}, which no service has"
+
+
+@pytest.mark.parametrize(("directory", "kind", "name", "container_name", "service"), container_cases())
+def test_node_name_comes_from_the_downward_api(
+    directory: Path, kind: str, name: str, container_name: str, service: str
+) -> None:
+    _, _, container = find_container(directory, kind, name, container_name)
+    entries = [entry for entry in container.get("env", []) if entry["name"] == "GPUDRA_NODE_NAME"]
+    assert entries == [{"name": "GPUDRA_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}], (
+        f"{container_name}: GPUDRA_NODE_NAME must come from spec.nodeName"
+    )
+
+
+def test_every_service_runs_where_it_belongs() -> None:
+    objects = build(BASE)
+    node = {service for obj, _, service in gpudra_containers(objects) if obj["kind"] == "DaemonSet"}
+    controller = {service for obj, _, service in gpudra_containers(objects) if obj["kind"] == "Deployment"}
+    assert node == NODE_SERVICES
+    assert controller == CONTROLLER_SERVICES
+    assert node | controller == set(service_settings()), "a service is deployed nowhere"
+    for module in node | controller:
+        assert (ROOT / "services" / module / "__main__.py").is_file()
+
+
+def test_health_runs_as_node_on_nodes_and_as_controller_in_the_deployment() -> None:
+    objects = build(BASE)
+    roles = {
+        obj["kind"]: getattr(settings_of(objects, obj, container, service), "role", None)
+        for obj, container, service in gpudra_containers(objects)
+        if service == "health"
+    }
+    assert roles == {"DaemonSet": "node", "Deployment": "controller"}
+    assert one(objects, "Deployment", "gpudra-controller")["spec"]["replicas"] >= 2
+
+
+# --- probes, ports, resources ---------------------------------------------------------------------------------
+
+
+def port_number(container: Obj, port: int | str) -> int:
+    if isinstance(port, int):
+        return port
+    numbers = [p["containerPort"] for p in container.get("ports", []) if p.get("name") == port]
+    assert len(numbers) == 1, f"{container['name']}: no port named {port}"
+    return int(numbers[0])
+
+
+@pytest.mark.parametrize(("directory", "kind", "name", "container_name", "service"), container_cases())
+def test_probes_need_no_exec_and_reach_the_configured_ports(
+    directory: Path, kind: str, name: str, container_name: str, service: str
+) -> None:
+    objects, obj, container = find_container(directory, kind, name, container_name)
+    settings = settings_of(objects, obj, container, service)
+    for probe_name in ("livenessProbe", "readinessProbe", "startupProbe"):
+        probe = container.get(probe_name)
+        if probe is None:
+            assert probe_name == "startupProbe", f"{container_name} has no {probe_name}"
+            continue
+        assert "exec" not in probe, f"{container_name}: {probe_name} runs a command; use grpc or httpGet"
+        if "grpc" in probe:
+            assert probe["grpc"]["port"] == getattr(settings, "grpc_health_port", None), f"{container_name}: grpc probe"
+            assert getattr(settings, "grpc_health_host", "") == "0.0.0.0", "the kubelet probes the pod IP"
+        else:
+            assert port_number(container, probe["httpGet"]["port"]) == settings.metrics_port, container_name
+            assert settings.metrics_host == "0.0.0.0", "the kubelet probes the pod IP"
+
+
+@pytest.mark.parametrize("directory", BUILDS, ids=build_id)
+def test_container_ports_are_unique_within_a_pod(directory: Path) -> None:
+    for obj in build(directory):
+        ports = [(p["containerPort"], p.get("name")) for c in containers(obj) for p in c.get("ports", [])]
+        numbers = [number for number, _ in ports]
+        names = [name for _, name in ports if name]
+        assert len(numbers) == len(set(numbers)), f"{obj['metadata']['name']}: port used twice: {ports}"
+        assert len(names) == len(set(names)), f"{obj['metadata']['name']}: port name used twice: {ports}"
+
+
+@pytest.mark.parametrize("directory", BUILDS, ids=build_id)
+def test_every_container_has_requests_and_a_memory_limit(directory: Path) -> None:
+    for obj in build(directory):
+        for container in containers(obj):
+            resources = container.get("resources", {})
+            assert {"cpu", "memory"} <= set(resources.get("requests", {})), f"{container['name']}: requests"
+            assert "memory" in resources.get("limits", {}), f"{container['name']}: no memory limit"
+
+
+# --- privileges -----------------------------------------------------------------------------------------------
+
+
+def test_only_device_services_are_privileged() -> None:
+    privileged = {
+        service
+        for _, container, service in gpudra_containers(build(BASE))
+        if container.get("securityContext", {}).get("privileged")
+    }
+    assert privileged == PRIVILEGED_SERVICES
+
+
+@pytest.mark.parametrize("directory", BUILDS, ids=build_id)
+def test_unprivileged_containers_drop_everything(directory: Path) -> None:
+    for obj in build(directory):
+        for container in containers(obj):
+            context = container.get("securityContext", {})
+            assert context.get("readOnlyRootFilesystem") is True, f"{container['name']}: writable root filesystem"
+            if context.get("privileged"):
+                continue
+            assert context.get("allowPrivilegeEscalation") is False, container["name"]
+            assert context.get("capabilities", {}).get("drop") == ["ALL"], container["name"]
+
+
+@pytest.mark.parametrize("directory", BUILDS, ids=build_id)
+def test_only_the_node_agent_touches_the_host(directory: Path) -> None:
+    for obj in build(directory):
+        spec = pod_spec(obj)
+        if spec is None or obj["kind"] == "DaemonSet":
+            continue
+        assert not any("hostPath" in volume for volume in spec.get("volumes", [])), obj["metadata"]["name"]
+        assert not any(spec.get(flag) for flag in ("hostNetwork", "hostPID", "hostIPC")), obj["metadata"]["name"]
+        assert spec["securityContext"].get("runAsNonRoot") is True, obj["metadata"]["name"]
+        for container in containers(obj):
+            assert not container.get("securityContext", {}).get("privileged"), container["name"]
+
+
+def test_host_paths_are_mounted_where_they_are_on_the_host() -> None:
+    """Socket, CDI and device paths are handed to the kubelet and the runtime: they must be host paths."""
+    daemonset = one(build(BASE), "DaemonSet", "gpudra-node")
+    host_paths = {
+        v["name"]: v["hostPath"]["path"] for v in daemonset["spec"]["template"]["spec"]["volumes"] if "hostPath" in v
+    }
+    for container in containers(daemonset):
+        for mount in container.get("volumeMounts", []):
+            if mount["name"] in host_paths:
+                assert mount["mountPath"] == host_paths[mount["name"]], f"{container['name']}: {mount}"
+
+
+def path_settings(settings: CommonSettings) -> Iterator[tuple[str, Path]]:
+    """Settings whose value is an absolute path a service reads or writes (kernel files and / excepted)."""
+    for field in msgspec.structs.fields(type(settings)):
+        value = getattr(settings, field.name)
+        # kubelet_dir only derives the two socket directories, which are set and checked themselves.
+        if field.name == "kubelet_dir" or not isinstance(value, str) or not value.startswith("/"):
+            continue
+        path = Path(value)
+        if path != Path("/") and not any(path.is_relative_to(kernel) for kernel in KERNEL_FILESYSTEMS):
+            yield field.name, path
+
+
+@pytest.mark.parametrize(("directory", "kind", "name", "container_name", "service"), container_cases())
+def test_paths_named_by_settings_are_mounted(
+    directory: Path, kind: str, name: str, container_name: str, service: str
+) -> None:
+    objects, obj, container = find_container(directory, kind, name, container_name)
+    settings = settings_of(objects, obj, container, service)
+    mounts = [Path(mount["mountPath"]) for mount in container.get("volumeMounts", [])]
+    for field, path in path_settings(settings):
+        assert any(path.is_relative_to(mount) for mount in mounts), (
+            f"{container_name}: {env_name(field)}={path} is on no volume (the root filesystem is read-only)"
+        )
+
+
+# --- RBAC and admission ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("directory", BUILDS, ids=build_id)
+def test_rbac_grants_no_wildcards_and_no_dangerous_verbs(directory: Path) -> None:
+    for role in build(directory):
+        if role["kind"] not in ("Role", "ClusterRole"):
+            continue
+        for rule in role["rules"]:
+            for field in ("verbs", "resources", "apiGroups", "resourceNames", "nonResourceURLs"):
+                assert "*" not in rule.get(field, []), f"{role['metadata']['name']}: * in {field}"
+            assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), role["metadata"]["name"]
+            assert "secrets" not in rule.get("resources", []), f"{role['metadata']['name']}: no secrets"
+
+
+def grants(objects: list[Obj], service_account: str) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) the ServiceAccount gets from every binding in the build."""
+    roles = {(r["kind"], r["metadata"]["name"]): r for r in objects if r["kind"] in ("Role", "ClusterRole")}
+    granted: set[tuple[str, str, str]] = set()
+    for binding in objects:
+        if binding["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        if not any(s["kind"] == "ServiceAccount" and s["name"] == service_account for s in binding["subjects"]):
+            continue
+        role = roles[(binding["roleRef"]["kind"], binding["roleRef"]["name"])]
+        for rule in role["rules"]:
+            granted |= {(g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    return granted
+
+
+@pytest.mark.parametrize("directory", BUILDS, ids=build_id)
+def test_bindings_and_workloads_name_objects_that_exist(directory: Path) -> None:
+    objects = build(directory)
+    names = {(obj["kind"], obj["metadata"].get("namespace", ""), obj["metadata"]["name"]) for obj in objects}
+    for binding in objects:
+        if binding["kind"] in ("RoleBinding", "ClusterRoleBinding"):
+            ref = binding["roleRef"]
+            namespace = binding["metadata"].get("namespace", "") if ref["kind"] == "Role" else ""
+            assert (ref["kind"], namespace, ref["name"]) in names, f"{binding['metadata']['name']}: no {ref}"
+            for subject in binding["subjects"]:
+                assert ("ServiceAccount", subject["namespace"], subject["name"]) in names, subject
+    for obj in objects:
+        spec = pod_spec(obj)
+        if spec is not None and spec.get("automountServiceAccountToken") is not False:
+            account = spec["serviceAccountName"]
+            assert ("ServiceAccount", obj["metadata"]["namespace"], account) in names, account
+            assert grants(objects, account), f"{account} is bound to no role"
+
+
+def test_node_agent_writes_only_resource_slices() -> None:
+    node = grants(build(BASE), "gpudra-node")
+    writes = {(group, resource) for group, resource, verb in node if verb in WRITE_VERBS}
+    assert writes == {("resource.k8s.io", "resourceslices")}
+    assert ("resource.k8s.io", "resourceclaims", "get") in node
+    assert ("", "nodes", "get") in node
+    assert ("", "nodes", "list") not in node
+
+
+def test_controller_can_remediate_but_not_publish_devices() -> None:
+    controller = grants(build(BASE), "gpudra-controller")
+    for needed in [("", "nodes", "patch"), ("", "pods/eviction", "create"), ("", "pods", "delete")]:
+        assert needed in controller, needed
+    assert ("coordination.k8s.io", "leases", "update") in controller
+    assert not {v for g, r, v in controller if r == "resourceslices"} & WRITE_VERBS
+
+
+def test_admission_policy_confines_the_node_agent_to_its_own_node() -> None:
+    objects = build(BASE)
+    daemonset = one(objects, "DaemonSet", "gpudra-node")
+    account = daemonset["spec"]["template"]["spec"]["serviceAccountName"]
+    user = f"system:serviceaccount:{daemonset['metadata']['namespace']}:{account}"
+    policy = one(objects, "ValidatingAdmissionPolicy", "gpudra-resourceslices-own-node")["spec"]
+    assert policy["failurePolicy"] == "Fail"
+    (rule,) = policy["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["resourceslices"]
+    assert rule["apiGroups"] == ["resource.k8s.io"]
+    assert set(rule["operations"]) == {"CREATE", "UPDATE", "DELETE"}
+    assert [f'"{user}"' in c["expression"] for c in policy["matchConditions"]] == [True]
+    text = yaml.safe_dump(policy)
+    assert "authentication.kubernetes.io/node-name" in text
+    assert "spec.?nodeName" in text
+    binding = one(objects, "ValidatingAdmissionPolicyBinding", "gpudra-resourceslices-own-node")["spec"]
+    assert binding["policyName"] == "gpudra-resourceslices-own-node"
+    assert binding["validationActions"] == ["Deny"]
+
+
+# --- image, labels, NATS --------------------------------------------------------------------------------------
+
+
+def test_image_tag_follows_the_project_version() -> None:
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    (rule,) = kustomization(BASE)["images"]
+    assert rule == {"name": IMAGE, "newTag": version}
+    images = {container["image"] for _, container, _ in gpudra_containers(build(BASE))}
+    assert images == {f"{IMAGE}:{version}"}
+
+
+@pytest.mark.parametrize("directory", BUILDS, ids=build_id)
+def test_pods_carry_the_label_network_policies_select(directory: Path) -> None:
+    for obj in build(directory):
+        if obj["kind"] in WORKLOADS:
+            labels = obj["spec"]["template"]["metadata"]["labels"]
+            assert labels.get("app.kubernetes.io/part-of") == "gpudra", obj["metadata"]["name"]
+            assert obj["spec"]["selector"]["matchLabels"].items() <= labels.items(), obj["metadata"]["name"]
+
+
+def test_base_leaves_nats_to_the_overlays() -> None:
+    data = one(build(BASE), "ConfigMap", "gpudra-config")["data"]
+    assert "GPUDRA_NATS_URL" not in data
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=build_id)
+def test_overlays_say_where_nats_is_and_keep_three_replicas(overlay: Path) -> None:
+    data = one(build(overlay), "ConfigMap", "gpudra-config")["data"]
+    assert data["GPUDRA_NATS_URL"]
+    assert data["GPUDRA_STREAM_REPLICAS"] == "3"
+
+
+def test_in_cluster_nats_is_a_three_member_jetstream_cluster_gpudra_can_reach() -> None:
+    objects = build(KUSTOMIZE / "overlays" / "standalone-nats")
+    nats = one(objects, "StatefulSet", "gpudra-nats")
+    assert nats["spec"]["replicas"] == 3
+    headless = one(objects, "Service", nats["spec"]["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is True
+    pod_labels = nats["spec"]["template"]["metadata"]["labels"]
+    url = one(objects, "ConfigMap", "gpudra-config")["data"]["GPUDRA_NATS_URL"]
+    host, port = re.fullmatch(r"nats://([a-z0-9-]+):(\d+)", url).groups()  # type: ignore[union-attr]
+    client = one(objects, "Service", host)
+    assert client["spec"]["selector"].items() <= pod_labels.items()
+    assert int(port) in [p["port"] for p in client["spec"]["ports"]]
+    config_volume = next(v for v in nats["spec"]["template"]["spec"]["volumes"] if "configMap" in v)
+    conf = one(objects, "ConfigMap", config_volume["configMap"]["name"])["data"]["nats.conf"]
+    assert "jetstream" in conf
+    routes = re.findall(r"nats://([a-z0-9-]+)\.([a-z0-9-]+):6222", conf)
+    service = nats["spec"]["serviceName"]
+    assert sorted(routes) == [(f"gpudra-nats-{i}", service) for i in range(3)]
+    (container,) = containers(nats)
+    assert container["args"] == ["--config", "/etc/nats/nats.conf"]
+    assert any(m["mountPath"] == "/etc/nats" and m["name"] == config_volume["name"] for m in container["volumeMounts"])
+
+
+def test_external_nats_credentials_and_ca_come_from_the_secret() -> None:
+    objects = build(KUSTOMIZE / "overlays" / "external-nats")
+    data = one(objects, "ConfigMap", "gpudra-config")["data"]
+    creds, ca = Path(data["GPUDRA_NATS_CREDS"]), Path(data["GPUDRA_NATS_TLS_CA"])
+    creds_keys = {"DaemonSet": "node.creds", "Deployment": "controller.creds"}
+    for obj in objects:
+        if obj["kind"] not in creds_keys:
+            continue
+        volumes = {v["name"]: v for v in obj["spec"]["template"]["spec"]["volumes"]}
+        for container in containers(obj):
+            (mount,) = [m for m in container["volumeMounts"] if creds.is_relative_to(m["mountPath"])]
+            secret = volumes[mount["name"]]["secret"]
+            items = {Path(mount["mountPath"]) / item["path"]: item["key"] for item in secret["items"]}
+            assert items == {creds: creds_keys[obj["kind"]], ca: "ca.crt"}, container["name"]
+            assert mount["readOnly"] is True
