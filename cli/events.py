@@ -31,7 +31,24 @@ def add_parser(
     tail.set_defaults(run=run)
 
 
+def _short(value: Any) -> Any:
+    """The catalogue's common shapes, as a person would name them: claims, entities, devices, timings."""
+    if isinstance(value, dict):
+        if {"namespace", "name"} <= value.keys():
+            return f"{value['namespace']}/{value['name']}"
+        if {"kind", "id"} <= value.keys():
+            return f"{value['kind']}:{value.get('device') or value['id']}"
+        if "device" in value:
+            return value["device"]
+        if "total" in value:
+            return f"{value['total']:.1f}ms"
+    if isinstance(value, list) and value and all(isinstance(item, dict) and "device" in item for item in value):
+        return ",".join(str(item["device"]) for item in value)
+    return value
+
+
 def _value(value: Any) -> str:
+    value = _short(value)
     if isinstance(value, str):
         return value if value and " " not in value else repr(value)
     return msgspec.json.encode(value).decode()

@@ -56,3 +56,17 @@ def test_standalone_layout_and_environment(tmp_path: Path) -> None:
     assert env["GPUDRA_KUBELET_DIR"] == str(tmp_path / "kubelet")
     assert env["GPUDRA_BACKEND"] == "simulated"
     assert env["GPUDRA_NODE_NAME"] == "node-0"
+
+
+def test_common_shapes_read_like_names() -> None:
+    from libs.events.catalogue import ClaimPrepared, ClaimRef, PreparedDevice
+
+    claim = ClaimRef(namespace="default", name="train-0", uid="u-1")
+    device = PreparedDevice(request_names=["gpu"], pool="node-0", device="gpu-3", cdi_device_ids=["x"])
+    event = ClaimPrepared(node="node-0", claim=claim, devices=[device], timings_ms={"cdi": 0.5, "total": 4.25})
+    headers, body = encode(event, source="/t")
+    line = format_line("s", headers, body)
+    assert "claim=default/train-0" in line
+    assert "devices=gpu-3" in line
+    assert "timings_ms=4.2ms" in line
+    assert "entity=gpu:gpu-3" in format_line("s", *encode(FAULT, source="/t"))
