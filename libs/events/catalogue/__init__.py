@@ -31,6 +31,10 @@ from libs.events.catalogue.remediation import (
     CircuitBreakerChanged,
     RemediationStateChanged,
     RemediationStepCompleted,
+    ResetBreaker,
+    ResetBreakerReply,
+    ResetRemediation,
+    ResetRemediationReply,
 )
 from libs.events.catalogue.system import ServiceCrashed
 
@@ -58,8 +62,12 @@ __all__ = [
     "RecommendedAction",
     "RemediationStateChanged",
     "RemediationStepCompleted",
+    "ResetBreaker",
+    "ResetBreakerReply",
     "ResetGpu",
     "ResetGpuReply",
+    "ResetRemediation",
+    "ResetRemediationReply",
     "ServiceCrashed",
     "SlicesPublished",
     "UnprepareClaims",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from libs.events.base import Event
+from libs.events.base import Command, Event, Reply
 from libs.events.catalogue.health import EntityRef
 
 RemediationState = Literal[
@@ -62,3 +62,37 @@ class CircuitBreakerChanged(Event, frozen=True, kw_only=True):
     reason: str
     quarantined_nodes: int
     window_seconds: int
+
+
+class ResetBreakerReply(Reply, frozen=True, kw_only=True):
+    state: Literal["closed", "open"]
+    reason: str = ""
+    released: int = 0
+    """Faults the open breaker had held, handed back for admission now that it is closed."""
+
+
+class ResetBreaker(Command, frozen=True, kw_only=True):
+    service = "remediation"
+    endpoint = "reset-breaker"
+    reply = ResetBreakerReply
+    summary = "A person closes the quarantine circuit breaker (served by the remediation controller on _cluster)."
+
+    by: str = ""
+
+
+class ResetRemediationReply(Reply, frozen=True, kw_only=True):
+    node: str
+    device: str = ""
+    state: RemediationState
+
+
+class ResetRemediation(Command, frozen=True, kw_only=True):
+    service = "remediation"
+    endpoint = "reset"
+    reply = ResetRemediationReply
+    summary = "A person puts a device (or the node) back in service: work in progress stops, its conditions clear."
+
+    node: str
+    device: str = ""
+    by: str = ""
+    note: str = ""

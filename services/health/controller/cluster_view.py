@@ -1,0 +1,132 @@
+"""What the controller knows of the cluster besides health events: each node's devices (discovery's
+inventory bucket) and each Node's cordon and labels (a Node watch).
+
+Every replica keeps this view: a lane brings a book up to date with it before deciding anything, so a fault
+is judged against the node's current inventory and cordon whichever replica takes it. The leader also hands
+each change of a Node to its lane as it happened (``on_node``), because a person's uncordon must cancel a
+remediation even if no health event comes, and a cordon lifted right after gpudra set it must be seen as a
+cordon first, then an uncordon (the current value alone would miss both).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import msgspec
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
+from libs.bus import Bus
+from libs.bus.topology import INVENTORY_BUCKET
+from libs.devices.model import Inventory
+from libs.events.subjects import node_from_token
+from libs.kube import NODES, Expired, KubeApi, KubeError, Obj
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 2.0
+
+
+class NodeState(msgspec.Struct, frozen=True, kw_only=True):
+    unschedulable: bool
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+def node_state(obj: Obj) -> NodeState:
+    return NodeState(
+        unschedulable=bool((obj.get("spec") or {}).get("unschedulable")),
+        labels=dict((obj.get("metadata") or {}).get("labels") or {}),
+    )
+
+
+def device_names(value: bytes) -> tuple[str, ...]:
+    inventory = msgspec.json.decode(value, type=Inventory)
+    return tuple(sorted([gpu.name for gpu in inventory.gpus] + [mig.name for mig in inventory.mig_devices]))
+
+
+class ClusterView:
+    def __init__(self, bus: Bus, kube: KubeApi) -> None:
+        self._bus = bus
+        self._kube = kube
+        self.inventory: dict[str, tuple[str, ...]] = {}
+        self.nodes: dict[str, NodeState] = {}
+        self.on_node: Callable[[str, NodeState], None] | None = None
+        """Called for every change of a Node's cordon or labels after the first listing."""
+        self._watcher: KeyValue.KeyWatcher | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def gpu_nodes(self) -> int:
+        return sum(1 for devices in self.inventory.values() if devices)
+
+    async def start(self) -> None:
+        """Returns once both the inventories and the Nodes have been read once."""
+        kv = await self._bus.kv(INVENTORY_BUCKET)
+        self._watcher = await kv.watchall()
+        synced = asyncio.Event()
+        self._tasks.append(asyncio.create_task(self._follow_inventory(self._watcher, synced), name="inventory view"))
+        version = await self._list_nodes()
+        self._tasks.append(asyncio.create_task(self._follow_nodes(version), name="node view"))
+        await synced.wait()
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            with contextlib.suppress(Exception):
+                await self._watcher.stop()  # type: ignore[no-untyped-call]  # nats-py is untyped here
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _follow_inventory(self, watcher: KeyValue.KeyWatcher, synced: asyncio.Event) -> None:
+        async for entry in watcher:
+            if entry is None:
+                synced.set()
+                continue
+            node = node_from_token(entry.key)
+            if entry.operation in (KV_DEL, KV_PURGE):
+                self.inventory.pop(node, None)
+                continue
+            try:
+                self.inventory[node] = device_names(entry.value or b"")
+            except msgspec.DecodeError as exc:
+                log.warning("unreadable inventory entry; keeping the last one", extra={"node": node, "error": str(exc)})
+
+    async def _list_nodes(self) -> str:
+        while True:
+            try:
+                listed = await self._kube.list(NODES)
+            except KubeError as exc:
+                log.warning("cannot list Nodes; retrying: %s", exc)
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
+            for obj in listed.items:
+                self.nodes[str(obj["metadata"]["name"])] = node_state(obj)
+            return listed.resource_version
+
+    async def _follow_nodes(self, version: str) -> None:
+        while True:
+            try:
+                async with contextlib.aclosing(self._kube.watch(NODES, resource_version=version)) as events:
+                    async for kind, obj in events:
+                        self._node_event(kind, obj)
+            except Expired:
+                version = await self._list_nodes()
+            except KubeError as exc:
+                log.warning("Node watch failed; listing again: %s", exc)
+                await asyncio.sleep(RETRY_SECONDS)
+                version = await self._list_nodes()
+
+    def _node_event(self, kind: str, obj: Obj) -> None:
+        name = str(obj["metadata"]["name"])
+        if kind == "DELETED":
+            self.nodes.pop(name, None)
+            return
+        state = node_state(obj)
+        if self.nodes.get(name) == state:
+            return
+        self.nodes[name] = state
+        if self.on_node is not None:
+            self.on_node(name, state)

@@ -1,0 +1,140 @@
+"""Leadership and liveness of controller replicas, in the ``gpudra_leases`` KV bucket (entries expire after
+30 s unless renewed).
+
+- ``leader``: held by one replica, renewed with compare-and-set. The leader does what must be done once for
+  the cluster: it turns Node changes into inputs at once and takes over work a dead replica left behind.
+  A replica that restarts under the same identity (a pod name) takes its lease back at once.
+- ``replicas.<id>``: each replica's presence, with its incarnation (new at every start). Work in an outbox
+  names the replica and incarnation that does it; when that pair is no longer present, the work is an
+  orphan and the leader adopts it.
+
+Losing the lease without noticing is harmless: every write of a book is itself compare-and-set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Callable
+
+import msgspec
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.kv import KeyValue
+
+from services.health.controller import metrics
+
+log = logging.getLogger(__name__)
+
+LEASE_KEY = "remediation.leader"
+PRESENCE_PREFIX = "remediation.replicas."
+_KEY_SAFE = re.compile(r"[^-_A-Za-z0-9]")
+
+
+class Holder(msgspec.Struct, frozen=True):
+    replica: str
+    incarnation: str
+
+
+def owner_of(replica: str, incarnation: str) -> str:
+    """How an outbox entry names who does it."""
+    return f"{replica}/{incarnation}"
+
+
+def key_safe(replica: str) -> str:
+    return _KEY_SAFE.sub("-", replica) or "controller"
+
+
+class Election:
+    def __init__(
+        self, kv: KeyValue, replica: str, incarnation: str, renew_seconds: float, on_change: Callable[[bool], None]
+    ) -> None:
+        self._kv = kv
+        self.replica = key_safe(replica)
+        self.incarnation = incarnation
+        self._renew = renew_seconds
+        self._on_change = on_change
+        self._revision = 0
+        self.is_leader = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """One round now (so a lone replica leads from its first moment), then renewals in the background."""
+        await self._round()
+        self._task = asyncio.create_task(self._loop(), name="controller lease")
+
+    async def stop(self) -> None:
+        """Hands the lease back and says this incarnation is gone, so others need not wait 30 s."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self._kv.delete(PRESENCE_PREFIX + self.replica)
+            if self.is_leader:
+                await self._kv.delete(LEASE_KEY, last=self._revision)
+        self._set(False)
+
+    async def alive(self) -> dict[str, str]:
+        """Replica → incarnation of every replica present now."""
+        try:
+            keys = await self._kv.keys()
+        except NoKeysError:
+            return {}
+        present: dict[str, str] = {}
+        for key in keys:
+            if key.startswith(PRESENCE_PREFIX):
+                with contextlib.suppress(KeyNotFoundError):
+                    entry = await self._kv.get(key)
+                    present[key.removeprefix(PRESENCE_PREFIX)] = (entry.value or b"").decode()
+        return present
+
+    def orphaned(self, alive: dict[str, str]) -> Callable[[str], bool]:
+        """Whether an entry's owner (``replica/incarnation``) is gone."""
+
+        def check(owner: str) -> bool:
+            replica, _, incarnation = owner.partition("/")
+            return alive.get(replica) != incarnation
+
+        return check
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._renew)
+            try:
+                await self._round()
+            except Exception as exc:
+                log.warning("lease renewal failed: %s", exc, extra={"replica": self.replica})
+                self._set(False)
+
+    async def _round(self) -> None:
+        await self._kv.put(PRESENCE_PREFIX + self.replica, self.incarnation.encode())
+        self._set(await self._hold())
+
+    async def _hold(self) -> bool:
+        value = msgspec.json.encode(Holder(self.replica, self.incarnation))
+        try:
+            if self.is_leader:
+                self._revision = await self._kv.update(LEASE_KEY, value, last=self._revision)
+                return True
+            try:
+                entry = await self._kv.get(LEASE_KEY)
+            except KeyNotFoundError as exc:
+                last = (exc.entry.revision or 0) if exc.entry is not None else 0
+            else:
+                holder = msgspec.json.decode(entry.value or b"{}", type=Holder)
+                if holder.replica != self.replica:
+                    return False
+                last = entry.revision or 0
+            self._revision = await self._kv.update(LEASE_KEY, value, last=last)
+            return True
+        except (KeyWrongLastSequenceError, msgspec.DecodeError):
+            return False
+
+    def _set(self, leader: bool) -> None:
+        if leader != self.is_leader:
+            self.is_leader = leader
+            metrics.LEADER.set(leader)
+            log.info("leader" if leader else "not leader", extra={"replica": self.replica})
+            self._on_change(leader)

@@ -1,0 +1,94 @@
+"""What ``gpudra health status`` shows: every node's remediation book and the breaker, read from KV.
+
+Read from the bucket rather than asked of a controller, so it works with any number of replicas, or none
+running, from anywhere that reaches the bus.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import msgspec
+
+from libs.bus import Bus
+from libs.bus.topology import REMEDIATION_BUCKET
+from services.health.controller.books import BookStore, BreakerStore, StoredNode
+from services.health.remediation import EntityRecord, node_status
+
+
+class EntityStatus(msgspec.Struct, frozen=True, kw_only=True):
+    entity: str
+    """``node``, or the device name."""
+    id: str
+    state: str
+    reason: str = ""
+    since: dt.datetime | None = None
+    attempt: int = 0
+    faults: list[str] = msgspec.field(default_factory=list)
+    """Conditions in force: ``xid-48``, ``gpu-lost``..."""
+
+
+class NodeStatus(msgspec.Struct, frozen=True, kw_only=True):
+    node: str
+    state: str
+    """The node's label: the worst state of the node and its devices."""
+    entities: list[EntityStatus]
+    cordoned_before: bool = False
+    opted_out: bool = False
+    work: list[str] = msgspec.field(default_factory=list)
+    """Work in progress (``EvictPods gpu-3``...)."""
+    held: list[str] = msgspec.field(default_factory=list)
+    """Faults the open breaker holds."""
+
+
+class BreakerStatus(msgspec.Struct, frozen=True, kw_only=True):
+    state: str
+    reason: str = ""
+    quarantined_nodes: int = 0
+
+
+class Status(msgspec.Struct, frozen=True, kw_only=True):
+    breaker: BreakerStatus
+    nodes: list[NodeStatus]
+
+
+async def read_status(bus: Bus, node: str | None = None) -> Status:
+    store = BookStore(await bus.kv(REMEDIATION_BUCKET))
+    breaker, _ = await BreakerStore(store.kv).load()
+    names = [node] if node else await store.nodes()
+    nodes = [node_of(name, (await store.load(name)).stored) for name in names]
+    return Status(
+        breaker=BreakerStatus(state=breaker.state, reason=breaker.reason, quarantined_nodes=len(breaker.recent)),
+        nodes=nodes,
+    )
+
+
+def node_of(name: str, stored: StoredNode) -> NodeStatus:
+    book = stored.book
+    worst, _ = node_status(book)
+    work = []
+    for entry in stored.outbox:
+        if entry.long:
+            device = getattr(entry.action(), "device", "")
+            work.append(f"{entry.kind} {device or 'node'}")
+    return NodeStatus(
+        node=name,
+        state=worst,
+        entities=[_entity(book.record), *(_entity(r) for r in book.devices)],
+        cordoned_before=book.cordoned_before,
+        opted_out=book.opted_out,
+        work=work,
+        held=[f"{h.fault.name} on {h.fault.entity.device or h.fault.entity.id}" for h in stored.held],
+    )
+
+
+def _entity(record: EntityRecord) -> EntityStatus:
+    return EntityStatus(
+        entity=record.entity.device or "node",
+        id=record.entity.id,
+        state=record.state,
+        reason=record.reason,
+        since=record.since,
+        attempt=record.attempt,
+        faults=[c.fault.name for c in record.conditions],
+    )

@@ -1,0 +1,238 @@
+"""The controller's paths through the cluster, on a real nats-server and the Kubernetes API test server, with
+light simulated nodes (an inventory and a ResetGpu responder each) and a recording reboot hook."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nats.js.errors import KeyNotFoundError
+
+from libs.bus import Bus
+from libs.events import CLUSTER
+from libs.events.catalogue.health import DeviceHealthChanged, FaultClassified
+from libs.events.catalogue.remediation import (
+    CircuitBreakerChanged,
+    RemediationStateChanged,
+    ResetBreaker,
+    ResetBreakerReply,
+    ResetRemediation,
+    ResetRemediationReply,
+)
+from libs.natsserver import EmbeddedNats
+from services.health.controller import Controller
+from services.health.controller.cluster_view import NodeState
+from tests.health_controller.health_controller_support import (
+    Feed,
+    LightNode,
+    RecordingReboot,
+    Signal,
+    add_node,
+    add_pod,
+    controller_process,
+    controller_settings,
+    cordoned,
+    health_event,
+    kube_node,
+    light_node,
+    node_taints,
+    taints_entry,
+    until,
+)
+from tests.support.kubeapi import KubeApiServer
+
+STATE_LABEL = "gpu.gpudra.io/remediation-state"
+NODE_TAINT = "gpu.gpudra.io/gpu-error=fatal:NoSchedule"
+
+
+@dataclass
+class Cluster:
+    controller: Controller
+    nodes: dict[str, LightNode]
+    reboot: RecordingReboot
+    feed: Feed
+
+    async def fault(self, bus: Bus, node: str, code: str = "48", minor: int = 1) -> None:
+        await bus.publish(health_event(node, self.nodes[node].gpu(minor), "xid", code))
+
+
+@asynccontextmanager
+async def cluster(
+    nats: EmbeddedNats,
+    bus: Bus,
+    kube_api: KubeApiServer,
+    tmp_path: Path,
+    names: tuple[str, ...] = ("node-a",),
+    *,
+    cordoned_nodes: tuple[str, ...] = (),
+    **settings: Any,
+) -> AsyncIterator[Cluster]:
+    async with AsyncExitStack() as stack:
+        nodes = {}
+        for name in names:
+            add_node(kube_api, name, cordoned=name in cordoned_nodes)
+            nodes[name] = await stack.enter_async_context(light_node(nats.url, tmp_path, name))
+        reboot = RecordingReboot(nodes)
+        feed = await Feed.subscribe(bus)
+        config = controller_settings(nats.url, kube_api, **settings)
+        controller = await stack.enter_async_context(controller_process(config, reboot=reboot))
+        yield Cluster(controller=controller, nodes=nodes, reboot=reboot, feed=feed)
+
+
+def view_changes(controller: Controller) -> Signal:
+    """A signal for every Node change the controller's view takes in (its own reaction goes on)."""
+    signal, react = Signal(), controller.view.on_node
+
+    def changed(node: str, state: NodeState) -> None:
+        if react is not None:
+            react(node, state)
+        signal.notify()
+
+    controller.view.on_node = changed
+    return signal
+
+
+def state_label(kube_api: KubeApiServer, node: str) -> str | None:
+    labels: dict[str, str] = kube_node(kube_api, node)["metadata"].get("labels") or {}
+    return labels.get(STATE_LABEL)
+
+
+def node_state(event: RemediationStateChanged, state: str) -> bool:
+    return event.scope == "node" and event.state == state
+
+
+async def test_a_cordon_made_by_a_person_before_the_fault_stays_after_recovery(
+    nats_server: EmbeddedNats, bus: Bus, kube_api: KubeApiServer, tmp_path: Path
+) -> None:
+    async with cluster(nats_server, bus, kube_api, tmp_path, cordoned_nodes=("node-a",)) as c:
+        await c.fault(bus, "node-a", "79")
+        assert await until(lambda: node_taints(kube_api, "node-a") == [NODE_TAINT], kube_api)
+        await c.feed.expect(RemediationStateChanged, lambda e: node_state(e, "healthy"))
+        assert await until(lambda: node_taints(kube_api, "node-a") == [], kube_api)
+    assert c.reboot.calls == [("node-a", "bare-metal")]
+    assert cordoned(kube_api, "node-a")
+    assert STATE_LABEL not in kube_node(kube_api, "node-a")["metadata"]["labels"]
+
+
+async def test_a_manual_uncordon_cancels_the_remediation(
+    nats_server: EmbeddedNats, bus: Bus, kube_api: KubeApiServer, tmp_path: Path
+) -> None:
+    async with cluster(nats_server, bus, kube_api, tmp_path) as c:
+        add_pod(kube_api, "node-a", "guarded")
+        kube_api.store.block_eviction("default", "guarded")
+        await c.fault(bus, "node-a", "79")
+        await c.feed.expect(RemediationStateChanged, lambda e: node_state(e, "draining"))
+        await until(lambda: cordoned(kube_api, "node-a"), kube_api)
+        node = kube_node(kube_api, "node-a")
+        node["spec"]["unschedulable"] = False
+        kube_api.store.update(node)
+        released = await c.feed.expect(RemediationStateChanged, lambda e: node_state(e, "healthy"))
+        assert released.reason == "uncordoned by hand: remediation cancelled"
+        assert await until(lambda: node_taints(kube_api, "node-a") == [], kube_api)
+    assert not cordoned(kube_api, "node-a")
+    assert c.reboot.calls == []
+
+
+async def test_gpu_resets_that_fail_fall_back_to_a_reboot(
+    nats_server: EmbeddedNats, bus: Bus, kube_api: KubeApiServer, tmp_path: Path
+) -> None:
+    async with cluster(nats_server, bus, kube_api, tmp_path, reset_attempts=2) as c:
+        c.nodes["node-a"].fail_resets = True
+        await c.fault(bus, "node-a", "48")
+        await c.feed.expect(RemediationStateChanged, lambda e: node_state(e, "healthy"))
+    assert c.nodes["node-a"].resets == ["gpu-1", "gpu-1"]
+    assert c.reboot.calls == [("node-a", "bare-metal")]
+    device = [e.state for e in c.feed.of(RemediationStateChanged) if e.scope == "device"]
+    assert device == ["quarantined", "draining", "remediating", "remediating", "quarantined", "healthy"]
+    assert not cordoned(kube_api, "node-a")
+
+
+async def test_a_repair_that_does_not_hold_waits_for_a_person(
+    nats_server: EmbeddedNats, bus: Bus, kube_api: KubeApiServer, tmp_path: Path
+) -> None:
+    async with cluster(nats_server, bus, kube_api, tmp_path, reset_attempts=2) as c:
+        c.reboot.works = False
+        await c.fault(bus, "node-a", "79")
+        failed = await c.feed.expect(RemediationStateChanged, lambda e: node_state(e, "remediation-failed"))
+        assert failed.attempt == 2
+        assert await until(lambda: state_label(kube_api, "node-a") == "remediation-failed", kube_api)
+        assert cordoned(kube_api, "node-a")
+        reply = await bus.request(
+            CLUSTER, ResetRemediation(node="node-a", by="alice", note="board swapped"), ResetRemediationReply
+        )
+        assert reply.state == "healthy"
+        assert await until(lambda: not cordoned(kube_api, "node-a"), kube_api)
+    assert len(c.reboot.calls) == 2
+    assert node_taints(kube_api, "node-a") == []
+
+
+async def test_the_breaker_trips_when_too_many_nodes_fail_at_once_and_a_reset_releases_what_it_held(
+    nats_server: EmbeddedNats, bus: Bus, kube_api: KubeApiServer, tmp_path: Path
+) -> None:
+    names = ("node-a", "node-b", "node-c", "node-d")
+    async with cluster(nats_server, bus, kube_api, tmp_path, names, breaker_max_share=0.5) as c:
+        for name in names[:3]:
+            await c.fault(bus, name, "48")
+            await c.feed.expect(FaultClassified, on(name))
+        tripped = [(e.state, e.quarantined_nodes) for e in c.feed.of(CircuitBreakerChanged)]
+        assert tripped == [("open", 2)]  # published before the verdict it caused
+        verdicts = {e.node: e.disposition for e in c.feed.of(FaultClassified)}
+        assert verdicts == {"node-a": "acted", "node-b": "acted", "node-c": "held"}
+        assert not await _has_taints(bus, "node-c")
+        reply = await bus.request(CLUSTER, ResetBreaker(by="alice"), ResetBreakerReply)
+        assert (reply.state, reply.released) == ("closed", 1)
+        await c.feed.expect(FaultClassified, lambda e: e.node == "node-c" and e.disposition == "acted")
+        await c.feed.expect(DeviceHealthChanged, lambda e: e.node == "node-c" and e.health == "Unhealthy")
+
+
+def on(node: str) -> Callable[[FaultClassified], bool]:
+    return lambda event: event.node == node
+
+
+async def _has_taints(bus: Bus, node: str) -> bool:
+    try:
+        await taints_entry(bus, node)
+    except KeyNotFoundError:
+        return False
+    return True
+
+
+async def test_dry_run_walks_the_whole_path_and_changes_nothing(
+    nats_server: EmbeddedNats, bus: Bus, kube_api: KubeApiServer, tmp_path: Path
+) -> None:
+    async with cluster(nats_server, bus, kube_api, tmp_path, dry_run=True) as c:
+        await c.fault(bus, "node-a", "79")
+        await c.feed.expect(RemediationStateChanged, lambda e: node_state(e, "healthy"))
+    changes = c.feed.of(RemediationStateChanged)
+    assert [e.state for e in changes if e.scope == "node"] == [
+        "quarantined",
+        "draining",
+        "remediating",
+        "verifying",
+        "healthy",
+    ]
+    assert all(e.dry_run for e in changes)
+    assert [e.disposition for e in c.feed.of(FaultClassified)] == ["dry-run"]
+    assert not await _has_taints(bus, "node-a")
+    assert not cordoned(kube_api, "node-a")
+    assert kube_api.store.writes("nodes") == 0
+    assert c.reboot.calls == []
+
+
+async def test_a_node_that_opted_out_is_only_recorded(
+    nats_server: EmbeddedNats, bus: Bus, kube_api: KubeApiServer, tmp_path: Path
+) -> None:
+    async with cluster(nats_server, bus, kube_api, tmp_path) as c:
+        node = kube_node(kube_api, "node-a")
+        node["metadata"]["labels"]["gpu.gpudra.io/remediation"] = "disabled"
+        kube_api.store.update(node)
+        await view_changes(c.controller).until(lambda: c.controller.view.nodes["node-a"].labels)
+        await c.fault(bus, "node-a", "79")
+        verdict = await c.feed.expect(FaultClassified)
+    assert verdict.disposition == "recorded"
+    assert "opted out" in verdict.reason
+    assert not cordoned(kube_api, "node-a")
+    assert c.feed.of(RemediationStateChanged) == []

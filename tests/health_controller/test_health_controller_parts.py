@@ -1,0 +1,255 @@
+"""The controller's parts one at a time: the outbox, the live view, the Node patch, the lanes, the books'
+compare-and-set, the lease, the drain's view of pods and claims, the reboot hooks and the settings."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from libs.bus import Bus
+from libs.bus.topology import LEASE_BUCKET
+from libs.events.catalogue.health import EntityRef, HealthEvent
+from libs.kube import ClusterKube
+from services.health.catalogue import default_catalogue
+from services.health.controller.books import BookStore, StaleEntry, fresh
+from services.health.controller.config import read_drain_policy
+from services.health.controller.gpu_reset import RepairFailed
+from services.health.controller.kube_actions import Drainer, NodePatch, parent_gpu
+from services.health.controller.lanes import Lanes
+from services.health.controller.leader import Election
+from services.health.controller.live import LiveView, blocking, observe
+from services.health.controller.outbox import pending, prune
+from services.health.controller.reboot import CommandReboot, NoReboot, SimulatedReboot, reboot_hook
+from services.health.remediation import (
+    Cordon,
+    DrainPolicy,
+    DrainSucceeded,
+    EvictPods,
+    FaultDetected,
+    InventoryObserved,
+    MarkNode,
+    NodeTaint,
+    Publish,
+    RemediationConfig,
+    SetDeviceTaints,
+    TaintNode,
+    UntaintNode,
+    assess,
+    new_book,
+    step,
+)
+from tests.health_controller.health_controller_support import add_pod
+from tests.support.kubeapi import KubeApiServer
+
+NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+GPU1 = EntityRef(kind="gpu", id="GPU-1", device="gpu-1")
+TAINT = NodeTaint(key="gpu.gpudra.io/gpu-error", value="fatal", effect="NoSchedule")
+
+
+def xid(code: str, *, healthy: bool = False, entity: EntityRef = GPU1) -> HealthEvent:
+    return HealthEvent(
+        node="n", check="xid", component="gpu", entity=entity, error_codes=[code], healthy=healthy, detected_at=NOW
+    )
+
+
+def draining_book() -> tuple[object, list[object]]:
+    book = new_book("n")
+    book, _ = step(book, InventoryObserved(devices=("gpu-0", "gpu-1")), NOW, RemediationConfig())
+    book, decided = assess(book, xid("48"), default_catalogue(), NOW)
+    assert decided is not None
+    return step(book, decided, NOW, RemediationConfig())  # type: ignore[return-value]
+
+
+# --- outbox ------------------------------------------------------------------------------------------
+
+
+def test_the_outbox_keeps_what_must_be_done_and_drops_work_the_book_no_longer_wants() -> None:
+    book, actions = draining_book()
+    entries = pending(actions, step=1, owner="ctl/1")  # type: ignore[arg-type]
+    assert [e.kind for e in entries] == [
+        "Publish:FaultClassified",
+        "SetDeviceTaints",
+        "MarkNode",
+        "Publish:RemediationStateChanged",
+        "Publish:RemediationStateChanged",
+        "EvictPods",
+    ]
+    assert [e.action() for e in entries] == actions
+    assert isinstance(entries[0].action(), Publish)
+    assert prune(entries, book) == tuple(entries)  # type: ignore[arg-type]
+    drained, _ = step(book, DrainSucceeded(device="gpu-1", cycle=1), NOW, RemediationConfig())  # type: ignore[arg-type]
+    assert [e.kind for e in prune(entries, drained)] == [e.kind for e in entries[:-1]]
+
+
+def test_dry_run_keeps_only_work_and_held_keeps_nothing() -> None:
+    quick = SetDeviceTaints(node="n", device="gpu-1", taints=(), disposition="dry-run")
+    work = EvictPods(node="n", device="gpu-1", cycle=1, disposition="dry-run")
+    held = Cordon(node="n", disposition="held")
+    assert [e.kind for e in pending([quick, work, held], step=1, owner="o")] == ["EvictPods"]
+
+
+# --- live view -----------------------------------------------------------------------------------------
+
+
+def test_the_live_view_follows_faults_and_their_clearing_and_judges_a_repair() -> None:
+    fault = FaultDetected(fault=assess(new_book("n"), xid("48"), default_catalogue(), NOW)[1].fault)  # type: ignore[union-attr]
+    view = observe(LiveView(), xid("48"), fault, NOW)
+    assert [c.describe() for c in view.active] == ["gpu-1 xid/48"]
+    later = NOW + dt.timedelta(seconds=5)
+    assert blocking(view, {"gpu-1"}, repaired_at=later) == []  # a one-off report from before the repair
+    assert len(blocking(view, {"gpu-1"}, repaired_at=NOW)) == 1  # ... or reported again after it
+    assert blocking(view, {"gpu-0"}, repaired_at=NOW) == []
+    assert observe(view, xid("48", healthy=True), None, later).active == ()
+
+
+# --- the Node -------------------------------------------------------------------------------------------
+
+
+def test_a_node_patch_adds_and_removes_only_gpudras_taint() -> None:
+    node: dict[str, Any] = {
+        "metadata": {"resourceVersion": "7"},
+        "spec": {"taints": [{"key": "dedicated", "value": "ml", "effect": "NoSchedule"}]},
+    }
+    added = NodePatch(
+        [Cordon(node="n"), TaintNode(node="n", taint=TAINT), MarkNode(node="n", labels={"a": "b"}, annotations={})]
+    )
+    assert added.body(node) == {
+        "metadata": {"labels": {"a": "b"}, "resourceVersion": "7"},
+        "spec": {
+            "unschedulable": True,
+            "taints": [
+                {"key": "dedicated", "value": "ml", "effect": "NoSchedule"},
+                {"key": "gpu.gpudra.io/gpu-error", "value": "fatal", "effect": "NoSchedule"},
+            ],
+        },
+    }
+    node["spec"]["taints"].append({"key": "gpu.gpudra.io/gpu-error", "value": "fatal", "effect": "NoSchedule"})
+    removed = NodePatch([UntaintNode(node="n", taint=TAINT)])
+    assert removed.body(node)["spec"]["taints"] == [{"key": "dedicated", "value": "ml", "effect": "NoSchedule"}]
+    assert NodePatch([Cordon(node="n"), TaintNode(node="n", taint=TAINT), UntaintNode(node="n", taint=TAINT)]).body(
+        {"metadata": {"resourceVersion": "1"}, "spec": {}}
+    ) == {"metadata": {"resourceVersion": "1"}, "spec": {"unschedulable": True, "taints": None}}
+
+
+def test_mig_devices_belong_to_their_gpu() -> None:
+    assert parent_gpu("gpu-3-mig-1g10gb-19-0") == "gpu-3"
+    assert parent_gpu("gpu-3") == "gpu-3"
+
+
+async def test_a_drain_sees_which_pods_hold_which_of_the_nodes_gpus(kube_api: KubeApiServer) -> None:
+    add_pod(kube_api, "node-a", "train", device="gpu-1")
+    add_pod(kube_api, "node-a", "slice", device="gpu-2-mig-1g10gb-19-0")
+    add_pod(kube_api, "node-a", "web")
+    add_pod(kube_api, "node-b", "elsewhere", device="gpu-1")
+    kube = await ClusterKube.connect(kube_api.url)
+    try:
+        pods = await Drainer(kube, DrainPolicy()).pods("node-a", with_devices=True)
+    finally:
+        await kube.close()
+    assert {p.name: p.devices for p in pods} == {
+        "train": ("gpu-1",),
+        "slice": ("gpu-2", "gpu-2-mig-1g10gb-19-0"),
+        "web": (),
+    }
+
+
+# --- lanes, books, lease --------------------------------------------------------------------------------
+
+
+async def test_lanes_keep_each_nodes_order_batch_what_piles_up_and_run_nodes_side_by_side() -> None:
+    seen: list[tuple[str, list[int]]] = []
+    gate = asyncio.Event()
+
+    async def run(node: str, items: list[int]) -> None:
+        seen.append((node, items))
+        if node == "a" and items == [1]:
+            await gate.wait()
+
+    lanes = Lanes[int](run, workers=4)
+    lanes.submit("a", 1)
+    await asyncio.sleep(0)
+    for item in (2, 3, 4):
+        lanes.submit("a", item)
+    lanes.submit("b", 1)
+    await asyncio.sleep(0.01)
+    assert seen == [("a", [1]), ("b", [1])]  # b is not held up by a
+    gate.set()
+    await lanes.wait_idle()
+    assert seen[-1] == ("a", [2, 3, 4])
+
+
+async def test_book_writes_are_compare_and_set(bus: Bus) -> None:
+    store = await BookStore.open(bus)
+    first = await store.load("node-a")
+    assert first.revision == 0
+    revision = await store.save("node-a", first.stored, first.revision)
+    with pytest.raises(StaleEntry):
+        await store.save("node-a", fresh("node-a").stored, first.revision)
+    assert (await store.load("node-a")).revision == revision
+    assert await store.nodes() == ["node-a"]
+
+
+async def test_one_replica_leads_and_another_takes_over_when_it_leaves(bus: Bus) -> None:
+    kv = await bus.kv(LEASE_BUCKET)
+    changes: list[tuple[str, bool]] = []
+    one = Election(kv, "ctl-1", "i1", 60.0, lambda leader: changes.append(("ctl-1", leader)))
+    two = Election(kv, "ctl-2", "i2", 60.0, lambda leader: changes.append(("ctl-2", leader)))
+    await one.start()
+    await two.start()
+    assert (one.is_leader, two.is_leader) == (True, False)
+    assert await two.alive() == {"ctl-1": "i1", "ctl-2": "i2"}
+    orphaned = two.orphaned(await two.alive())
+    assert (orphaned("ctl-1/i1"), orphaned("ctl-1/i0"), orphaned("ctl-9/x")) == (False, True, True)
+    await one.stop()
+    await two._round()  # the renewal the loop would do
+    assert two.is_leader
+    restarted = Election(kv, "ctl-2", "i3", 60.0, lambda leader: None)
+    await restarted.start()  # the same replica, started again, takes its own lease back at once
+    assert restarted.is_leader
+    for election in (two, restarted):
+        await election.stop()
+
+
+# --- reboot hooks and settings ------------------------------------------------------------------------
+
+
+async def test_reboot_hooks() -> None:
+    assert (
+        await CommandReboot("echo rebooting {node} {mode}", 5).reboot("n1", "vm") == "reboot hook done: rebooting n1 vm"
+    )
+    with pytest.raises(RepairFailed, match="exited with 3"):
+        await CommandReboot("sh -c 'exit 3'", 5).reboot("n1", "bare-metal")
+    with pytest.raises(RepairFailed, match="did not finish within"):
+        await CommandReboot("sleep 5", 0.1).reboot("n1", "bare-metal")
+    with pytest.raises(RepairFailed, match="no reboot hook"):
+        await NoReboot().reboot("n1", "bare-metal")
+
+
+def test_the_reboot_hook_setting_picks_the_hook(bus: Bus) -> None:
+    def pick(setting: str, backend: str = "nvml") -> type:
+        return type(reboot_hook(setting, backend=backend, bus=bus, resetter=None, gpus=lambda n: ((), ()), timeout=1))  # type: ignore[arg-type]
+
+    assert pick("auto", "simulated") is SimulatedReboot
+    assert pick("auto") is NoReboot
+    assert pick("none", "simulated") is NoReboot
+    assert pick("/usr/local/bin/reboot-node {node}") is CommandReboot
+
+
+def test_a_drain_policy_file_reads_durations_and_modes(tmp_path: Path) -> None:
+    path = tmp_path / "drain.yaml"
+    path.write_text(
+        "rules:\n"
+        "  - mode: AllowCompletion\n    namespaces: [batch]\n"
+        "  - mode: DeleteAfterTimeout\n    pod_labels: {app: trainer}\n    timeout: 30m\n"
+        "default: {mode: Immediate, grace: 10}\n"
+    )
+    policy = read_drain_policy(str(path))
+    assert [r.mode for r in policy.rules] == ["AllowCompletion", "DeleteAfterTimeout"]
+    assert policy.rules[1].timeout == dt.timedelta(minutes=30)
+    assert policy.default.grace == dt.timedelta(seconds=10)
+    assert msgspec.structs.asdict(read_drain_policy("")) == msgspec.structs.asdict(DrainPolicy())
