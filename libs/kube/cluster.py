@@ -182,8 +182,14 @@ class ClusterKube:
         path = resource_path(resource, namespace, name)
         await self._call("DELETE", path, resource.describe(name, namespace), body=options)
 
-    async def evict(self, name: str, namespace: str) -> None:
-        eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace}}
+    async def evict(self, name: str, namespace: str, *, grace_period_seconds: int | None = None) -> None:
+        eviction: Obj = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": namespace},
+        }
+        if grace_period_seconds is not None:
+            eviction["deleteOptions"] = {"gracePeriodSeconds": grace_period_seconds}
         path = resource_path(PODS, namespace, name, "eviction")
         await self._call("POST", path, f"eviction of Pod {namespace}/{name}", body=eviction)
 

@@ -248,8 +248,9 @@ class LocalKube:
                     raise Conflict(what, STALE, reason="Conflict") from None
         raise Conflict(what, "too many concurrent writers; try again", reason="Conflict")
 
-    async def evict(self, name: str, namespace: str) -> None:
-        """No PodDisruptionBudgets exist without a cluster: eviction is deletion."""
+    async def evict(self, name: str, namespace: str, *, grace_period_seconds: int | None = None) -> None:
+        """No PodDisruptionBudgets exist without a cluster: eviction is deletion. Nor does a kubelet stop the
+        pod's containers, so there is nothing a grace period could give time to: the pod goes at once."""
         await self.delete(PODS, name, namespace)
 
     # --- watch ------------------------------------------------------------------------------------------

@@ -95,9 +95,10 @@ class KubeApi(Protocol):
         ``resource_version`` is given and stale."""
         ...
 
-    async def evict(self, name: str, namespace: str) -> None:
+    async def evict(self, name: str, namespace: str, *, grace_period_seconds: int | None = None) -> None:
         """Evict a pod through the eviction subresource; ``TooManyRequests`` while a PodDisruptionBudget
-        forbids it. The standalone store has no budgets and deletes the pod."""
+        forbids it. ``grace_period_seconds`` overrides the pod's ``terminationGracePeriodSeconds`` (None keeps
+        it), as a drain policy asks. The standalone store has no budgets and no kubelet: it deletes the pod."""
         ...
 
     def watch(

@@ -89,8 +89,8 @@ class Settings(CommonSettings, kw_only=True, frozen=True):
         str,
         _doc(
             "how a node is rebooted: 'simulated' (the simulated GPUs come back), 'none' (reboots fail: a person "
-            "acts), a command line ({node} and {mode} are filled in; exit 0 = rebooted), or 'auto' (simulated "
-            "with the simulated backend, else none)"
+            "acts), a command line ({node} and {mode} are filled in; exit 0 = reboot asked for, and the node is back "
+            "once its Node reports a new boot id), or 'auto' (simulated with the simulated backend, else none)"
         ),
     ] = "auto"
     verify_seconds: Annotated[
@@ -101,7 +101,9 @@ class Settings(CommonSettings, kw_only=True, frozen=True):
         ),
     ] = 30.0
     reset_timeout_seconds: Annotated[Seconds, _doc("how long one GPU reset request may take")] = 120.0
-    reboot_timeout_seconds: Annotated[Seconds, _doc("how long one reboot may take")] = 900.0
+    reboot_timeout_seconds: Annotated[
+        Seconds, _doc("how long one reboot may take, from asking for it until the node is back (a new boot id)")
+    ] = 900.0
     drain_pass_seconds: Annotated[Seconds, _doc("pause between two passes of a drain that waits for pods")] = 5.0
     drain_timeout_seconds: Annotated[
         Seconds, _doc("a drain still blocked (PodDisruptionBudget, pods that do not finish) after this fails")

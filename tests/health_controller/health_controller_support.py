@@ -81,12 +81,36 @@ async def controller_process(settings: Settings, *, reboot: RebootHook | None = 
 
 
 def add_node(
-    kube_api: KubeApiServer, name: str, *, cordoned: bool = False, labels: dict[str, str] | None = None
+    kube_api: KubeApiServer,
+    name: str,
+    *,
+    cordoned: bool = False,
+    labels: dict[str, str] | None = None,
+    boot_id: str = "",
 ) -> None:
+    """A Node; with ``boot_id``, the system info its kubelet reports."""
     node: dict[str, Any] = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels or {}}}
     if cordoned:
         node["spec"] = {"unschedulable": True}
+    if boot_id:
+        node["status"] = {"nodeInfo": node_info(boot_id)}
     kube_api.store.create(node)
+
+
+def node_info(boot_id: str) -> dict[str, str]:
+    """A kubelet's ``status.nodeInfo`` (every field is required)."""
+    return {
+        "bootID": boot_id,
+        "machineID": "0f4e1c2b9d8a4e6f8a7b6c5d4e3f2a1b",
+        "systemUUID": "4c4c4544-0042-3510-8051-b4c04f4b3732",
+        "kernelVersion": "6.8.0-45-generic",
+        "osImage": "Ubuntu 24.04.1 LTS",
+        "containerRuntimeVersion": "containerd://1.7.22",
+        "kubeletVersion": "v1.34.0",
+        "kubeProxyVersion": "",
+        "operatingSystem": "linux",
+        "architecture": "amd64",
+    }
 
 
 def add_pod(

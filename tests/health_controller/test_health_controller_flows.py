@@ -17,6 +17,7 @@ from libs.events.catalogue.health import DeviceHealthChanged, FaultClassified
 from libs.events.catalogue.remediation import (
     CircuitBreakerChanged,
     RemediationStateChanged,
+    RemediationStepCompleted,
     ResetBreaker,
     ResetBreakerReply,
     ResetRemediation,
@@ -134,6 +135,39 @@ async def test_a_manual_uncordon_cancels_the_remediation(
         assert await until(lambda: node_taints(kube_api, "node-a") == [], kube_api)
     assert not cordoned(kube_api, "node-a")
     assert c.reboot.calls == []
+
+
+async def test_evictions_carry_the_grace_period_of_their_drain_rule(
+    nats_server: EmbeddedNats, bus: Bus, kube_api: KubeApiServer, tmp_path: Path
+) -> None:
+    policy = tmp_path / "drain.yaml"
+    policy.write_text("rules:\n  - {mode: Immediate, namespaces: [batch], grace: 5s}\n")
+    add_pod(kube_api, "node-a", "web")
+    add_pod(kube_api, "node-a", "job", namespace="batch")
+    async with cluster(nats_server, bus, kube_api, tmp_path, drain_policy_file=str(policy)) as c:
+        await c.fault(bus, "node-a", "79")
+        await c.feed.expect(RemediationStateChanged, lambda e: node_state(e, "healthy"))
+    graces = {
+        f"{e['metadata']['namespace']}/{e['metadata']['name']}": e["deleteOptions"]["gracePeriodSeconds"]
+        for e in kube_api.store.evictions
+    }
+    assert graces == {"default/web": 60, "batch/job": 5}
+
+
+async def test_a_reboot_command_whose_node_keeps_its_boot_id_ends_in_remediation_failed(
+    nats_server: EmbeddedNats, bus: Bus, kube_api: KubeApiServer, tmp_path: Path
+) -> None:
+    add_node(kube_api, "node-a", boot_id="boot-1")
+    feed = await Feed.subscribe(bus)
+    settings = controller_settings(
+        nats_server.url, kube_api, reboot_hook="echo reboot {node}", reboot_timeout_seconds=0.2, reset_attempts=1
+    )
+    async with light_node(nats_server.url, tmp_path, "node-a") as node, controller_process(settings):
+        await bus.publish(health_event("node-a", node.gpu(1), "xid", "79"))
+        await feed.expect(RemediationStateChanged, lambda e: node_state(e, "remediation-failed"))
+    (reboot,) = [e for e in feed.of(RemediationStepCompleted) if e.step == "reboot"]
+    assert reboot.outcome == "failed"
+    assert reboot.detail == "node node-a did not come back within 0.2s of the reboot request (boot id still boot-1)"
 
 
 async def test_gpu_resets_that_fail_fall_back_to_a_reboot(

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,8 @@ from libs.bus.topology import LEASE_BUCKET
 from libs.events.catalogue.health import EntityRef, HealthEvent
 from libs.kube import ClusterKube
 from services.health.catalogue import default_catalogue
-from services.health.controller.books import BookStore, StaleEntry, fresh
+from services.health.controller.books import BookStore, BreakerStore, StaleEntry, Versioned, fresh, node_key
+from services.health.controller.cluster_view import ClusterView
 from services.health.controller.config import read_drain_policy
 from services.health.controller.gpu_reset import RepairFailed
 from services.health.controller.kube_actions import Drainer, NodePatch, parent_gpu
@@ -26,6 +30,7 @@ from services.health.controller.live import LiveView, blocking, observe
 from services.health.controller.outbox import pending, prune
 from services.health.controller.reboot import CommandReboot, NoReboot, SimulatedReboot, reboot_hook
 from services.health.remediation import (
+    Breaker,
     Cordon,
     DrainPolicy,
     DrainSucceeded,
@@ -43,7 +48,7 @@ from services.health.remediation import (
     new_book,
     step,
 )
-from tests.health_controller.health_controller_support import add_pod
+from tests.health_controller.health_controller_support import add_node, add_pod
 from tests.support.kubeapi import KubeApiServer
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -194,6 +199,19 @@ async def test_book_writes_are_compare_and_set(bus: Bus) -> None:
     assert await store.nodes() == ["node-a"]
 
 
+async def test_all_books_are_read_at_once_by_node_name(bus: Bus) -> None:
+    store = await BookStore.open(bus)
+    assert await store.all() == []
+    revisions = {node: await store.save(node, fresh(node).stored, 0) for node in ("node-c", "node-b", "gpu-1.example")}
+    revisions["node-c"] = await store.kv.put(node_key("node-c"), b"not a book")  # read as a fresh book
+    await store.kv.delete(node_key("node-b"))
+    await BreakerStore(store.kv).save(Breaker(), 0)
+    assert await store.all() == [
+        ("gpu-1.example", Versioned(fresh("gpu-1.example").stored, revisions["gpu-1.example"])),
+        ("node-c", Versioned(fresh("node-c").stored, revisions["node-c"])),
+    ]
+
+
 async def test_one_replica_leads_and_another_takes_over_when_it_leaves(bus: Bus) -> None:
     kv = await bus.kv(LEASE_BUCKET)
     changes: list[tuple[str, bool]] = []
@@ -218,21 +236,71 @@ async def test_one_replica_leads_and_another_takes_over_when_it_leaves(bus: Bus)
 # --- reboot hooks and settings ------------------------------------------------------------------------
 
 
-async def test_reboot_hooks() -> None:
-    assert (
-        await CommandReboot("echo rebooting {node} {mode}", 5).reboot("n1", "vm") == "reboot hook done: rebooting n1 vm"
-    )
-    with pytest.raises(RepairFailed, match="exited with 3"):
-        await CommandReboot("sh -c 'exit 3'", 5).reboot("n1", "bare-metal")
-    with pytest.raises(RepairFailed, match="did not finish within"):
-        await CommandReboot("sleep 5", 0.1).reboot("n1", "bare-metal")
+@asynccontextmanager
+async def node_view(bus: Bus, kube_api: KubeApiServer) -> AsyncIterator[ClusterView]:
+    kube = await ClusterKube.connect(kube_api.url)
+    view = ClusterView(bus, kube)
+    await view.start()
+    try:
+        yield view
+    finally:
+        await view.stop()
+        await kube.close()
+
+
+# A reboot as the kubelet shows it: the Node's status reports a new boot id.
+REBOOT_SCRIPT = """
+import json, sys, urllib.request
+url, node, mode = sys.argv[1:]
+patch = json.dumps({"status": {"nodeInfo": {"bootID": "boot-2"}}}).encode()
+headers = {"Content-Type": "application/merge-patch+json"}
+urllib.request.urlopen(urllib.request.Request(f"{url}/api/v1/nodes/{node}/status", patch, headers, method="PATCH"))
+print(f"rebooting {node} {mode}")
+"""
+
+
+async def test_a_command_reboot_is_over_once_the_node_reports_a_new_boot_id(
+    bus: Bus, kube_api: KubeApiServer, tmp_path: Path
+) -> None:
+    add_node(kube_api, "n1", boot_id="boot-1")
+    script = tmp_path / "reboot.py"
+    script.write_text(REBOOT_SCRIPT)
+    async with node_view(bus, kube_api) as view:
+        hook = CommandReboot(f"{sys.executable} {script} {kube_api.url} {{node}} {{mode}}", 5, view)
+        detail = await hook.reboot("n1", "vm")
+    assert detail == "reboot hook done, boot id boot-1 → boot-2: rebooting n1 vm"
+
+
+async def test_a_command_reboot_fails_without_a_new_boot_id_a_zero_exit_or_in_time(
+    bus: Bus, kube_api: KubeApiServer
+) -> None:
+    add_node(kube_api, "n1", boot_id="boot-1")
+    add_node(kube_api, "n2")
+    async with node_view(bus, kube_api) as view:
+        with pytest.raises(RepairFailed, match=r"n1 did not come back within 0.2s .*\(boot id still boot-1\)"):
+            await CommandReboot("echo asked", 0.2, view).reboot("n1", "bare-metal")
+        with pytest.raises(RepairFailed, match=r"n2 did not come back .*\(no boot id reported\)"):
+            await CommandReboot("true", 0.2, view).reboot("n2", "bare-metal")
+        with pytest.raises(RepairFailed, match="exited with 3"):
+            await CommandReboot("sh -c 'exit 3'", 5, view).reboot("n1", "bare-metal")
+        with pytest.raises(RepairFailed, match="did not finish within"):
+            await CommandReboot("sleep 5", 0.1, view).reboot("n1", "bare-metal")
     with pytest.raises(RepairFailed, match="no reboot hook"):
         await NoReboot().reboot("n1", "bare-metal")
 
 
 def test_the_reboot_hook_setting_picks_the_hook(bus: Bus) -> None:
     def pick(setting: str, backend: str = "nvml") -> type:
-        return type(reboot_hook(setting, backend=backend, bus=bus, resetter=None, gpus=lambda n: ((), ()), timeout=1))  # type: ignore[arg-type]
+        hook = reboot_hook(
+            setting,
+            backend=backend,
+            bus=bus,
+            resetter=None,  # type: ignore[arg-type]
+            gpus=lambda n: ((), ()),
+            boots=None,  # type: ignore[arg-type]
+            timeout=1,
+        )
+        return type(hook)
 
     assert pick("auto", "simulated") is SimulatedReboot
     assert pick("auto") is NoReboot

@@ -47,6 +47,22 @@ async def test_eviction_a_disruption_budget_forbids_is_too_many_requests(
     assert kube_api.store.get("pods", "train", "team-a") is not None
 
 
+async def test_an_evictions_grace_period_goes_in_its_delete_options(kube_api: KubeApiServer, cluster: Backend) -> None:
+    for name in ("train", "serve"):
+        kube_api.store.create(pod(name, "node-a", "team-a"))
+    await cluster.kube.evict("train", "team-a", grace_period_seconds=45)
+    await cluster.kube.evict("serve", "team-a")
+    assert kube_api.store.evictions == [
+        {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": "train", "namespace": "team-a"},
+            "deleteOptions": {"gracePeriodSeconds": 45},
+        },
+        {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "serve", "namespace": "team-a"}},
+    ]
+
+
 @pytest.mark.parametrize(("code", "error"), [(503, Unavailable), (500, Unavailable), (403, Forbidden)])
 async def test_server_errors_become_typed_errors(
     kube_api: KubeApiServer, cluster: Backend, code: int, error: type[KubeError]

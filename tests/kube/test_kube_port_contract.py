@@ -275,6 +275,13 @@ async def test_evicted_pod_is_gone(kube: KubeApi) -> None:
         await kube.evict("train", "team-a")
 
 
+async def test_an_eviction_with_a_grace_period_removes_the_pod(kube: KubeApi) -> None:
+    await kube.create(PODS, pod("train", "node-a", "team-a"))
+    await kube.evict("train", "team-a", grace_period_seconds=30)
+    with pytest.raises(NotFound):
+        await kube.get(PODS, "train", "team-a")
+
+
 # --- custom resources -------------------------------------------------------------------------------------
 
 

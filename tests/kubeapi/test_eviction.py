@@ -25,6 +25,7 @@ async def test_eviction_deletes_the_pod(kube_api: KubeApiServer, core: Any) -> N
     assert kube_api.store.get("pods", "p", "default") is None
     assert kube_api.store.writes("pods") == 1
     assert kube_api.store.requests[("create", "pods/eviction")] == 1
+    assert kube_api.store.evictions == [eviction("p")]
 
 
 async def test_blocked_eviction_answers_429_until_unblocked(kube_api: KubeApiServer, core: Any) -> None:
@@ -70,3 +71,13 @@ async def test_eviction_body_is_validated(kube_api: KubeApiServer, core: Any) ->
     with pytest.raises(ApiException) as err:
         await core.create_namespaced_pod_eviction("p", "default", {**eviction("p"), "bogus": 1})
     assert err.value.status == 422
+
+
+async def test_an_evictions_delete_options_are_validated_and_recorded(kube_api: KubeApiServer, core: Any) -> None:
+    kube_api.store.create(pod("p"))
+    with pytest.raises(ApiException) as err:
+        await core.create_namespaced_pod_eviction("p", "default", eviction("p", gracePeriodSeconds="soon"))
+    assert err.value.status == 422
+    assert kube_api.store.evictions == []
+    await core.create_namespaced_pod_eviction("p", "default", eviction("p", gracePeriodSeconds=20))
+    assert [e["deleteOptions"] for e in kube_api.store.evictions] == [{"gracePeriodSeconds": 20}]

@@ -9,7 +9,6 @@ overwrite each other: the loser reads again and decides again.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from typing import NamedTuple
 
 import msgspec
@@ -28,6 +27,8 @@ log = logging.getLogger(__name__)
 
 NODE_PREFIX = "nodes."
 BREAKER_KEY = "breaker"
+SNAPSHOT_CONSUMER_TTL = 5.0
+"""Seconds the server keeps a finished snapshot's consumer (``BookStore.all``)."""
 
 
 class StoredNode(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,11 +81,7 @@ class BookStore:
         except KeyNotFoundError as exc:
             revision = (exc.entry.revision or 0) if exc.entry is not None else 0
             return Versioned(fresh(node).stored, revision)
-        try:
-            return Versioned(_node_decoder.decode(entry.value or b""), entry.revision or 0)
-        except msgspec.DecodeError as exc:
-            log.error("unreadable remediation book; starting the node afresh", extra={"node": node, "error": str(exc)})
-            return Versioned(fresh(node).stored, entry.revision or 0)
+        return _versioned(node, entry)
 
     async def save(self, node: str, stored: StoredNode, revision: int) -> int:
         """Writes if the entry is still at ``revision``; returns the new revision, else raises ``StaleEntry``."""
@@ -100,9 +97,29 @@ class BookStore:
             return []
         return sorted(node_from_token(k.removeprefix(NODE_PREFIX)) for k in keys if k.startswith(NODE_PREFIX))
 
-    async def all(self) -> AsyncIterator[tuple[str, Versioned]]:
-        for node in await self.nodes():
-            yield node, await self.load(node)
+    async def all(self) -> list[tuple[str, Versioned]]:
+        """Every node's entry, by node name, read in one pass over the bucket (the last value of each key, as a
+        KV watch starts) instead of one request per node: the leader's sweep reads them all every few seconds."""
+        # One consumer per sweep: the server drops it soon after the watch stops, not after nats-py's 5 minutes.
+        watcher = await self.kv.watch(NODE_PREFIX + ">", ignore_deletes=True, inactive_threshold=SNAPSHOT_CONSUMER_TTL)
+        found: list[tuple[str, Versioned]] = []
+        try:
+            async for entry in watcher:
+                if entry is None:  # the end of what the bucket held when the watch started
+                    break
+                node = node_from_token(entry.key.removeprefix(NODE_PREFIX))
+                found.append((node, _versioned(node, entry)))
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py is untyped here
+        return sorted(found, key=lambda item: item[0])
+
+
+def _versioned(node: str, entry: KeyValue.Entry) -> Versioned:
+    try:
+        return Versioned(_node_decoder.decode(entry.value or b""), entry.revision or 0)
+    except msgspec.DecodeError as exc:
+        log.error("unreadable remediation book; starting the node afresh", extra={"node": node, "error": str(exc)})
+        return Versioned(fresh(node).stored, entry.revision or 0)
 
 
 class BreakerStore:

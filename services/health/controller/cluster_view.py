@@ -1,11 +1,14 @@
 """What the controller knows of the cluster besides health events: each node's devices (discovery's
-inventory bucket) and each Node's cordon and labels (a Node watch).
+inventory bucket), and each Node's cordon, labels and boot id (a Node watch).
 
 Every replica keeps this view: a lane brings a book up to date with it before deciding anything, so a fault
 is judged against the node's current inventory and cordon whichever replica takes it. The leader also hands
 each change of a Node to its lane as it happened (``on_node``), because a person's uncordon must cancel a
 remediation even if no health event comes, and a cordon lifted right after gpudra set it must be seen as a
 cordon first, then an uncordon (the current value alone would miss both).
+
+The boot id (``status.nodeInfo.bootID``, which the kubelet reads from ``/proc/sys/kernel/random/boot_id``) is
+how the reboot hook tells that a node really rebooted: a command that exits 0 has only asked for it.
 """
 
 from __future__ import annotations
@@ -41,6 +44,11 @@ def node_state(obj: Obj) -> NodeState:
     )
 
 
+def boot_id(obj: Obj) -> str:
+    """The boot the kubelet reported last; empty when none has (no kubelet, as in standalone mode)."""
+    return str(((obj.get("status") or {}).get("nodeInfo") or {}).get("bootID") or "")
+
+
 def device_names(value: bytes) -> tuple[str, ...]:
     inventory = msgspec.json.decode(value, type=Inventory)
     return tuple(sorted([gpu.name for gpu in inventory.gpus] + [mig.name for mig in inventory.mig_devices]))
@@ -52,6 +60,8 @@ class ClusterView:
         self._kube = kube
         self.inventory: dict[str, tuple[str, ...]] = {}
         self.nodes: dict[str, NodeState] = {}
+        self.boot_ids: dict[str, str] = {}
+        self._boot_changed: dict[str, asyncio.Event] = {}
         self.on_node: Callable[[str, NodeState], None] | None = None
         """Called for every change of a Node's cordon or labels after the first listing."""
         self._watcher: KeyValue.KeyWatcher | None = None
@@ -59,6 +69,14 @@ class ClusterView:
 
     def gpu_nodes(self) -> int:
         return sum(1 for devices in self.inventory.values() if devices)
+
+    async def new_boot(self, node: str, before: str, timeout: float) -> str:
+        """The node's boot id once it is reported and differs from ``before``; ``TimeoutError`` after
+        ``timeout`` seconds."""
+        async with asyncio.timeout(timeout):
+            while (current := self.boot_ids.get(node, "")) in ("", before):
+                await self._boot_changed.setdefault(node, asyncio.Event()).wait()
+        return current
 
     async def start(self) -> None:
         """Returns once both the inventories and the Nodes have been read once."""
@@ -103,7 +121,9 @@ class ClusterView:
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
             for obj in listed.items:
-                self.nodes[str(obj["metadata"]["name"])] = node_state(obj)
+                name = str(obj["metadata"]["name"])
+                self.nodes[name] = node_state(obj)
+                self._note_boot(name, obj)
             return listed.resource_version
 
     async def _follow_nodes(self, version: str) -> None:
@@ -123,10 +143,20 @@ class ClusterView:
         name = str(obj["metadata"]["name"])
         if kind == "DELETED":
             self.nodes.pop(name, None)
+            self.boot_ids.pop(name, None)
             return
+        self._note_boot(name, obj)
         state = node_state(obj)
         if self.nodes.get(name) == state:
             return
         self.nodes[name] = state
         if self.on_node is not None:
             self.on_node(name, state)
+
+    def _note_boot(self, name: str, obj: Obj) -> None:
+        boot = boot_id(obj)
+        if self.boot_ids.get(name) != boot:
+            self.boot_ids[name] = boot
+            waiting = self._boot_changed.pop(name, None)
+            if waiting is not None:
+                waiting.set()

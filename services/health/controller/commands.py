@@ -39,7 +39,7 @@ class Commands:
         controller = self._controller
         breaker = await controller.gate.reset(command.by or "a person")
         released = 0
-        async for node, versioned in controller.store.all():
+        for node, versioned in await controller.store.all():
             if versioned.stored.held:
                 released += await controller.release_held(node)
         log.warning("held faults handed back for admission", extra={"released": released})

@@ -160,7 +160,13 @@ class Controller:
         hook = self._reboot_setting
         if isinstance(hook, str):
             hook = reboot_hook(
-                hook, backend=self._backend, bus=self.bus, resetter=resetter, gpus=self._gpus, timeout=timing.reboot
+                hook,
+                backend=self._backend,
+                bus=self.bus,
+                resetter=resetter,
+                gpus=self._gpus,
+                boots=self.view,
+                timeout=timing.reboot,
             )
         return Executor(
             rules=self.config.rules,
@@ -400,7 +406,7 @@ class Controller:
             mine = owner.partition("/")[0] == self.election.replica
             return orphaned(owner) and (mine or not own_only)
 
-        async for node, versioned in self.store.all():
+        for node, versioned in await self.store.all():
             stored = versioned.stored
             if any(entry.owner != self.owner and adoptable(entry.owner) for entry in stored.outbox):
                 self.lanes.submit(node, Adopt(orphaned=adoptable))

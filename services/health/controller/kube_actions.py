@@ -7,6 +7,7 @@ again); only gpudra's own taint is added or removed, others' are kept as they ar
 A drain pass lists the node's pods and, for a partial drain, the ResourceClaims that say which of this node's
 devices each pod holds; the drain policy (``plan_drain``) says what to evict, delete or wait for. Evictions go
 through the Eviction API, so PodDisruptionBudgets are honoured: a blocked eviction is tried again next pass.
+Each eviction carries its rule's grace period, which overrides the pod's own ``terminationGracePeriodSeconds``.
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ class Drainer:
         blocked = []
         for eviction in plan.evict:
             try:
-                await self._kube.evict(eviction.name, eviction.namespace)
+                await self._kube.evict(eviction.name, eviction.namespace, grace_period_seconds=eviction.grace_seconds)
                 metrics.EVICTIONS.labels("evicted").inc()
                 log.info("evicted pod", extra={"node": node, "pod": f"{eviction.namespace}/{eviction.name}"})
             except TooManyRequests as exc:

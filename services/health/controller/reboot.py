@@ -5,7 +5,9 @@
   reboot clears. A fault the profile made sticky survives, as a broken board would, so the remediation
   ends in ``remediation-failed`` for a person.
 - a command line: run with ``{node}`` and ``{mode}`` (``bare-metal`` or ``vm``) filled in; exit status 0
-  means the node was rebooted (the command waits for that: a cloud API call, a bare-metal job...).
+  means the reboot was asked for (a cloud API call, a bare-metal job...). The node is back only when the
+  Node reports a boot id other than the one it had before the command ran; whatever the command does, the
+  whole reboot must be over within the reboot timeout, or it failed.
 - ``none``: every reboot fails at once, so the node waits in ``remediation-failed`` for a person.
 """
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shlex
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Literal, Protocol
 
 from libs.bus import Bus, CommandError
@@ -38,12 +40,26 @@ class NoReboot:
         raise RepairFailed(f"no reboot hook is configured (setting --reboot-hook); node {node} needs a person")
 
 
+class BootIds(Protocol):
+    """Each Node's reported boot id (``ClusterView``)."""
+
+    @property
+    def boot_ids(self) -> Mapping[str, str]: ...
+
+    async def new_boot(self, node: str, before: str, timeout: float) -> str:
+        """The boot id once it differs from ``before``; ``TimeoutError`` after ``timeout`` seconds."""
+        ...
+
+
 class CommandReboot:
-    def __init__(self, template: str, timeout: float) -> None:
+    def __init__(self, template: str, timeout: float, boots: BootIds) -> None:
         self._template = template
         self._timeout = timeout
+        self._boots = boots
 
     async def reboot(self, node: str, mode: Mode) -> str:
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        before = self._boots.boot_ids.get(node, "")
         argv = [part.replace("{node}", node).replace("{mode}", mode) for part in shlex.split(self._template)]
         process = await asyncio.create_subprocess_exec(
             *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
@@ -57,7 +73,15 @@ class CommandReboot:
         text = output.decode(errors="replace").strip()[-OUTPUT_LIMIT:]
         if process.returncode != 0:
             raise RepairFailed(f"reboot hook for node {node} exited with {process.returncode}: {text}")
-        return f"reboot hook done: {text}" if text else "reboot hook done"
+        try:
+            after = await self._boots.new_boot(node, before, deadline - asyncio.get_running_loop().time())
+        except TimeoutError:
+            was = f"boot id still {before}" if before else "no boot id reported"
+            raise RepairFailed(
+                f"node {node} did not come back within {self._timeout:g}s of the reboot request ({was})"
+            ) from None
+        done = f"reboot hook done, boot id {before or '(none)'} → {after}"
+        return f"{done}: {text}" if text else done
 
 
 GpuList = Callable[[str], tuple[Collection[str], Collection[str]]]
@@ -94,7 +118,7 @@ class SimulatedReboot:
 
 
 def reboot_hook(
-    setting: str, *, backend: str, bus: Bus, resetter: GpuResetter, gpus: GpuList, timeout: float
+    setting: str, *, backend: str, bus: Bus, resetter: GpuResetter, gpus: GpuList, boots: BootIds, timeout: float
 ) -> RebootHook:
     choice = setting.strip() or "auto"
     if choice == "auto":
@@ -103,4 +127,4 @@ def reboot_hook(
         return NoReboot()
     if choice == "simulated":
         return SimulatedReboot(bus, resetter, gpus, timeout)
-    return CommandReboot(choice, timeout)
+    return CommandReboot(choice, timeout, boots)

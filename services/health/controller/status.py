@@ -55,8 +55,8 @@ class Status(msgspec.Struct, frozen=True, kw_only=True):
 async def read_status(bus: Bus, node: str | None = None) -> Status:
     store = BookStore(await bus.kv(REMEDIATION_BUCKET))
     breaker, _ = await BreakerStore(store.kv).load()
-    names = [node] if node else await store.nodes()
-    nodes = [node_of(name, (await store.load(name)).stored) for name in names]
+    entries = [(node, await store.load(node))] if node else await store.all()
+    nodes = [node_of(name, versioned.stored) for name, versioned in entries]
     return Status(
         breaker=BreakerStatus(state=breaker.state, reason=breaker.reason, quarantined_nodes=len(breaker.recent)),
         nodes=nodes,

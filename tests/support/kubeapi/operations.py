@@ -168,6 +168,7 @@ class Operations:
         if (body.get("metadata") or {}).get("name") != name:
             raise bad_request("name in URL does not match name in Eviction object")
         self.delete(pods, namespace, name, body.get("deleteOptions"))
+        self.store.evictions.append(copy.deepcopy(eviction))
         return success_status(pods, pod, code=201)
 
     # --- helpers ---------------------------------------------------------------------------------------

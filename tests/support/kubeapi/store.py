@@ -79,6 +79,8 @@ class Store:
         self.registry = registry
         self.history_limit = history_limit
         self.requests: Counter[tuple[str, str]] = Counter()
+        self.evictions: list[JsonObj] = []
+        """Every Eviction the server accepted, as received (``deleteOptions`` included), in order."""
         self._objects: dict[tuple[str, str], dict[tuple[str, str], JsonObj]] = {}
         self._uids: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {}
         self._history: Events = []
