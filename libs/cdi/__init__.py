@@ -1,6 +1,7 @@
 """Container Device Interface specs: the model, the lowest covering ``cdiVersion``, atomic writes, validation.
 
-``libs.cdi.nvidia`` holds the GPU-specific edits (device nodes, MIG capability nodes, MPS); ``libs.cdi.schema``
+``libs.cdi.nvidia`` holds the GPU-specific edits (device nodes, MIG capability nodes, MPS), ``libs.cdi.driver``
+the driver's files (libraries, tools, firmware, sockets, hooks) found under a driver root; ``libs.cdi.schema``
 validates against the CDI JSON Schema (development dependency ``jsonschema``).
 """
 

@@ -5,7 +5,8 @@ the two capability nodes that grant access to its GPU instance and compute insta
 (``/dev/nvidia-caps/nvidia-cap<N>``); ``/dev/nvidiactl``, ``/dev/nvidia-uvm`` and ``/dev/nvidia-uvm-tools`` for
 every container. Paths in the container are always the real ones; ``NodePaths.host_root`` says where the host's
 nodes are (``/`` on a GPU node; a simulated machine keeps stand-ins under its own directory, which the spec then
-names as ``hostPath``).
+names as ``hostPath``). ``NodePaths.driver`` holds the driver's files found at start (``libs.cdi.driver``), which
+every container gets too.
 
 Capability minors come from ``/proc/driver/nvidia-caps/mig-minors`` (lines such as ``gpu0/gi1/ci0/access 13``);
 where that file is absent (a simulated machine) they follow the driver's numbering: ``config`` 1, ``monitor``
@@ -19,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from libs.cdi.driver import rooted
 from libs.cdi.spec import ContainerEdits, DeviceNode, Mount, Spec
 
 CONTROL_NODES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
@@ -27,6 +29,7 @@ _GPU_INSTANCES = 15
 _COMPUTE_INSTANCES = 8
 _FIRST_GPU_MINOR = 3
 _MIG_MINOR_LINE = re.compile(r"^gpu(\d+)/gi(\d+)(?:/ci(\d+))?/access\s+(\d+)$")
+_NO_EDITS = ContainerEdits()
 
 MigKey = tuple[int, int, int | None]
 """(GPU minor, GPU instance id, compute instance id or None for the GPU instance itself)."""
@@ -52,19 +55,28 @@ def parse_mig_minors(text: str) -> dict[MigKey, int]:
 
 @dataclass(frozen=True)
 class NodePaths:
-    """Where the host's GPU device nodes are, and the driver's MIG capability numbering."""
+    """Where the host's GPU device nodes are, the driver's MIG capability numbering and the driver's files."""
 
     host_root: str = "/"
     mig_minors: dict[MigKey, int] = field(default_factory=dict)
     require_nodes: bool = False
     """Check that the host's nodes exist before a spec names them (real nodes; stand-ins need not exist)."""
+    driver: ContainerEdits = _NO_EDITS
+    """The driver's library, tool, firmware and socket mounts and its hooks, the same for every spec."""
 
     @classmethod
-    def load(cls, host_root: str = "/", proc_root: Path | str = "/proc", *, require_nodes: bool = False) -> NodePaths:
+    def load(
+        cls,
+        host_root: str = "/",
+        proc_root: Path | str = "/proc",
+        *,
+        require_nodes: bool = False,
+        driver: ContainerEdits = _NO_EDITS,
+    ) -> NodePaths:
         """Reads the ``mig-minors`` table when the driver provides one."""
         path = Path(proc_root) / MIG_MINORS_FILE
         table = parse_mig_minors(path.read_text()) if path.is_file() else {}
-        return cls(host_root=host_root, mig_minors=table, require_nodes=require_nodes)
+        return cls(host_root=host_root, mig_minors=table, require_nodes=require_nodes, driver=driver)
 
     def missing(self, spec: Spec) -> list[str]:
         """Host device nodes ``spec`` names that do not exist (none when ``require_nodes`` is off).
@@ -81,9 +93,8 @@ class NodePaths:
 
     def node(self, path: str) -> DeviceNode:
         """The node at ``path`` in the container; ``hostPath`` only when the host keeps it elsewhere."""
-        if self.host_root in ("", "/"):
-            return DeviceNode(path=path)
-        return DeviceNode(path=path, host_path=self.host_root.rstrip("/") + path)
+        host_path = rooted(self.host_root, path)
+        return DeviceNode(path=path, host_path="" if host_path == path else host_path)
 
     def mig_minor(self, gpu: int, gi: int, ci: int | None) -> int:
         return self.mig_minors.get((gpu, gi, ci), numbered_mig_minor(gpu, gi, ci))

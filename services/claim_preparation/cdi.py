@@ -3,22 +3,35 @@
 Kind ``k8s.<driver>/claim``, spec ``k8s.<driver>-claim_<claimUID>.json``, device ``<claimUID>-<device>``, id
 ``k8s.<driver>/claim=<claimUID>-<device>``: the reference driver's layout, so tooling that reads one reads the
 other. Every device carries its own nodes (``libs.cdi.nvidia``) and its group's sharing edits (MPS pipe and
-shm); the spec-level edits (control nodes, ``NVIDIA_VISIBLE_DEVICES=void`` so a legacy NVIDIA runtime hook
-adds no GPUs of its own) apply once to any container that uses one of the claim's devices. The ``cdiVersion``
-is the lowest that covers what was written.
+shm); the spec-level edits (control nodes, the driver's files and hooks, ``NVIDIA_VISIBLE_DEVICES=void`` so a
+legacy NVIDIA runtime hook adds no GPUs of its own) apply once to any container that uses one of the claim's
+devices. The ``cdiVersion`` is the lowest that covers what was written.
+
+The one impure part, ``node_paths``, runs once at start: the driver root is searched then, not on every prepare,
+whose latency is the kubelet's.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Mapping, Sequence
 
 from libs.cdi import ContainerEdits, Device, Spec, minimum_version, qualified_name, transient_spec_name
+from libs.cdi.driver import LIB_DIRS, VERSION_FILE, DriverFiles, discover_driver, driver_edits
 from libs.cdi.nvidia import NodePaths, control_edits, gpu_edits, mig_edits
 from libs.events.catalogue import PreparedDevice
 from services.claim_preparation.devices import FullGpu, Target
 from services.claim_preparation.record import PlannedDevice
 
 VISIBLE_DEVICES_VOID = "NVIDIA_VISIBLE_DEVICES=void"
+
+_HINT = (
+    "CDI specs still name the device nodes, and containers get the driver's libraries only if the runtime's NVIDIA "
+    "hook adds them (set --driver-root / GPUDRA_DRIVER_ROOT to where the driver is installed)"
+)
+
+log = logging.getLogger(__name__)
 
 
 def cdi_kind(driver: str) -> str:
@@ -61,7 +74,7 @@ def claim_spec(
         )
         for name, device in unique.items()
     )
-    common = control_edits(paths) + ContainerEdits(env=(VISIBLE_DEVICES_VOID,))
+    common = control_edits(paths) + paths.driver + ContainerEdits(env=(VISIBLE_DEVICES_VOID,))
     spec = Spec(cdi_version="0.3.0", kind=cdi_kind(driver), devices=cdi_devices, container_edits=common)
     return Spec(cdi_version=minimum_version(spec), kind=spec.kind, devices=spec.devices, container_edits=common)
 
@@ -79,3 +92,41 @@ def prepared_devices(driver: str, claim_uid: str, devices: Sequence[PlannedDevic
         )
         for device in devices
     )
+
+
+def node_paths(dev_root: str, driver_root: str, *, require_nodes: bool) -> NodePaths:
+    """What every spec of this node names: device nodes under ``dev_root``, the driver's files under
+    ``driver_root`` (the hook binary also on ``PATH``); says what it found and what is missing."""
+    files = discover_driver(driver_root, search_path=os.environ.get("PATH", ""))
+    _report_driver(files)
+    return NodePaths.load(dev_root, require_nodes=require_nodes, driver=driver_edits(files))
+
+
+def _report_driver(files: DriverFiles) -> None:
+    """One line on what containers get; a warning for what they will lack, naming where it was looked for."""
+    where = f"driver root {files.root}"
+    log.info(
+        "%s: driver %s, %d libraries, %d binaries, %d firmware files, %d sockets, hook %s",
+        where,
+        files.version or "unknown",
+        len(files.libraries),
+        len(files.binaries),
+        len(files.firmware),
+        len(files.sockets),
+        files.hook.path if files.hook else "none",
+    )
+    folders = ", ".join(LIB_DIRS)
+    if not files.version:
+        log.warning(
+            "%s: no NVIDIA driver (no libcuda.so.<version> in %s, no /proc/%s); %s", where, folders, VERSION_FILE, _HINT
+        )
+    elif files.missing:
+        names = ", ".join(f"{name}.so.{files.version}" for name in files.missing)
+        log.warning("%s: no %s in %s; %s", where, names, folders, _HINT)
+    if files.hook is None and files.libraries:
+        log.warning(
+            "%s: no nvidia-cdi-hook or nvidia-ctk there or on PATH; CDI specs get no hooks (no libcuda.so links, "
+            "no loader cache update), so containers find the driver's libraries only if their loader searches %s",
+            where,
+            ", ".join(sorted({path.rsplit("/", 1)[0] for path in files.libraries})),
+        )

@@ -38,6 +38,13 @@ class Settings(CommonSettings, kw_only=True, frozen=True):
     dev_root: Annotated[
         str, _doc("host directory that holds dev/nvidia*: / for NVML (default), the simulated machine's otherwise")
     ] = ""
+    driver_root: Annotated[
+        str,
+        _doc(
+            "host directory the NVIDIA driver's libraries, tools and firmware are installed under, mounted into "
+            "containers: / for NVML (default), the simulated machine's stand-ins otherwise"
+        ),
+    ] = ""
     checkpoint_dir: Annotated[str, _doc("prepared-claims checkpoint (default <state-dir>/claim_preparation)")] = ""
     mps_dir: Annotated[str, _doc("per-claim MPS pipe and shm directories (default <state-dir>/mps)")] = ""
     boot_id_path: Annotated[str, _doc("file holding this boot's id")] = "/proc/sys/kernel/random/boot_id"
@@ -64,8 +71,16 @@ class Settings(CommonSettings, kw_only=True, frozen=True):
     def mps_path(self) -> Path:
         return self._under_state(self.mps_dir, "mps")
 
+    def _host_root(self, value: str) -> str:
+        """``value``, else the host's root for NVML and the simulated machine's directory, which has stand-ins."""
+        if value:
+            return value
+        return str(self.simulated_state.absolute()) if self.backend == "simulated" else "/"
+
     @property
     def dev_root_path(self) -> str:
-        if self.dev_root:
-            return self.dev_root
-        return str(self.simulated_state.absolute()) if self.backend == "simulated" else "/"
+        return self._host_root(self.dev_root)
+
+    @property
+    def driver_root_path(self) -> str:
+        return self._host_root(self.driver_root)

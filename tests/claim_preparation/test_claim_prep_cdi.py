@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 from pathlib import Path
@@ -15,6 +16,7 @@ from libs.cdi import (
     ContainerEdits,
     Device,
     DeviceNode,
+    Hook,
     Mount,
     Spec,
     SpecDir,
@@ -24,10 +26,12 @@ from libs.cdi import (
 )
 from libs.cdi.nvidia import NodePaths, mps_edits, numbered_mig_minor, parse_mig_minors
 from libs.cdi.writer import spec_problems
-from services.claim_preparation.cdi import claim_spec, prepared_devices, spec_name
+from libs.devices.simulated import SimulatedBackend, load_profile
+from services.claim_preparation.cdi import claim_spec, node_paths, prepared_devices, spec_name
 from services.claim_preparation.devices import FullGpu, MigTarget
 from services.claim_preparation.record import MpsPlan, PlannedDevice
-from tests.claim_preparation.claim_prep_support import schema
+from services.claim_preparation.settings import Settings
+from tests.claim_preparation.claim_prep_support import PROFILE, schema
 
 DRIVER = "gpu.gpudra.io"
 
@@ -42,6 +46,7 @@ def _spec(*, name: str = "dev0", kind: str = "example.com/gpu", **edits: Any) ->
         (_spec(device_nodes=(DeviceNode(path="/dev/x"),)), "0.3.0"),
         (_spec(mounts=(Mount(host_path="/a", container_path="/b"),)), "0.3.0"),
         (_spec(mounts=(Mount(host_path="/a", container_path="/b", type="bind"),)), "0.4.0"),
+        (_spec(hooks=(Hook(hook_name="createContainer", path="/usr/bin/nvidia-cdi-hook", args=("a",)),)), "0.3.0"),
         (_spec(device_nodes=(DeviceNode(path="/dev/x", host_path="/sim/dev/x"),)), "0.5.0"),
         (_spec(name="0dev"), "0.5.0"),
         (_spec(kind="example.com/gpu.v2"), "0.6.0"),
@@ -206,3 +211,86 @@ def test_a_spec_naming_missing_host_nodes_is_caught_on_real_nodes(tmp_path: Path
     spec = claim_spec(DRIVER, "u1", _devices()[:1], {}, real)
     assert real.missing(spec) == [f"{tmp_path}/dev/nvidia-uvm-tools"]
     assert NodePaths(host_root=str(tmp_path)).missing(spec) == []  # stand-ins of a simulated node need not exist
+
+
+async def test_a_simulated_nodes_spec_carries_its_stand_in_driver_as_a_gpu_nodes_would(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = tmp_path / "simulated"
+    await SimulatedBackend.open("node-a", sim, PROFILE)
+    version = load_profile(PROFILE).driver_version
+    with caplog.at_level(logging.INFO):
+        paths = node_paths(str(sim), str(sim), require_nodes=False)
+    assert f"driver root {sim}: driver {version}" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    spec = claim_spec(DRIVER, "u1", _devices(), {}, paths)
+    schema().check(spec)
+    assert spec.cdi_version == "0.5.0"  # the stand-in device nodes' hostPath; mounts and hooks need nothing newer
+    libs = "/usr/lib/x86_64-linux-gnu"
+    mounts = spec.container_edits.mounts
+    assert {m.container_path for m in mounts} >= {
+        f"{libs}/libcuda.so.{version}",
+        f"{libs}/libnvidia-ml.so.{version}",
+        "/usr/bin/nvidia-smi",
+        "/usr/bin/nvidia-cuda-mps-control",
+        f"/lib/firmware/nvidia/{version}/gsp_ga10x.bin",
+    }
+    assert all(m.host_path == f"{sim}{m.container_path}" and "ro" in m.options for m in mounts)
+    hook = f"{sim}/usr/bin/nvidia-cdi-hook"
+    assert [(h.hook_name, h.path, h.args[1]) for h in spec.container_edits.hooks] == [
+        ("createContainer", hook, "create-symlinks"),
+        ("createContainer", hook, "update-ldcache"),
+    ]
+    assert f"libcuda.so.1::{libs}/libcuda.so" in spec.container_edits.hooks[0].args
+    assert all(d.container_edits.mounts == () for d in spec.devices)  # the driver is spec-wide, once
+
+
+async def test_without_a_hook_binary_specs_get_no_hooks_and_the_log_says_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim = tmp_path / "simulated"
+    await SimulatedBackend.open("node-a", sim, PROFILE)
+    (sim / "usr/bin/nvidia-cdi-hook").unlink()
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
+    paths = node_paths(str(sim), str(sim), require_nodes=False)
+    spec = claim_spec(DRIVER, "u1", _devices(), {}, paths)
+    assert spec.container_edits.hooks == ()
+    assert spec.container_edits.mounts
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"driver root {sim}: no nvidia-cdi-hook or nvidia-ctk" in warning
+
+
+def test_a_gpu_node_without_the_driver_libraries_warns_and_still_gets_its_device_nodes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    empty = tmp_path / "driver-root"
+    empty.mkdir()
+    paths = node_paths("/", str(empty), require_nodes=True)
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"driver root {empty}: " in warning
+    assert "libcuda.so." in warning
+    assert "GPUDRA_DRIVER_ROOT" in warning
+    spec = claim_spec(DRIVER, "u1", _devices(), {}, paths)
+    assert spec.container_edits.mounts == ()
+    assert spec.container_edits.hooks == ()
+    assert [n.path for n in spec.container_edits.device_nodes] == [
+        "/dev/nvidiactl",
+        "/dev/nvidia-uvm",
+        "/dev/nvidia-uvm-tools",
+    ]
+    assert spec.devices[0].container_edits.device_nodes == (DeviceNode(path="/dev/nvidia1"),)
+
+
+@pytest.mark.parametrize(
+    ("values", "root"),
+    [
+        ({}, "/"),
+        ({"backend": "simulated", "simulated_dir": "/var/lib/gpudra/simulated"}, "/var/lib/gpudra/simulated"),
+        ({"backend": "simulated", "simulated_dir": "/sim", "dev_root": "/dev-root"}, "/sim"),
+        ({"driver_root": "/run/nvidia/driver"}, "/run/nvidia/driver"),
+    ],
+)
+def test_the_driver_root_is_the_hosts_for_nvml_and_the_simulated_machines_otherwise(
+    values: dict[str, str], root: str
+) -> None:
+    assert Settings(node_name="node-a", **values).driver_root_path == root  # type: ignore[arg-type]
