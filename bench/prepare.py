@@ -13,9 +13,8 @@ kubelet with the kubelet-like gRPC client (``libs.kubeletclient``).
        another process;
     3. an fsync'd atomic write of a checkpoint-sized file (temp file, write, fsync, rename, directory fsync);
     4. the same for a CDI-sized file, in the same directory.
-  The sizes are those of the claim's real checkpoint record and CDI spec. The service writes its checkpoint
-  twice per prepare (``PrepareStarted``, then ``PrepareCompleted``) and publishes an event to JetStream; the
-  floor as defined counts neither the second write nor the publish.
+  The sizes are those of the claim's real checkpoint record and CDI spec. The service also puts an event on
+  the wire to JetStream (its ack is awaited after the answer), which the floor does not count.
 - Throughput: 16 callers at once, each with its own claim, then all 16 unprepare; prepares/s over the prepare
   bursts. 16 claims hold the 8 GPUs at once through MIG: the simulated machine has two 3g.40gb MIG devices on
   each GPU and each claim gets one. A GPU cannot go to two claims in this driver (the second is DeviceBusy: the

@@ -8,15 +8,13 @@ first (names, ``cdiVersion`` against the fields used), so what lands in the dire
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 from pathlib import Path
 
 from libs.cdi.errors import CdiError
 from libs.cdi.names import device_name_problem, kind_problem
 from libs.cdi.spec import Spec, encode
 from libs.cdi.version import KNOWN, covers, minimum_version
+from libs.files import remove_durably, remove_temporaries, write_atomically
 
 SUFFIX = ".json"
 SPEC_MODE = 0o644  # the container runtime (root) reads it; nobody else needs to write it
@@ -53,29 +51,19 @@ class SpecDir:
         if problems:
             raise CdiError(f"CDI spec {name}: {'; '.join(problems)}")
         target = self.file_for(name)
-        self.path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        temp = self.path / f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
         try:
-            _write_synced(temp, encode(spec))
-            os.replace(temp, target)
+            write_atomically(target, encode(spec), mode=SPEC_MODE, parent_mode=DIR_MODE)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                temp.unlink()
             raise CdiError(f"CDI spec {target}: cannot write it: {exc}") from exc
-        _sync_dir(self.path)
         return target
 
     def remove(self, name: str) -> bool:
         """Delete ``<name>.json``; False when it was not there (removing twice is not an error)."""
         target = self.file_for(name)
         try:
-            target.unlink()
-        except FileNotFoundError:
-            return False
+            return remove_durably(target)
         except OSError as exc:
             raise CdiError(f"CDI spec {target}: cannot remove it: {exc}") from exc
-        _sync_dir(self.path)
-        return True
 
     def names(self, prefix: str = "") -> list[str]:
         """Spec names (without ``.json``) starting with ``prefix``, sorted."""
@@ -89,32 +77,4 @@ class SpecDir:
 
     def remove_temporaries(self) -> int:
         """Delete temporary files left by writes a crash interrupted; call it before any write starts."""
-        if not self.path.is_dir():
-            return 0
-        removed = 0
-        for entry in self.path.iterdir():
-            if entry.name.startswith(".") and ".tmp-" in entry.name:
-                with contextlib.suppress(OSError):
-                    entry.unlink()
-                    removed += 1
-        return removed
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, SPEC_MODE)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sync_dir(path: Path) -> None:
-    """Makes a rename or unlink itself durable, not only the file's content."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        return remove_temporaries(self.path)

@@ -1,6 +1,11 @@
-"""Kubernetes access behind a narrow port: the cluster adapter, the standalone store, the slice publisher."""
+"""Kubernetes access behind a narrow port: the cluster adapter, the standalone store, the slice publisher.
 
-from libs.kube.cluster import ClusterKube, KubeConfigError
+The cluster adapter is imported on first use: kubernetes-asyncio and aiohttp cost a standalone process about
+40 MB of memory it would never use.
+"""
+
+from typing import TYPE_CHECKING, Any
+
 from libs.kube.errors import (
     AlreadyExists,
     BadRequest,
@@ -27,6 +32,18 @@ from libs.kube.resources import (
     custom_resource,
 )
 from libs.kube.settings import KubeconfigSetting, KubeModeSetting, KubeSettings, open_kube, resolve_mode
+
+if TYPE_CHECKING:
+    from libs.kube.cluster import ClusterKube, KubeConfigError
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("ClusterKube", "KubeConfigError"):
+        from libs.kube import cluster
+
+        return getattr(cluster, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEVICE_CLASSES",

@@ -19,7 +19,6 @@ from typing import Annotated, Literal, Protocol
 import msgspec
 from nats.js import JetStreamContext
 
-from libs.kube.cluster import ClusterKube
 from libs.kube.errors import KubeError
 from libs.kube.local import LocalKube
 from libs.kube.port import KubeApi
@@ -71,6 +70,8 @@ async def open_kube(
     """The adapter the settings ask for; ``js`` (the bus's JetStream context) is needed for the local one."""
     mode = resolve_mode(options.kube_mode, options.kubeconfig, os.environ if environ is None else environ)
     if mode == "cluster":
+        from libs.kube.cluster import ClusterKube  # only here: see the package's docstring
+
         return await ClusterKube.connect(options.kubeconfig)
     if js is None:
         raise KubeError("settings", "GPUDRA_KUBE_MODE=local needs the NATS bus, and none was given")

@@ -25,13 +25,13 @@ import contextlib
 import hashlib
 import logging
 import os
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
 
+from libs.files import remove_durably, remove_temporaries, write_atomically
 from services.claim_preparation.claims import check_uid
 from services.claim_preparation.errors import BadClaimRef
 from services.claim_preparation.record import ClaimRecord
@@ -124,42 +124,26 @@ class CheckpointStore:
     def save(self, record: ClaimRecord) -> None:
         """Replace the claim's record atomically and durably (blocking: call it off the event loop)."""
         target = self.path_of(record.uid)
-        self.claims_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        temp = self.claims_dir / f".{target.name}.tmp-{secrets.token_hex(4)}"
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                _write_all(fd, encode(record))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temp, target)
+            write_atomically(target, encode(record))
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                temp.unlink()
             raise CheckpointError(f"{target}: cannot write it: {exc}") from exc
-        _sync_dir(self.claims_dir)
 
     def remove(self, uid: str) -> None:
         target = self.path_of(uid)
         try:
-            target.unlink()
-        except FileNotFoundError:
-            return
+            remove_durably(target)
         except OSError as exc:
             raise CheckpointError(f"{target}: cannot remove it: {exc}") from exc
-        _sync_dir(self.claims_dir)
 
     def load(self) -> Loaded:
         """Every readable record; unreadable files are moved aside and reported, temporary leftovers removed."""
         loaded = Loaded()
         if not self.claims_dir.is_dir():
             return loaded
+        remove_temporaries(self.claims_dir)  # writes a crash interrupted; the previous records are intact
         for path in sorted(self.claims_dir.iterdir()):
-            if path.name.startswith(".") and ".tmp-" in path.name:
-                with contextlib.suppress(OSError):
-                    path.unlink()  # a write that a crash interrupted; the previous record is intact
-            elif path.name.endswith(SUFFIX):
+            if path.name.endswith(SUFFIX):
                 self._load_one(path, loaded)
         return loaded
 
@@ -188,17 +172,3 @@ def read_boot_id(path: Path | str) -> str:
     except OSError as exc:
         log.warning("no boot id; the checkpoint will not be reset after a reboot", extra={"error": str(exc)})
         return "unknown"
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _sync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -8,28 +8,20 @@ results for this driver; only those results and this driver's opaque configs are
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 import msgspec
 
 from libs.events.catalogue import ClaimRef
+from libs.events.catalogue.claims import uid_problem
 from services.claim_preparation.errors import BadClaimRef, ClaimNotFound, ClaimNotUsable
-
-MAX_UID_LENGTH = 128
-_SAFE_UID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def check_uid(uid: str) -> str:
     """The UID, if it can safely name files; else ``BadClaimRef`` saying why."""
-    if not uid:
-        raise BadClaimRef("the claim UID is empty")
-    if "/" in uid or ".." in uid or "\0" in uid:
-        raise BadClaimRef(f"the claim UID {uid[:80]!r} is path-like ('/' or '..'); it would name a file elsewhere")
-    if len(uid) > MAX_UID_LENGTH:
-        raise BadClaimRef(f"the claim UID is {len(uid)} characters long, over {MAX_UID_LENGTH}")
-    if not _SAFE_UID.match(uid):
-        raise BadClaimRef(f"the claim UID {uid!r} may hold only letters, digits, '.', '_' and '-'")
+    problem = uid_problem(uid)
+    if problem:
+        raise BadClaimRef(problem)
     return uid
 
 

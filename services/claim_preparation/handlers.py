@@ -1,30 +1,23 @@
-"""The two commands: one kubelet call's claims handled concurrently, answered per claim, reported as events.
+"""The two commands: one kubelet call's claims handled concurrently and answered per claim.
 
 Claims of one call are independent: each gets its own result (an error string never fails the call), and
-they run in parallel, meeting only on the GPUs they share (see locks.py). Events go out before the answer, so
-whoever reacts to ``ClaimPrepared`` sees it no later than the kubelet learns of it; a failed publish is logged
-and does not fail a claim whose devices are ready.
+they run in parallel, meeting only on the GPUs they share (see locks.py). Each claim's event goes out from the
+preparer before the answer (see outbox.py), so whoever reacts to ``ClaimPrepared`` sees it no later than the
+kubelet learns of it; a refused publish is retried and does not fail a claim whose devices are ready.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Literal
 
 from opentelemetry.trace import SpanKind
 
-from libs.bus import Bus
-from libs.events import Event
 from libs.events.catalogue import (
-    ClaimFailed,
-    ClaimPrepared,
     ClaimPrepareResult,
     ClaimRef,
-    ClaimUnprepared,
     ClaimUnprepareResult,
     PrepareClaims,
     PrepareClaimsReply,
@@ -33,11 +26,7 @@ from libs.events.catalogue import (
 )
 from libs.telemetry.tracing import span
 from services.claim_preparation import metrics
-from services.claim_preparation.preparer import Outcome, Preparer
-
-log = logging.getLogger(__name__)
-
-Operation = Literal["prepare", "unprepare"]
+from services.claim_preparation.preparer import Operation, Outcome, Preparer
 
 
 def unique(claims: Sequence[ClaimRef]) -> list[ClaimRef]:
@@ -46,26 +35,6 @@ def unique(claims: Sequence[ClaimRef]) -> list[ClaimRef]:
     for claim in claims:
         seen.setdefault(claim.uid, claim)
     return list(seen.values())
-
-
-def event_for(operation: Operation, outcome: Outcome, node: str) -> Event | None:
-    """The fact to publish about one claim; None when nothing happened (a repeated call)."""
-    if outcome.error is not None:
-        return ClaimFailed(
-            node=node,
-            claim=outcome.claim,
-            operation=operation,
-            error=outcome.message,
-            reason=outcome.error.reason,
-            timings_ms=outcome.timings_ms,
-        )
-    if not outcome.changed:
-        return None
-    if operation == "prepare":
-        return ClaimPrepared(
-            node=node, claim=outcome.claim, devices=list(outcome.devices), timings_ms=outcome.timings_ms
-        )
-    return ClaimUnprepared(node=node, claim=outcome.claim, timings_ms=outcome.timings_ms)
 
 
 @contextmanager
@@ -91,10 +60,8 @@ def record_outcome(operation: Operation, outcome: Outcome) -> None:
 
 
 class ClaimCommands:
-    def __init__(self, preparer: Preparer, bus: Bus, node: str) -> None:
+    def __init__(self, preparer: Preparer) -> None:
         self._preparer = preparer
-        self._bus = bus
-        self._node = node
 
     async def prepare(self, command: PrepareClaims) -> PrepareClaimsReply:
         outcomes = await self._handle("prepare", command.claims, self._preparer.prepare)
@@ -110,9 +77,7 @@ class ClaimCommands:
         self, operation: Operation, claims: Sequence[ClaimRef], work: Callable[[ClaimRef], Awaitable[Outcome]]
     ) -> list[Outcome]:
         with measured(operation):
-            outcomes = await asyncio.gather(*(self._one(operation, claim, work) for claim in unique(claims)))
-            await self._publish(operation, outcomes)
-        return outcomes
+            return await asyncio.gather(*(self._one(operation, claim, work) for claim in unique(claims)))
 
     async def _one(
         self, operation: Operation, claim: ClaimRef, work: Callable[[ClaimRef], Awaitable[Outcome]]
@@ -124,12 +89,3 @@ class ClaimCommands:
                 current.set_attribute("gpudra.claim.error", outcome.error.reason)
         record_outcome(operation, outcome)
         return outcome
-
-    async def _publish(self, operation: Operation, outcomes: Sequence[Outcome]) -> None:
-        events = [event for o in outcomes if (event := event_for(operation, o, self._node)) is not None]
-        results = await asyncio.gather(*(self._bus.publish(event) for event in events), return_exceptions=True)
-        for event, result in zip(events, results, strict=True):
-            if isinstance(result, Exception):  # the claims are done either way; the event is what is lost
-                log.warning("could not publish %s: %r", type(event).__name__, result, extra={"event": event.ce_type()})
-            elif isinstance(result, BaseException):
-                raise result

@@ -19,7 +19,7 @@ REQUEST_SECONDS = Histogram(
 INFLIGHT = Gauge(f"{_PREFIX}_requests_inflight", "kubelet calls being handled", ["operation"])
 PHASE_SECONDS = Histogram(
     f"{_PREFIX}_phase_duration_seconds",
-    "time per phase of one claim (lookup, config, wait, checkpoint, apply, cdi)",
+    "time per phase of one claim (lookup, config, wait, checkpoint, apply, cdi, announce)",
     ["operation", "phase"],
     buckets=(0.0005, 0.001, 0.0025, *_CALL_BUCKETS),
 )
@@ -27,3 +27,4 @@ PREPARE_ERRORS = Counter(f"{_PREFIX}_node_prepare_errors_total", "claims that fa
 UNPREPARE_ERRORS = Counter(f"{_PREFIX}_node_unprepare_errors_total", "claims that failed to unprepare", ["reason"])
 PREPARED_DEVICES = Gauge(f"{_PREFIX}_prepared_devices", "devices of prepared claims on this node", ["kind"])
 LOCK_WAITS = Counter(f"{_PREFIX}_lock_waits_total", "times a claim waited for a GPU another claim was working on")
+EVENTS_OWED = Gauge(f"{_PREFIX}_events_owed", "claim events the bus refused, kept and retried (see outbox.py)")

@@ -7,15 +7,17 @@ Prepare of one claim::
     lookup     ─ read the ResourceClaim (UID, node, driver checks) and the node's devices
     config     ─ plan: devices, configs, sharing (pure; any problem fails here, nothing touched)
     wait       ─ lock the claim's GPUs (sorted), refuse devices another claim holds
-    checkpoint ─ PrepareStarted with the plan: from here a crash is undone from the record
+    checkpoint ─ PrepareStarted with the plan, if it changes the GPUs: from here a crash is undone from the record
     apply      ─ create dynamic MIG devices, set up sharing
     cdi        ─ write the claim's spec
-    checkpoint ─ PrepareCompleted with the answer
+    checkpoint ─ PrepareCompleted with the answer and the id of its event
+    announce   ─ ClaimPrepared (see outbox.py: owed until JetStream confirms it, even across a crash)
 
 Any failure after ``PrepareStarted`` undoes what the record names (spec, sharing, created MIG devices) and drops
 the record; if undoing fails too, the record stays and the next prepare, the periodic cleanup or the next
-start tries again. Unprepare marks the record ``UnprepareStarted`` and undoes the same way. Every step of
-undoing is idempotent, which is what makes both procedures safe to repeat and to interrupt.
+start tries again. Unprepare marks the record ``UnprepareStarted`` (with the id of its ``ClaimUnprepared``),
+undoes the same way, announces, and drops the record. Every step of undoing is idempotent, which is what makes
+both procedures safe to repeat and to interrupt.
 """
 
 from __future__ import annotations
@@ -28,15 +30,17 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
-from libs.cdi import CdiError, ContainerEdits, SpecDir
+from libs.cdi import CdiError, ContainerEdits, Spec, SpecDir
 from libs.cdi.nvidia import NodePaths
 from libs.devices import DeviceBackend
 from libs.devices.errors import DeviceError, StateError
 from libs.devices.model import Inventory
-from libs.events.catalogue import ClaimRef, PreparedDevice
+from libs.events.catalogue import ClaimFailed, ClaimPrepared, ClaimRef, ClaimUnprepared, PreparedDevice
+from libs.events.envelope import new_event_id
 from libs.kube import RESOURCE_CLAIMS, KubeApi, KubeError, NotFound
 from services.claim_preparation import metrics, mig
 from services.claim_preparation.cdi import claim_spec, prepared_devices, spec_name, spec_prefix
@@ -54,6 +58,7 @@ from services.claim_preparation.errors import (
 )
 from services.claim_preparation.locks import KeyedLocks
 from services.claim_preparation.mps import MpsDaemons, MpsError
+from services.claim_preparation.outbox import Outbox
 from services.claim_preparation.plan import plan_claim
 from services.claim_preparation.record import (
     PREPARE_COMPLETED,
@@ -74,6 +79,7 @@ _BACKEND_ERRORS = (DeviceError, StateError, MpsError, OSError)
 Done = tuple[ClaimRef, tuple[PreparedDevice, ...], bool]
 """What a procedure did: the claim (named as recorded), its devices, and whether anything changed."""
 Procedure = Callable[[ClaimRef, PhaseClock], Awaitable[Done]]
+Operation = Literal["prepare", "unprepare"]
 
 
 def _check_uid_only(ref: ClaimRef) -> None:
@@ -99,6 +105,7 @@ class Parts:
     daemons: MpsDaemons
     mps_root: Path
     boot_id: str
+    outbox: Outbox
     dynamic_mig: bool = False
     """Create MIG devices a claim names that do not exist yet (discovery's ``mig_mode`` dynamic)."""
 
@@ -150,7 +157,11 @@ class Preparer:
         return await self._guarded("unprepare", ref, _check_uid_only, self._unprepare)
 
     async def _guarded(
-        self, operation: str, ref: ClaimRef, check: Callable[[ClaimRef], object], work: Procedure
+        self,
+        operation: Operation,
+        ref: ClaimRef,
+        check: Callable[[ClaimRef], object],
+        work: Procedure,
     ) -> Outcome:
         """Run one procedure under the claim's lock; every failure becomes the claim's error, never an exception."""
         clock = PhaseClock()
@@ -159,10 +170,10 @@ class Preparer:
             async with self._claims.hold([ref.uid]):
                 ref, devices, changed = await work(ref, clock)
         except ClaimProblem as exc:
-            return self._failed(ref, exc, clock, operation)
+            return await self._failed(ref, exc, clock, operation)
         except Exception as exc:
             log.exception("claim %s: %s failed unexpectedly", ref, operation, extra={"claim": str(ref)})
-            return self._failed(ref, UnexpectedError(f"unexpected error: {exc!r}"), clock, operation)
+            return await self._failed(ref, UnexpectedError(f"unexpected error: {exc!r}"), clock, operation)
         outcome = Outcome(ref, devices=devices, timings_ms=clock.timings_ms(), changed=changed)
         if changed:
             log.info(
@@ -174,9 +185,18 @@ class Preparer:
             )
         return outcome
 
-    def _failed(self, ref: ClaimRef, problem: ClaimProblem, clock: PhaseClock, operation: str) -> Outcome:
+    async def _failed(self, ref: ClaimRef, problem: ClaimProblem, clock: PhaseClock, operation: Operation) -> Outcome:
         outcome = Outcome(ref, error=problem, timings_ms=clock.timings_ms())
         log.warning("%s", outcome.message, extra={"claim": str(ref), "operation": operation, "reason": problem.reason})
+        failed = ClaimFailed(
+            node=self.parts.node,
+            claim=ref,
+            operation=operation,
+            error=outcome.message,
+            reason=problem.reason,
+            timings_ms=outcome.timings_ms,
+        )
+        await self.parts.outbox.tell(failed)
         return outcome
 
     async def _prepare(self, ref: ClaimRef, clock: PhaseClock) -> Done:
@@ -197,11 +217,17 @@ class Preparer:
                 await stack.enter_async_context(self._devices.hold(plan.lock_keys, self._waiting(ref)))
             check_free([d.target for d in plan.devices if not d.admin_access], self._holders(except_uid=ref.uid))
             started = self._started(claim, plan.devices, plan.sharing)
-            await self._save(started, clock)
+            if plan.sharing or _created_mig_devices(started):
+                await self._save(started, clock)
             try:
                 completed = await self._set_up(started, clock)
             except Exception as exc:
                 raise await self._rolled_back(started, exc, clock) from exc
+        with clock.phase("announce"):
+            prepared = ClaimPrepared(
+                node=self.parts.node, claim=ref, devices=list(completed.prepared), timings_ms=clock.timings_ms()
+            )
+            await self.parts.outbox.send_ahead(prepared, completed.event_id)
         return ref, completed.prepared, True
 
     async def _unprepare(self, ref: ClaimRef, clock: PhaseClock) -> Done:
@@ -263,21 +289,34 @@ class Preparer:
         with clock.phase("apply"):
             devices = await self._create_mig_devices(record.devices)
             edits = await self._apply_sharing(record.sharing, devices)
-        with clock.phase("cdi"), failures_as(CdiFailure, "writing the CDI spec"):
-            spec = claim_spec(self.parts.driver, record.uid, devices, edits, self.parts.paths)
-            missing = await asyncio.to_thread(self.parts.paths.missing, spec)
-            if missing:
-                raise CdiFailure(f"device nodes {', '.join(missing)} do not exist on this node (is the driver loaded?)")
-            await asyncio.to_thread(self.parts.specs.write, record.cdi_spec, spec)
+        spec = claim_spec(self.parts.driver, record.uid, devices, edits, self.parts.paths)
+        event_id, since = self.parts.outbox.expect()
         completed = msgspec.structs.replace(
             record,
             state=PREPARE_COMPLETED,
-            completed_at=time.time(),
+            completed_at=since,
             devices=devices,
             prepared=prepared_devices(self.parts.driver, record.uid, devices),
+            event_id=event_id,
         )
-        await self._save(completed, clock)
+        try:
+            await asyncio.to_thread(self._write_spec_and_record, spec, completed, clock)
+        except BaseException:
+            self.parts.outbox.cancel(event_id)
+            raise
+        self._remember(completed)
         return completed
+
+    def _write_spec_and_record(self, spec: Spec, completed: ClaimRecord, clock: PhaseClock) -> None:
+        """The two durable writes of a prepare, in one trip to a worker thread (each trip costs as much as a
+        small write): the spec first, so a record never names a spec that is not there."""
+        with clock.phase("cdi"), failures_as(CdiFailure, "writing the CDI spec"):
+            missing = self.parts.paths.missing(spec)
+            if missing:
+                raise CdiFailure(f"device nodes {', '.join(missing)} do not exist on this node (is the driver loaded?)")
+            self.parts.specs.write(completed.cdi_spec, spec)
+        with clock.phase("checkpoint"), failures_as(CheckpointFailure, "writing the checkpoint"):
+            self.parts.checkpoint.save(completed)
 
     async def _create_mig_devices(self, devices: Sequence[PlannedDevice]) -> tuple[PlannedDevice, ...]:
         created: list[PlannedDevice] = []
@@ -323,7 +362,7 @@ class Preparer:
             with clock.phase("wait"):
                 await stack.enter_async_context(self._devices.hold(keys, self._waiting(record.ref)))
             if record.state == PREPARE_COMPLETED:
-                record = record.with_state(UNPREPARE_STARTED)
+                record = record.with_state(UNPREPARE_STARTED, new_event_id())
                 await self._save(record, clock)
             await self._undo(record, clock)
 
@@ -342,6 +381,22 @@ class Preparer:
                 await _attempt(errors, f"destroying MIG device {name}", mig.destroy(self.parts.backend, name))
         if errors:
             raise RollbackFailed("; ".join(errors))
+        if record.state == UNPREPARE_STARTED:
+            await self._announce_unprepared(record, clock)
+        await self._drop(record, clock)
+
+    async def _announce_unprepared(self, record: ClaimRecord, clock: PhaseClock) -> None:
+        """Send ``ClaimUnprepared`` while the record still owes it; if the bus refuses, the outbox file must hold
+        the event before the record goes."""
+        with clock.phase("announce"):
+            event = ClaimUnprepared(node=self.parts.node, claim=record.ref, timings_ms=clock.timings_ms())
+            # Only UnprepareStarted owes this event; a completed record's id is its ClaimPrepared's.
+            owed = record.event_id if record.state == UNPREPARE_STARTED else ""
+            if not await self.parts.outbox.send(event, owed or new_event_id()):
+                with failures_as(CheckpointFailure, "keeping the ClaimUnprepared event the bus refused"):
+                    await self.parts.outbox.keep()
+
+    async def _drop(self, record: ClaimRecord, clock: PhaseClock) -> None:
         with clock.phase("checkpoint"), failures_as(CheckpointFailure, "dropping the checkpoint record"):
             await asyncio.to_thread(self.parts.checkpoint.remove, record.uid)
         self._records.pop(record.uid, None)
@@ -363,6 +418,9 @@ class Preparer:
     async def _save(self, record: ClaimRecord, clock: PhaseClock) -> None:
         with clock.phase("checkpoint"), failures_as(CheckpointFailure, "writing the checkpoint"):
             await asyncio.to_thread(self.parts.checkpoint.save, record)
+        self._remember(record)
+
+    def _remember(self, record: ClaimRecord) -> None:
         self._records[record.uid] = record
         self._count_devices()
 
@@ -394,7 +452,7 @@ class Preparer:
     async def start(self) -> None:
         """Load the checkpoint and bring the node in line with it, before any request is served."""
         loaded = await asyncio.to_thread(self.parts.checkpoint.load)
-        for problem in loaded.problems:
+        for problem in [*loaded.problems, *await asyncio.to_thread(self.parts.outbox.load)]:
             log.error("checkpoint: %s", problem)
         self._newer = loaded.newer
         self._records = {record.uid: record for record in loaded.records}
@@ -402,6 +460,7 @@ class Preparer:
             await self._reconcile(record)
         await asyncio.to_thread(self._remove_orphan_specs)
         self._count_devices()
+        await self._announce_again()
         log.info("checkpoint loaded", extra={"claims": len(self._records), "boot_id": self.parts.boot_id})
 
     async def _reconcile(self, record: ClaimRecord) -> None:
@@ -414,13 +473,25 @@ class Preparer:
             except ClaimProblem as exc:
                 log.error("claim %s: rollback failed, will retry: %s", record.ref, exc.problem)
 
+    async def _announce_again(self) -> None:
+        """Events a crash may have kept from going out: the owed ones, and ``ClaimPrepared`` of every record
+        completed since the outbox's watermark (JetStream drops those that did go out)."""
+        watermark = self.parts.outbox.watermark
+        for record in list(self._records.values()):
+            if record.state == PREPARE_COMPLETED and record.event_id and (record.completed_at or 0) >= watermark:
+                event = ClaimPrepared(node=self.parts.node, claim=record.ref, devices=list(record.prepared))
+                await self.parts.outbox.send(event, record.event_id)
+        await self.parts.outbox.flush()
+
     async def _forget_after_reboot(self, record: ClaimRecord) -> None:
         """A reboot took MIG devices, daemons and sharing settings with it: drop the record, touch no device."""
         log.info("claim %s: recorded in an earlier boot; forgetting it", record.ref)
         await asyncio.to_thread(self.parts.specs.remove, record.cdi_spec)
         await asyncio.to_thread(shutil.rmtree, self.parts.mps_root / record.uid, True)
-        await asyncio.to_thread(self.parts.checkpoint.remove, record.uid)
-        self._records.pop(record.uid, None)
+        clock = PhaseClock()
+        if record.state != PREPARE_STARTED:  # the claim was announced prepared; the reboot unprepared it
+            await self._announce_unprepared(record, clock)
+        await self._drop(record, clock)
 
     def _remove_orphan_specs(self) -> None:
         """Specs of claims the checkpoint does not hold (a crash between spec and record, a lost record)."""

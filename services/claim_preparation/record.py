@@ -1,11 +1,12 @@
 """What the checkpoint remembers about one claim: enough to answer a repeated prepare and to undo it all.
 
-A record is written with state ``PrepareStarted`` *before* anything is changed on the node, holding the plan
-(which MIG devices will be created, which sharing settings and MPS daemons will exist, the CDI spec's name),
-so a crash at any later point leaves a record that says exactly what may need undoing. ``PrepareCompleted``
-adds the answer given to the kubelet. ``UnprepareStarted`` marks a claim being taken apart: a prepare arriving
-then (or after a crash) rolls it back completely before preparing again, never answering from a half-undone
-record.
+A prepare that changes the GPUs (creates MIG devices, sets up sharing) writes a record with state
+``PrepareStarted`` *before* anything is changed, holding the plan (which MIG devices will be created, which
+sharing settings and MPS daemons will exist, the CDI spec's name), so a crash at any later point leaves a record
+that says exactly what may need undoing. A prepare that only hands out devices skips it: a crash can leave no
+more than its CDI spec, which the next start removes as an orphan. ``PrepareCompleted`` adds the answer given to
+the kubelet. ``UnprepareStarted`` marks a claim being taken apart: a prepare arriving then (or after a crash)
+rolls it back completely before preparing again, never answering from a half-undone record.
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ class ClaimRecord(msgspec.Struct, frozen=True, kw_only=True):
     cdi_spec: str = ""
     prepared: tuple[PreparedDevice, ...] = ()
     """The answer given to the kubelet, repeated as it is for a repeated prepare."""
+    event_id: str = ""
+    """The id of the event this state owes (``ClaimPrepared`` when completed, ``ClaimUnprepared`` when being
+    unprepared): sent again with the same id after a crash, and dropped by JetStream if it had gone out."""
 
     @property
     def ref(self) -> ClaimRef:
@@ -93,5 +97,5 @@ class ClaimRecord(msgspec.Struct, frozen=True, kw_only=True):
         """``namespace/name``, as another claim's error names this one."""
         return f"{self.namespace}/{self.name}"
 
-    def with_state(self, state: State) -> ClaimRecord:
-        return msgspec.structs.replace(self, state=state)
+    def with_state(self, state: State, event_id: str = "") -> ClaimRecord:
+        return msgspec.structs.replace(self, state=state, event_id=event_id)

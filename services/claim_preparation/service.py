@@ -18,13 +18,14 @@ from typing import Any
 
 from libs.bus import Bus, Endpoint
 from libs.cdi import SpecDir
-from libs.cdi.nvidia import NodePaths
 from libs.devices import DeviceBackend, open_backend
 from libs.events.catalogue import PrepareClaims, UnprepareClaims
 from libs.kube import KubeApi, open_kube
+from services.claim_preparation.cdi import node_paths
 from services.claim_preparation.checkpoint import CheckpointStore, read_boot_id
 from services.claim_preparation.handlers import ClaimCommands
 from services.claim_preparation.mps import MpsDaemons, NvidiaMpsDaemons, RecordedMpsDaemons
+from services.claim_preparation.outbox import Outbox
 from services.claim_preparation.preparer import Parts, Preparer
 from services.claim_preparation.settings import Settings
 
@@ -72,11 +73,14 @@ async def build_parts(
         checkpoint=CheckpointStore(settings.checkpoint_path),
         specs=SpecDir(settings.cdi_dir),
         paths=await asyncio.to_thread(
-            functools.partial(NodePaths.load, settings.dev_root_path, require_nodes=backend.name == "nvml")
+            functools.partial(
+                node_paths, settings.dev_root_path, settings.driver_root_path, require_nodes=backend.name == "nvml"
+            )
         ),
         daemons=_daemons(backend),
         mps_root=settings.mps_path.absolute(),
         boot_id=await asyncio.to_thread(read_boot_id, settings.boot_id_path),
+        outbox=Outbox(bus, settings.checkpoint_path),
         dynamic_mig=settings.mig_mode == "dynamic",
     )
 
@@ -90,10 +94,11 @@ async def running(
         parts = await build_parts(stack, bus, settings, kube, backend)
         preparer = Preparer(parts)
         await preparer.start()
-        commands = ClaimCommands(preparer, bus, settings.node_name)
+        commands = ClaimCommands(preparer)
         cleanup = asyncio.create_task(
             periodically(settings.cleanup_interval_seconds, preparer.cleanup, "cleanup of unfinished claims")
         )
+        outbox = asyncio.create_task(parts.outbox.run())
         try:
             yield ClaimService(
                 preparer=preparer,
@@ -104,9 +109,11 @@ async def running(
                 ],
             )
         finally:
-            cleanup.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await cleanup
+            for task in (cleanup, outbox):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await parts.outbox.flush(retry=False)
 
 
 @asynccontextmanager

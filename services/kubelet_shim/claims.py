@@ -8,7 +8,6 @@ per-claim error string under the UID the kubelet sent, and the call itself alway
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
@@ -16,11 +15,10 @@ import msgspec
 
 from libs.bus import BusError, CommandError, ServiceTimeout, ServiceUnavailable
 from libs.events.catalogue import ClaimRef
+from libs.events.catalogue.claims import uid_problem
 
-MAX_UID_LENGTH = 128
 # Kubernetes UIDs are RFC 4122 UUIDs; anything beyond this alphabet is a bug upstream or an attack, and
 # claim_preparation uses the UID in file names (CDI specs, checkpoints).
-_UID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SHOWN_UID = 80
 
 
@@ -47,19 +45,6 @@ def describe(claim: ClaimRef) -> str:
     """``namespace/name (uid …)``, with a UID that may be empty, huge or odd shown safely."""
     uid = claim.uid if len(claim.uid) <= _SHOWN_UID else claim.uid[:_SHOWN_UID] + "…"
     return f"{claim.namespace}/{claim.name} (uid {uid!r})"
-
-
-def uid_problem(uid: str) -> str | None:
-    """Why ``uid`` cannot be used as a claim UID, or None when it can."""
-    if not uid:
-        return "the claim UID is empty"
-    if "/" in uid or ".." in uid:
-        return "the claim UID contains '/' or '..' and could name a path outside the driver's directories"
-    if len(uid) > MAX_UID_LENGTH:
-        return f"the claim UID is {len(uid)} characters long, more than {MAX_UID_LENGTH}"
-    if not _UID.match(uid):
-        return "the claim UID may hold only letters, digits, '.', '_' and '-', starting with a letter or digit"
-    return None
 
 
 def check_claims(claims: Sequence[ClaimRef], limit: int) -> CheckedClaims:

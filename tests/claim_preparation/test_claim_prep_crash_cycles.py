@@ -36,6 +36,7 @@ from libs.devices.model import MpsSettings, TimeSliceInterval
 from libs.kube import KubeApi
 from libs.kubeletclient import KubeletClient
 from libs.natsserver import EmbeddedNats
+from services.claim_preparation.checkpoint import CheckpointStore
 from services.claim_preparation.settings import Settings
 from services.kubelet_shim.service import serve
 from tests.claim_preparation.claim_prep_crash_support import (
@@ -69,11 +70,6 @@ from tests.kubelet_shim.shim_support import shim_settings, short_dir
 
 CYCLES = 200
 SEED_VARIABLE = "GPUDRA_CRASH_SEED"
-EVENTS_LOST = (
-    "known bug: a kill between a claim's checkpoint write and its event's publish loses the event for good "
-    "(the kubelet's retry is answered from the checkpoint and publishes nothing): "
-    "see test_an_event_owed_when_the_service_is_killed_is_still_published"
-)
 
 
 @asynccontextmanager
@@ -118,14 +114,12 @@ async def test_sigkill_at_random_moments_of_200_cycles_leaves_each_claim_prepare
         node = await snapshot(settings, bus.js)
     assert sum(p.unprepares for p in run.progress.values()) == CYCLES
     problems = findings(stats) + audit_state(node, run.progress)
-    lost_events = audit_events(node, run.progress)
+    problems += audit_events(node, run.progress)
     assert not problems, f"seed {seed}: {stats.summary()}\n" + "\n".join(problems)
     # The test means something only if the kills landed where they can do harm.
     assert stats.kills >= 20, stats.summary()
     assert stats.kills_inside_calls >= stats.kills // 2, stats.summary()
     assert stats.rollbacks["PrepareStarted"] + stats.rollbacks["UnprepareStarted"] >= 3, stats.summary()
-    if lost_events:  # once the bug is fixed: add lost_events to the problems asserted above, drop this branch
-        pytest.xfail(f"{EVENTS_LOST}; seed {seed}:\n" + "\n".join(lost_events))
 
 
 # --- the audit can fail: each kind of inconsistency, planted in a consistent node ------------------------------
@@ -368,15 +362,14 @@ def test_the_claims_cover_what_must_be_undone() -> None:
 # --- the bug the crash cycles found, pinned down ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=EVENTS_LOST.removeprefix("known bug: ").split(":", 1)[0])
 @pytest.mark.parametrize("event", ["ClaimPrepared", "ClaimUnprepared"])
 async def test_an_event_owed_when_the_service_is_killed_is_still_published(
     event: str, tmp_path: Path, nats_server: EmbeddedNats, bus: Bus, kube: KubeApi
 ) -> None:
     """docs/events.md promises at-least-once delivery, and handlers.py that whoever reacts to ``ClaimPrepared``
     sees it no later than the kubelet learns of the claim. The service is killed after the checkpoint says the
-    claim is prepared (unprepared) and before the event is out; the kubelet's retry then succeeds from the
-    checkpoint, and no event ever says so."""
+    claim is prepared (being unprepared, its devices released) and before the event is out; the restarted
+    service sends it, once."""
     ref = await store_claim(kube, "owed-0", [("gpu", "gpu-4")])
     settings = service_settings(tmp_path, nats_server.url)
     if event == "ClaimUnprepared":
@@ -395,10 +388,10 @@ async def test_an_event_owed_when_the_service_is_killed_is_still_published(
     call.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await call
-    record = settings.checkpoint_path / "claims" / f"{ref.uid}.json"
-    assert record.exists() == (event == "ClaimPrepared")  # the change is durable: only the event is owed
+    record = CheckpointStore(settings.checkpoint_path).load().records
+    assert [r.state for r in record] == ["PrepareCompleted" if event == "ClaimPrepared" else "UnprepareStarted"]
     async with serving(nats_server.url, settings):  # the kubelet retries against the restarted service
         await until_answering(bus)
         assert all(r.error == "" for r in (await ask(bus, ref)).results.values())
     devices = ("gpu-4",) if event == "ClaimPrepared" else ()
-    assert ClaimEvent(event, ref.uid, devices) in await claim_events(bus.js)
+    assert (await claim_events(bus.js)).count(ClaimEvent(event, ref.uid, devices)) == 1

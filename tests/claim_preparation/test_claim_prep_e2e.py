@@ -58,13 +58,14 @@ async def test_kubelet_prepares_and_unprepares_through_the_shim(
 
 
 async def test_one_trace_from_the_kubelet_call_to_the_event(
-    shim: Shim, kube: KubeApi, spans: InMemorySpanExporter
+    shim: Shim, service: ClaimService, kube: KubeApi, spans: InMemorySpanExporter
 ) -> None:
     ref = await store_claim(kube, "traced-0", [("gpu", "gpu-5")])
     client = await KubeletClient.register(shim.registration_socket.path, driver_name=DRIVER)
     async with client:
         with tracer().start_as_current_span("kubelet NodePrepareResources") as kubelet:
             assert (await client.prepare([(ref.namespace, ref.name, ref.uid)]))[ref.uid].error == ""
+    await service.preparer.parts.outbox.flush()  # the event's send span ends with JetStream's ack, after the answer
     trace_id = kubelet.get_span_context().trace_id
     finished = spans.get_finished_spans()
     names = {span.name for span in finished if span.context is not None and span.context.trace_id == trace_id}

@@ -19,6 +19,7 @@ from libs.kube import RESOURCE_CLAIMS, KubeApi
 from libs.natsserver import EmbeddedNats
 from services.claim_preparation.settings import Settings
 from tests.claim_preparation.claim_prep_crash_child import POINTS
+from tests.claim_preparation.claim_prep_crash_support import claim_events
 from tests.claim_preparation.claim_prep_support import (
     DYNAMIC_MIG,
     cdi_files,
@@ -115,6 +116,9 @@ async def test_a_reboot_resets_the_checkpoint(
         assert cdi_files(settings) == []
         assert (await prepare(bus, ref)).results[ref.uid].error == ""  # the kubelet prepares again after a reboot
         assert [r.boot_id for r in service.preparer.records.values()] == ["boot-2"]
+    # Whoever follows the claim's events sees the reboot release it, then the new prepare.
+    kinds = [e.kind for e in await claim_events(bus.js) if e.uid == ref.uid]
+    assert kinds == ["ClaimPrepared", "ClaimUnprepared", "ClaimPrepared"]
 
 
 async def test_a_damaged_record_is_set_aside_and_its_claim_prepared_afresh(

@@ -4,7 +4,9 @@ No kustomize binary here, so the test builds each kustomization itself with the 
 uses (resources, namespace, strategic-merge patches, images) and refuses any other field, so the model cannot
 silently fall behind the files. Every object of every build is checked against the Kubernetes 1.34 OpenAPI
 schemas (strict: unknown fields are errors), and every ``GPUDRA_*`` name a container gets must be a field of
-that service's settings struct, with a value the struct accepts.
+that service's settings struct, with a value the struct accepts. Least privilege is checked against what the
+code does: a remediation runs against the Kubernetes API test server and its requests must be exactly what the
+remediation ClusterRole grants, and the NATS permissions docs/deploy.md gives must cover health's subjects.
 """
 
 from __future__ import annotations
@@ -23,11 +25,31 @@ import msgspec
 import pytest
 import yaml
 
+from libs.bus import Bus
+from libs.bus.topology import HEALTH_BUCKET, INVENTORY_BUCKET, LEASE_BUCKET, REMEDIATION_BUCKET
+from libs.events import CLUSTER, Domain
+from libs.events.catalogue.remediation import RemediationStateChanged
+from libs.events.registry import COMMANDS, EVENTS
+from libs.events.subjects import event_subject, rpc_subject
+from libs.natsserver import EmbeddedNats
 from libs.settings import CommonSettings, SettingsError, env_name, load_settings
+from tests.health_controller.health_controller_support import (
+    Feed,
+    RecordingReboot,
+    add_node,
+    add_pod,
+    controller_process,
+    controller_settings,
+    health_event,
+    light_node,
+    pods_on,
+)
+from tests.support.kubeapi import KubeApiServer
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 KUSTOMIZE = DEPLOY / "kustomize"
+DOC = ROOT / "docs" / "deploy.md"
 BASE = KUSTOMIZE / "base"
 OVERLAYS = sorted(path.parent for path in (KUSTOMIZE / "overlays").glob("*/kustomization.yaml"))
 BUILDS = [BASE, *OVERLAYS]
@@ -70,7 +92,7 @@ SAMPLE_FIELDS = {
 }
 NODE_SERVICES = {"kubelet_shim", "discovery", "claim_preparation", "health"}
 CONTROLLER_SERVICES = {"health", "compute_domain"}
-PRIVILEGED_SERVICES = {"discovery", "claim_preparation"}
+PRIVILEGED_SERVICES = {"discovery", "claim_preparation", "health"}
 KERNEL_FILESYSTEMS = (Path("/proc"), Path("/sys"))
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 
@@ -402,8 +424,11 @@ def test_every_service_runs_where_it_belongs() -> None:
         assert (ROOT / "services" / module / "__main__.py").is_file()
 
 
-def test_health_runs_as_node_on_nodes_and_as_controller_in_the_deployment() -> None:
-    objects = build(BASE)
+@pytest.mark.parametrize("directory", BUILDS, ids=build_id)
+def test_health_runs_as_node_on_nodes_and_as_controller_in_the_deployment(directory: Path) -> None:
+    """Health's default role is ``both``: a workload that forgot GPUDRA_ROLE would run GPU monitors where there
+    are no GPUs, or a remediation controller on every node."""
+    objects = build(directory)
     roles = {
         obj["kind"]: getattr(settings_of(objects, obj, container, service), "role", None)
         for obj, container, service in gpudra_containers(objects)
@@ -411,6 +436,32 @@ def test_health_runs_as_node_on_nodes_and_as_controller_in_the_deployment() -> N
     }
     assert roles == {"DaemonSet": "node", "Deployment": "controller"}
     assert one(objects, "Deployment", "gpudra-controller")["spec"]["replicas"] >= 2
+
+
+def test_the_node_monitors_read_the_gpus_discovery_publishes_and_keep_their_ledger_on_the_host() -> None:
+    objects = build(BASE)
+    daemonset = one(objects, "DaemonSet", "gpudra-node")
+    found = {service: container for _, container, service in gpudra_containers([daemonset])}
+    health, discovery = (settings_of(objects, daemonset, found[name], name) for name in ("health", "discovery"))
+    for field in ("backend", "profile", "simulated_state"):
+        assert getattr(health, field) == getattr(discovery, field), field
+    toolkit = [
+        {k: v for k, v in environment(objects, daemonset, found[name]).items() if k.startswith("NVIDIA_")}
+        for name in ("health", "discovery")
+    ]
+    assert toolkit[0] == toolkit[1], "the NVIDIA container toolkit must give health what it gives discovery"
+    assert toolkit[0].get("NVIDIA_VISIBLE_DEVICES") == "all"
+    host_paths = {v["name"] for v in daemonset["spec"]["template"]["spec"]["volumes"] if "hostPath" in v}
+    mounts = {Path(m["mountPath"]): m["name"] for m in found["health"]["volumeMounts"]}
+    assert mounts.get(Path("/dev")) in host_paths, "NVML opens /dev/nvidia*"
+    assert mounts.get(Path(health.state_dir)) in host_paths, "the ledger must outlive the pod"
+
+
+def test_the_remediation_controller_uses_the_cluster_api() -> None:
+    objects = build(BASE)
+    deployment = one(objects, "Deployment", "gpudra-controller")
+    (health,) = [c for _, c, service in gpudra_containers([deployment]) if service == "health"]
+    assert getattr(settings_of(objects, deployment, health, "health"), "kube_mode", None) == "cluster"
 
 
 # --- probes, ports, resources ---------------------------------------------------------------------------------
@@ -485,6 +536,24 @@ def test_unprivileged_containers_drop_everything(directory: Path) -> None:
                 continue
             assert context.get("allowPrivilegeEscalation") is False, container["name"]
             assert context.get("capabilities", {}).get("drop") == ["ALL"], container["name"]
+
+
+@pytest.mark.parametrize("directory", BUILDS, ids=build_id)
+def test_containers_writing_host_directories_run_as_root(directory: Path) -> None:
+    """The host's /var/run/cdi, /var/lib/gpudra and the kubelet's directories are root's: the image's user
+    (10001) could not write them, and kubelet creates a missing hostPath directory owned by root."""
+    for obj in build(directory):
+        spec = pod_spec(obj)
+        if spec is None:
+            continue
+        host = {v["name"] for v in spec.get("volumes", []) if "hostPath" in v and v["hostPath"]["path"] != "/dev"}
+        for container in containers(obj):
+            writes = [
+                m["name"] for m in container.get("volumeMounts", []) if m["name"] in host and not m.get("readOnly")
+            ]
+            if writes:
+                user = container.get("securityContext", {}).get("runAsUser")
+                assert user == 0, f"{container['name']} writes host directories {writes} as user {user}"
 
 
 @pytest.mark.parametrize("directory", BUILDS, ids=build_id)
@@ -599,8 +668,39 @@ def test_controller_can_remediate_but_not_publish_devices() -> None:
     controller = grants(build(BASE), "gpudra-controller")
     for needed in [("", "nodes", "patch"), ("", "pods/eviction", "create"), ("", "pods", "delete")]:
         assert needed in controller, needed
-    assert ("coordination.k8s.io", "leases", "update") in controller
     assert not {v for g, r, v in controller if r == "resourceslices"} & WRITE_VERBS
+
+
+async def test_the_remediation_role_grants_exactly_the_calls_the_controller_makes(
+    nats_server: EmbeddedNats, bus: Bus, kube_api: KubeApiServer, tmp_path: Path
+) -> None:
+    """A device repair (partial drain through the claims, eviction) and a node repair (cordon, taint, full drain,
+    a DeleteAfterTimeout pod deleted), against the Kubernetes API test server, which counts every request by
+    verb and resource: the ClusterRole must allow each, and nothing else."""
+    policy = tmp_path / "drain.yaml"
+    policy.write_text("rules:\n  - {mode: DeleteAfterTimeout, namespaces: [batch], timeout: 0}\n")
+    add_node(kube_api, "node-a")
+    add_pod(kube_api, "node-a", "train", device="gpu-1")
+    add_pod(kube_api, "node-a", "job", namespace="batch")
+    feed = await Feed.subscribe(bus)
+    settings = controller_settings(nats_server.url, kube_api, drain_policy_file=str(policy))
+    async with (
+        light_node(nats_server.url, tmp_path, "node-a") as node,
+        controller_process(settings, reboot=RecordingReboot({"node-a": node})),
+    ):
+        await bus.publish(health_event("node-a", node.gpu(1), "xid", "48"))
+        await feed.expect(RemediationStateChanged, lambda e: e.scope == "device" and e.state == "healthy")
+        await bus.publish(health_event("node-a", node.gpu(2), "xid", "79"))
+        await feed.expect(RemediationStateChanged, lambda e: e.scope == "node" and e.state == "healthy")
+    assert pods_on(kube_api, "node-a") == []
+    registry = kube_api.store.registry
+    used = {(registry.resolve(res.partition("/")[0]).group, res, verb) for verb, res in kube_api.store.requests}
+    role = one(build(BASE), "ClusterRole", "gpudra-remediation")
+    allowed = {
+        (g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
+    }
+    assert sorted(used) == sorted(allowed)
+    assert used <= grants(build(BASE), "gpudra-controller")
 
 
 def test_admission_policy_confines_the_node_agent_to_its_own_node() -> None:
@@ -677,6 +777,55 @@ def test_in_cluster_nats_is_a_three_member_jetstream_cluster_gpudra_can_reach() 
     (container,) = containers(nats)
     assert container["args"] == ["--config", "/etc/nats/nats.conf"]
     assert any(m["mountPath"] == "/etc/nats" and m["name"] == config_volume["name"] for m in container["volumeMounts"])
+
+
+def nats_permissions() -> dict[str, list[str]]:
+    """The PUB and SUB subject lists docs/deploy.md gives for the external NATS users (``PUB='a,b'`` then
+    ``PUB="$PUB"',c'``)."""
+    found: dict[str, list[str]] = {"PUB": [], "SUB": []}
+    for name, subjects in re.findall(r"^\s*(PUB|SUB)=(?:\"\$(?:PUB|SUB)\")?'([^']*)'", DOC.read_text(), re.MULTILINE):
+        found[name] += [subject for subject in subjects.split(",") if subject]
+    return found
+
+
+def nats_allows(patterns: list[str], subject: str) -> bool:
+    """NATS matching: ``*`` is one token, ``>`` one or more at the end."""
+    tokens = subject.split(".")
+    for pattern in patterns:
+        wanted = pattern.split(".")
+        if wanted[-1] == ">" and len(tokens) >= len(wanted):
+            wanted, compared = wanted[:-1], tokens[: len(wanted) - 1]
+        elif len(wanted) == len(tokens):
+            compared = tokens
+        else:
+            continue
+        if all(w in ("*", t) for w, t in zip(wanted, compared, strict=True)):
+            return True
+    return False
+
+
+def test_the_documented_nats_permissions_cover_what_health_publishes_and_serves() -> None:
+    """Both users get the same lists: the node (monitors, GPU reset) and the controller (remediation)."""
+    allowed = nats_permissions()
+    nodes = ("gpu-node-7", CLUSTER)
+    events = [cls for cls in EVENTS.values() if cls.domain in (Domain.HEALTH, Domain.REMEDIATION)]
+    published = {event_subject(node, cls.domain, cls.topic) for node in nodes for cls in events}
+    served = {rpc_subject(node, cls.service, cls.endpoint) for node in nodes for cls in COMMANDS}
+    buckets = {f"$KV.{bucket}.x.y" for bucket in (HEALTH_BUCKET, REMEDIATION_BUCKET, LEASE_BUCKET, INVENTORY_BUCKET)}
+    jetstream = {
+        "$JS.API.CONSUMER.MSG.NEXT.s.c",
+        "$JS.API.DIRECT.GET.KV_b",
+        "$JS.ACK.s.c.1.2.3.4.5",
+        "$JS.FC.s.x.y",
+        "_INBOX.x",
+    }
+    missing_pub = sorted(s for s in published | served | buckets | jetstream if not nats_allows(allowed["PUB"], s))
+    assert missing_pub == []
+    missing_sub = sorted(
+        s for s in published | served | {"_INBOX.x", "$SRV.PING"} if not nats_allows(allowed["SUB"], s)
+    )
+    assert missing_sub == []
+    assert not nats_allows(allowed["PUB"], "$KV.someone_elses.key"), "buckets are listed one by one"
 
 
 def test_external_nats_credentials_and_ca_come_from_the_secret() -> None:

@@ -6,9 +6,10 @@ import pytest
 
 from libs.bus import BusError, CommandError, ServiceTimeout, ServiceUnavailable
 from libs.events.catalogue import ClaimPrepareResult, ClaimRef, DeviceHealthChanged, PreparedDevice
+from libs.events.catalogue.claims import uid_problem
 from libs.settings import SettingsError, load_settings
 from protos.gen import health_v1alpha1_pb2
-from services.kubelet_shim.claims import check_claims, failure_text, merge, uid_problem, unexpected_uids
+from services.kubelet_shim.claims import check_claims, failure_text, merge, unexpected_uids
 from services.kubelet_shim.dra import ClaimForwarder, v1_prepare_response, v1beta1_prepare_response
 from services.kubelet_shim.health_stream import response
 from services.kubelet_shim.health_view import DeviceKey, HealthView, devices_of

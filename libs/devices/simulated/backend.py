@@ -12,7 +12,7 @@ from typing import TypeVar
 from libs.devices.errors import StateError
 from libs.devices.events import DeviceEvent
 from libs.devices.model import HealthCounters, Inventory, MigDevice, MpsSettings, TimeSliceInterval
-from libs.devices.simulated import faults, ops
+from libs.devices.simulated import driver_root, faults, ops
 from libs.devices.simulated.eventlog import EventFollower
 from libs.devices.simulated.machine import MachineProfile
 from libs.devices.simulated.profiles import load_profile
@@ -28,6 +28,7 @@ class SimulatedBackend:
         self._node = node
         self._store = store
         self._poll_interval = poll_interval
+        self._inventory: tuple[SimState, Inventory] | None = None
 
     @classmethod
     async def open(
@@ -37,18 +38,23 @@ class SimulatedBackend:
         profile: str | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> "SimulatedBackend":
-        """Creates the machine from `profile` on first use; later opens may omit the profile."""
+        """Creates the machine from `profile` on first use; later opens may omit the profile.
+
+        The machine's stand-in driver install is laid out on every open, so a state directory from before it
+        existed gets one too.
+        """
         backend = cls(node, StateStore(Path(state_dir)), poll_interval)
         wanted = load_profile(profile) if profile is not None else None
-        await asyncio.to_thread(backend._store.transact, lambda state: backend._adopt(state, wanted))
+        adopted = await asyncio.to_thread(backend._store.transact, lambda state: backend._adopt(state, wanted))
+        await asyncio.to_thread(driver_root.lay_out, Path(state_dir), adopted.driver_version)
         return backend
 
-    def _adopt(self, state: SimState | None, wanted: MachineProfile | None) -> tuple[Change, None]:
+    def _adopt(self, state: SimState | None, wanted: MachineProfile | None) -> tuple[Change, MachineProfile]:
         where = str(self._store.state_dir)
         if state is None:
             if wanted is None:
                 raise StateError(where, "no simulated machine here yet; give a profile (e.g. dgx-h100) to create one")
-            return Change(ops.initial_state(self._node, wanted)), None
+            return Change(ops.initial_state(self._node, wanted)), wanted
         if state.node != self._node:
             raise StateError(where, f"it simulates node {state.node}, not {self._node}; use one state dir per node")
         if wanted is not None and wanted != state.profile:
@@ -57,7 +63,7 @@ class SimulatedBackend:
                 f"it was created with profile {state.profile.name!r}, not {wanted.name!r}; "
                 "use the same profile or a fresh state dir",
             )
-        return Change(None), None
+        return Change(None), state.profile
 
     @property
     def name(self) -> str:
@@ -68,7 +74,10 @@ class SimulatedBackend:
         return self._node
 
     async def inventory(self) -> Inventory:
-        return ops.inventory_of(await self._state())
+        state = await self._state()
+        if self._inventory is None or self._inventory[0] is not state:  # the store returns the same state object
+            self._inventory = (state, ops.inventory_of(state))  # until the file changes
+        return self._inventory[1]
 
     async def create_mig_device(self, parent_minor: int, profile_name: str, placement_start: int) -> MigDevice:
         def step(state: SimState) -> tuple[Change, MigDevice]:
@@ -155,7 +164,7 @@ class SimulatedBackend:
         return await asyncio.to_thread(self._store.transact, lambda state: step(self._require(state)))
 
     async def _state(self) -> SimState:
-        return self._require(await asyncio.to_thread(self._store.read))
+        return self._store.unchanged() or self._require(await asyncio.to_thread(self._store.read))
 
     def _require(self, state: SimState | None) -> SimState:
         if state is None:

@@ -25,6 +25,7 @@ from libs.devices.errors import StateError
 from libs.devices.events import DeviceEvent
 from libs.devices.model import Gpu, HealthCounters, MigDevice, MigProfile, MpsSettings, TimeSliceInterval
 from libs.devices.simulated.machine import MachineProfile
+from libs.files import remove_temporaries, write_atomically
 
 SCHEMA_VERSION = 1
 
@@ -66,11 +67,32 @@ class StateStore:
         self.events_path = state_dir / "events.jsonl"
         self._decoder = msgspec.json.Decoder(SimState)
         self._encoder = msgspec.json.Encoder()
+        self._cached: tuple[tuple[int, int, int], SimState] | None = None
+        self._swept = False
+
+    def unchanged(self) -> SimState | None:
+        """The state read last, if the file is still the one it came from: one stat, cheap enough for the event
+        loop (a thread hop costs more than the read it would move)."""
+        cached = self._cached  # one read: a writer in a worker thread may clear it meanwhile
+        if cached is None:
+            return None
+        try:
+            stat = os.stat(self.state_path)
+        except OSError:
+            return None
+        return cached[1] if cached[0] == (stat.st_ino, stat.st_mtime_ns, stat.st_size) else None
 
     def read(self) -> SimState | None:
-        """No lock needed: the file is only ever replaced whole."""
+        """No lock needed: the file is only ever replaced whole, by a rename, so a new inode means new content
+        and the same (inode, mtime, size) means the state decoded last time (a prepare reads it on every call)."""
         try:
-            data = self.state_path.read_bytes()
+            with open(self.state_path, "rb") as file:
+                stat = os.fstat(file.fileno())
+                key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+                cached = self._cached
+                if cached is not None and cached[0] == key:
+                    return cached[1]
+                data = file.read()
         except FileNotFoundError:
             return None
         try:
@@ -79,11 +101,15 @@ class StateStore:
             raise StateError(str(self.state_dir), f"state.json is unreadable ({error}); remove it") from None
         if state.schema_version != SCHEMA_VERSION:
             raise StateError(str(self.state_dir), f"schema {state.schema_version}, expected {SCHEMA_VERSION}")
+        self._cached = (key, state)
         return state
 
     def transact(self, step: Callable[[SimState | None], tuple[Change, T]]) -> T:
         """Runs `step` on the current state under the lock and makes its change durable before unlocking."""
         with self._locked():
+            if not self._swept:  # under the lock no other writer is half-way: what is left, a crash left
+                remove_temporaries(self.state_dir)
+                self._swept = True
             change, result = step(self.read())
             if change.state is not None:
                 self._write(change.state)
@@ -102,15 +128,8 @@ class StateStore:
             os.close(fd)
 
     def _write(self, state: SimState) -> None:
-        temp = self.state_path.with_suffix(f".tmp.{os.getpid()}")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            _write_all(fd, self._encoder.encode(state))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, self.state_path)
-        _fsync_dir(self.state_dir)
+        self._cached = None  # a freed inode can come back with the same size within one timestamp tick
+        write_atomically(self.state_path, self._encoder.encode(state))
 
     def _append(self, events: Sequence[DeviceEvent]) -> None:
         lines = b"".join(self._encoder.encode(event) + b"\n" for event in events)
@@ -125,12 +144,3 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-def _fsync_dir(path: Path) -> None:
-    """Makes the rename itself durable, not only the file's content."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import msgspec
@@ -18,6 +19,24 @@ class ClaimRef(msgspec.Struct, frozen=True, kw_only=True):
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name} (uid {self.uid})"
+
+
+MAX_UID_LENGTH = 128
+_SAFE_UID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def uid_problem(uid: str) -> str | None:
+    """Why ``uid`` cannot be a claim UID here, or None. The UID names the claim's CDI spec and checkpoint file,
+    so the shim refuses a bad one before forwarding it, and claim_preparation again before any file is named."""
+    if not uid:
+        return "the claim UID is empty"
+    if "/" in uid or ".." in uid:
+        return f"the claim UID {uid[:80]!r} is path-like ('/' or '..'); it would name a file elsewhere"
+    if len(uid) > MAX_UID_LENGTH:
+        return f"the claim UID is {len(uid)} characters long, over {MAX_UID_LENGTH}"
+    if not _SAFE_UID.match(uid):
+        return f"the claim UID {uid!r} may hold only letters, digits, '.', '_' and '-', starting with a letter or digit"
+    return None
 
 
 class PreparedDevice(msgspec.Struct, frozen=True, kw_only=True):

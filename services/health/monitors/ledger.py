@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from pathlib import Path
 
 import msgspec
 
+from libs.files import write_atomically
 from services.health.monitors.conditions import Condition
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class ConditionLedger:
         async with self._lock:
             data = msgspec.json.encode(LedgerFile(node=self.node, active=list(self._entries.values())))
             try:
-                await asyncio.to_thread(_write_atomically, self._path, data)
+                await asyncio.to_thread(write_atomically, self._path, data, mode=FILE_MODE, parent_mode=DIR_MODE)
             except OSError as exc:
                 log.error(
                     "cannot save the monitor ledger; monitoring goes on, a restart may repeat or miss events: %s",
@@ -106,22 +106,3 @@ def _read(path: Path, node: str) -> list[ActiveCondition]:
         log.warning("monitor ledger is another node's; ignoring it", extra={"node": node, "ledger_node": ledger.node})
         return []
     return ledger.active
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    temporary.replace(path)
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)

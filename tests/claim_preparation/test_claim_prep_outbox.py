@@ -1,0 +1,77 @@
+"""The claim event outbox: an event the bus refuses is kept on disk and sent later; a clean restart repeats nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from libs.bus import Bus
+from libs.events.catalogue import ClaimUnprepared
+from libs.kube import KubeApi
+from libs.natsserver import EmbeddedNats
+from services.claim_preparation.outbox import FILE_NAME, Outbox, OutboxFile
+from services.claim_preparation.settings import Settings
+from tests.claim_preparation.claim_prep_crash_support import ClaimEvent, claim_events
+from tests.claim_preparation.claim_prep_support import (
+    EventLog,
+    prepare,
+    serving,
+    store_claim,
+    until_answering,
+)
+
+
+def outbox_file(settings: Settings) -> OutboxFile:
+    return msgspec.json.decode((settings.checkpoint_path / FILE_NAME).read_bytes(), type=OutboxFile)
+
+
+async def test_an_unprepare_while_the_bus_is_down_keeps_its_event_on_disk_until_it_can_be_sent(
+    nats_server: EmbeddedNats, bus: Bus, kube: KubeApi, settings: Settings
+) -> None:
+    ref = await store_claim(kube, "offline-0", [("gpu", "gpu-2")])
+    async with serving(nats_server.url, settings) as service:
+        await until_answering(bus)
+        assert (await prepare(bus, ref)).results[ref.uid].error == ""
+        await nats_server.stop()
+        outcome = await service.preparer.unprepare(ref)
+        assert outcome.error is None  # the devices are released; only the event waits
+        assert service.preparer.records == {}
+        [kept] = outbox_file(settings).owed
+        assert (kept.type, msgspec.json.decode(kept.data)["claim"]["uid"]) == (ClaimUnprepared.ce_type(), ref.uid)
+        reloaded = Outbox(bus, settings.checkpoint_path)
+        assert reloaded.load() == []
+        assert [type(e) for e in reloaded.owed.values()] == [ClaimUnprepared]
+
+        await nats_server.start()
+        await service.preparer.parts.outbox.flush()
+        assert service.preparer.parts.outbox.owed == {}
+        assert outbox_file(settings).owed == []
+    assert (await claim_events(bus.js)).count(ClaimEvent("ClaimUnprepared", ref.uid)) == 1
+
+
+async def test_a_restart_after_a_clean_stop_announces_nothing_again(
+    nats_server: EmbeddedNats, bus: Bus, kube: KubeApi, settings: Settings, events: EventLog
+) -> None:
+    ref = await store_claim(kube, "steady-0", [("gpu", "gpu-1")])
+    async with serving(nats_server.url, settings) as service:
+        await until_answering(bus)
+        assert (await prepare(bus, ref)).results[ref.uid].error == ""
+        completed_at = service.preparer.records[ref.uid].completed_at
+    assert completed_at is not None
+    assert outbox_file(settings).watermark > completed_at
+    await events.next("ClaimPrepared")
+    async with serving(nats_server.url, settings) as service:
+        await until_answering(bus)
+        assert ref.uid in service.preparer.records
+    await bus.nc.flush()
+    assert events.queue.empty(), "a restart after a clean stop sent an event again"
+
+
+async def test_an_idle_outbox_writes_nothing(bus: Bus, tmp_path: Path) -> None:
+    outbox = Outbox(bus, tmp_path)
+    await outbox.flush()
+    event_id, _ = outbox.expect()
+    outbox.cancel(event_id)
+    await outbox.flush()
+    assert not (tmp_path / FILE_NAME).exists()
