@@ -1,8 +1,9 @@
 """The life of a service process.
 
 Settings are read and validated first (exit 2 with a message naming the flag on a bad value), then logs,
-traces and metrics are set up, the bus is connected and bootstrapped, the service's own ``lifespan`` runs,
-and it is registered on ``nats.micro`` so ``$SRV.PING`` lists it. SIGTERM or SIGINT stops it cleanly: the
+traces and metrics (with the ``/healthz`` and ``/readyz`` probes, see probes.py) are set up, the bus is
+connected and bootstrapped, the service's own ``lifespan`` runs, and it is registered on ``nats.micro`` so
+``$SRV.PING`` lists it; only then is it ready. SIGTERM or SIGINT stops it cleanly: readiness goes first, the
 lifespan unwinds, consumers stop, the connection drains, and pending spans are flushed.
 """
 
@@ -18,6 +19,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 from libs.bus import Bus, BusError, Endpoint
+from libs.runtime.probes import LIVENESS_PATH, READINESS_PATH, STALL_SECONDS, Probes
 from libs.settings import CommonSettings, SettingsError, load_settings
 from libs.telemetry import configure_logging, configure_tracing, start_metrics_server
 from libs.version import VERSION
@@ -52,24 +54,29 @@ def service_main(name: str, settings_type: type[S], lifespan: Lifespan[S], argv:
         sys.exit(EXIT_BUS)
 
 
-async def _serve(name: str, settings: S, lifespan: Lifespan[S]) -> None:
+async def _serve(name: str, settings: S, lifespan: Lifespan[S], *, stall_seconds: float = STALL_SECONDS) -> None:
     provider = configure_tracing(name, settings.node_name)
-    metrics_port = start_metrics_server(settings.metrics_host, settings.metrics_port)
+    probes = Probes(stall_seconds)
+    checks = {LIVENESS_PATH: probes.liveness, READINESS_PATH: probes.readiness}
+    metrics_port = start_metrics_server(settings.metrics_host, settings.metrics_port, checks)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    bus = await Bus.connect(settings, name)
-    try:
-        await bus.bootstrap(settings.stream_replicas)
-        async with lifespan(bus, settings) as endpoints:
-            metadata = {"pid": str(os.getpid())}
-            if metrics_port is not None:
-                metadata["metrics"] = f"http://{settings.metrics_host}:{metrics_port}/metrics"
-            await bus.serve(VERSION, endpoints, metadata)
-            log.info("service ready", extra={"endpoints": [e.name for e in endpoints], **metadata})
-            await stop.wait()
-            log.info("stopping")
-    finally:
-        await bus.close()
-        provider.shutdown()
+    async with probes.heartbeat():
+        bus = await Bus.connect(settings, name)
+        try:
+            await bus.bootstrap(settings.stream_replicas)
+            async with lifespan(bus, settings) as endpoints:
+                metadata = {"pid": str(os.getpid())}
+                if metrics_port is not None:
+                    metadata["metrics"] = f"http://{settings.metrics_host}:{metrics_port}/metrics"
+                await bus.serve(VERSION, endpoints, metadata)
+                probes.ready(bus.nc)
+                log.info("service ready", extra={"endpoints": [e.name for e in endpoints], **metadata})
+                await stop.wait()
+                probes.stopping()
+                log.info("stopping")
+        finally:
+            await bus.close()
+            provider.shutdown()

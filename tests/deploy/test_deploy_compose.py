@@ -18,6 +18,7 @@ import msgspec
 import pytest
 import yaml
 
+from libs.runtime.probes import READINESS_PATH
 from libs.settings import CommonSettings, SettingsError, env_name, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,6 +112,13 @@ def test_services_agree_on_the_node_and_the_bus() -> None:
     assert nats["image"] == "nats:2.11"
     assert "-js" in nats["command"]
     assert port == "4222"
+
+
+@pytest.mark.parametrize("name", sorted(gpudra_services()))
+def test_healthchecks_ask_the_service_whether_it_is_ready(name: str) -> None:
+    """``docker compose ps`` says healthy once the service is connected to NATS, not merely running."""
+    command = " ".join(gpudra_services()[name][0]["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{load(name).metrics_port}{READINESS_PATH}'" in command, command
 
 
 @pytest.mark.parametrize("name", sorted(gpudra_services()))

@@ -1,0 +1,74 @@
+"""What a service process answers on ``/healthz`` (liveness) and ``/readyz`` (readiness).
+
+Liveness is only "the event loop still runs": a heartbeat task stamps the time, and a stamp older than the
+limit means the loop is blocked (a synchronous call that hangs, a busy loop), which only a restart cures.
+NATS does not count for liveness, since the client reconnects by itself and a restart would not bring NATS
+back. Readiness is "started, connected to NATS, not stopping": what the bus-facing work of a service needs.
+
+The answers are read from the metrics server's thread; they use only reads of single attributes that the
+loop replaces whole (a float, a reference, a bool), which the GIL keeps consistent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+from nats.aio.client import Client
+
+LIVENESS_PATH = "/healthz"
+READINESS_PATH = "/readyz"
+STALL_SECONDS = 10.0
+"""A heartbeat older than this fails liveness; far above any step the loop should take in one go."""
+
+
+class Probes:
+    """The state behind the two probes of one process."""
+
+    def __init__(self, stall_seconds: float = STALL_SECONDS) -> None:
+        self._stall_seconds = stall_seconds
+        self._beat = time.monotonic()
+        self._nc: Client | None = None
+        self._stopping = False
+
+    @contextlib.asynccontextmanager
+    async def heartbeat(self) -> AsyncIterator[None]:
+        """Stamp the time while the block runs, ten times per stall limit so one late beat never fails."""
+
+        async def beat() -> None:
+            while True:
+                self._beat = time.monotonic()
+                await asyncio.sleep(self._stall_seconds / 10)
+
+        task = asyncio.create_task(beat(), name="heartbeat")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def ready(self, nc: Client) -> None:
+        """Start-up is done; from now on readiness follows this connection."""
+        self._nc = nc
+
+    def stopping(self) -> None:
+        self._stopping = True
+
+    def liveness(self) -> str | None:
+        age = time.monotonic() - self._beat
+        if age > self._stall_seconds:
+            return f"event loop unresponsive for {age:.1f} s (limit {self._stall_seconds:g} s)"
+        return None
+
+    def readiness(self) -> str | None:
+        nc = self._nc
+        if self._stopping:
+            return "stopping"
+        if nc is None:
+            return "starting"
+        if not nc.is_connected:
+            return "not connected to NATS"
+        return None
