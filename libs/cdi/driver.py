@@ -8,6 +8,11 @@ Each is bind-mounted read-only at the path it has in the driver root, so the con
 ``hostPath`` is under the root when that is not ``/`` (a driver container's ``/run/nvidia/driver``, a simulated
 machine's directory).
 
+Two paths name the root: where it is on the host, which every path written into a spec is under because the
+container runtime reads specs on the host, and where this process reads it, which differs when the service runs
+in a container that has the host's root mounted elsewhere (``/driver-root``). Files are looked for under the
+second and named under the first.
+
 When the toolkit's hook binary is there, two ``createContainer`` hooks finish the job as the toolkit's specs do:
 ``create-symlinks`` recreates the links the libraries are loaded by (the host's ``libcuda.so.1`` and the like,
 and ``libcuda.so``, which JIT compilers link against), so an image without ``ldconfig`` still finds them;
@@ -15,7 +20,8 @@ and ``libcuda.so``, which JIT compilers link against), so an image without ``ldc
 so the hook's path is a host path. Neither hooks nor plain mounts raise the ``cdiVersion`` (``libs.cdi.version``).
 
 ``discover_driver`` only reads the file system (no NVML, no logging): the service runs it once at start and
-reports what is missing, and tests run it over a driver root built in a temporary directory.
+reports what is missing, and tests run it over a driver root built in a temporary directory. ``locate`` is the
+same search for one file, for code that loads the driver's NVML or runs its ``nvidia-smi`` (``libs.devices``).
 """
 
 from __future__ import annotations
@@ -107,26 +113,39 @@ def rooted(root: str, path: str) -> str:
     return path if root in ("", "/") else root.rstrip("/") + path
 
 
-def discover_driver(root: str, *, proc_root: Path | str = "/proc", search_path: str = "") -> DriverFiles:
-    """The driver files under ``root``; ``search_path`` (a ``PATH`` value) is searched for the hook after it.
+def discover_driver(
+    root: str, *, mount: str = "", proc_root: Path | str = "/proc", search_path: str = ""
+) -> DriverFiles:
+    """The driver files of the host's ``root``, read where this process sees it: ``mount``, or ``root`` itself.
 
-    The version is the kernel module's (``<proc_root>/driver/nvidia/version``) when the root has its libraries,
-    else the newest ``libcuda.so.<version>`` in the root: a simulated root has no kernel module of its own.
+    ``search_path`` (a ``PATH`` value) is searched for the hook after the root, but only when the root is read
+    at its own path: a process that sees the host's root under a mount runs in a container, and its ``PATH``
+    names the container's files, which the runtime on the host cannot run. The version is the kernel module's
+    (``<proc_root>/driver/nvidia/version``) when the root has its libraries, else the newest
+    ``libcuda.so.<version>`` in the root: a simulated root has no kernel module of its own.
     """
-    version = _version(root, _read(Path(proc_root) / VERSION_FILE))
+    seen = mount or root
+    hook = _hook_tool(root, seen, search_path if seen == root else "")
+    version = _version(seen, _read(Path(proc_root) / VERSION_FILE))
     if not version:
-        return DriverFiles(root=root, hook=_hook_tool(root, search_path))
-    libraries = tuple(found for name in LIBRARIES if (found := _first(root, LIB_DIRS, f"{name}.so.{version}")))
+        return DriverFiles(root=root, hook=hook)
+    libraries = tuple(found for name in LIBRARIES if (found := _first(seen, LIB_DIRS, f"{name}.so.{version}")))
     return DriverFiles(
         root=root,
         version=version,
         libraries=libraries,
-        links=tuple(_links(root, libraries)),
-        binaries=tuple(found for name in BINARIES if (found := _first(root, BIN_DIRS, name))),
-        firmware=_firmware(root, version),
-        sockets=tuple(path for path in SOCKETS if os.path.exists(rooted(root, path))),
-        hook=_hook_tool(root, search_path),
+        links=tuple(_links(seen, libraries)),
+        binaries=tuple(found for name in BINARIES if (found := _first(seen, BIN_DIRS, name))),
+        firmware=_firmware(seen, version),
+        sockets=tuple(path for path in SOCKETS if os.path.exists(rooted(seen, path))),
+        hook=hook,
     )
+
+
+def locate(root: str, directories: Iterable[str], name: str) -> str | None:
+    """Where this process reaches ``name`` in the first of the root's ``directories`` that has it."""
+    found = _first(root, directories, name)
+    return rooted(root, found) if found else None
 
 
 def driver_edits(files: DriverFiles) -> ContainerEdits:
@@ -217,12 +236,14 @@ def _firmware(root: str, version: str) -> tuple[str, ...]:
     return ()
 
 
-def _hook_tool(root: str, search_path: str) -> HookTool | None:
-    """The first hook binary under the root's bin folders (a host path), else on ``search_path``."""
+def _hook_tool(root: str, seen: str, search_path: str) -> HookTool | None:
+    """The first hook binary in the root's bin folders (checked where ``seen``, named on the host), else on
+    ``search_path``."""
     for argv in HOOK_TOOLS:
-        candidates = [rooted(root, f"{d}/{argv[0]}") for d in HOOK_DIRS]
-        candidates += [os.path.join(d, argv[0]) for d in search_path.split(os.pathsep) if os.path.isabs(d)]
-        path = next((p for p in candidates if os.path.isfile(p) and os.access(p, os.X_OK)), None)
+        candidates = [(rooted(seen, f"{d}/{argv[0]}"), rooted(root, f"{d}/{argv[0]}")) for d in HOOK_DIRS]
+        on_path = [os.path.join(d, argv[0]) for d in search_path.split(os.pathsep) if os.path.isabs(d)]
+        candidates += [(p, p) for p in on_path]
+        path = next((host for p, host in candidates if os.path.isfile(p) and os.access(p, os.X_OK)), None)
         if path:
             return HookTool(path=path, argv=argv)
     return None

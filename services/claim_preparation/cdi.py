@@ -28,7 +28,8 @@ VISIBLE_DEVICES_VOID = "NVIDIA_VISIBLE_DEVICES=void"
 
 _HINT = (
     "CDI specs still name the device nodes, and containers get the driver's libraries only if the runtime's NVIDIA "
-    "hook adds them (set --driver-root / GPUDRA_DRIVER_ROOT to where the driver is installed)"
+    "hook adds them (set --driver-root / GPUDRA_DRIVER_ROOT to where the driver is installed on the host, and "
+    "--driver-root-mount / GPUDRA_DRIVER_ROOT_MOUNT to where this service sees it)"
 )
 
 log = logging.getLogger(__name__)
@@ -94,17 +95,18 @@ def prepared_devices(driver: str, claim_uid: str, devices: Sequence[PlannedDevic
     )
 
 
-def node_paths(dev_root: str, driver_root: str, *, require_nodes: bool) -> NodePaths:
-    """What every spec of this node names: device nodes under ``dev_root``, the driver's files under
-    ``driver_root`` (the hook binary also on ``PATH``); says what it found and what is missing."""
-    files = discover_driver(driver_root, search_path=os.environ.get("PATH", ""))
-    _report_driver(files)
+def node_paths(dev_root: str, driver_root: str, *, driver_mount: str = "", require_nodes: bool) -> NodePaths:
+    """What every spec of this node names: device nodes under ``dev_root``, the driver's files under the host's
+    ``driver_root``, read under ``driver_mount`` when this service sees it there (the hook binary also on ``PATH``
+    when not); says what it found and what is missing."""
+    files = discover_driver(driver_root, mount=driver_mount, search_path=os.environ.get("PATH", ""))
+    _report_driver(files, driver_mount)
     return NodePaths.load(dev_root, require_nodes=require_nodes, driver=driver_edits(files))
 
 
-def _report_driver(files: DriverFiles) -> None:
+def _report_driver(files: DriverFiles, mount: str) -> None:
     """One line on what containers get; a warning for what they will lack, naming where it was looked for."""
-    where = f"driver root {files.root}"
+    where = f"driver root {files.root}" + (f" (read at {mount})" if mount and mount != files.root else "")
     log.info(
         "%s: driver %s, %d libraries, %d binaries, %d firmware files, %d sockets, hook %s",
         where,

@@ -18,7 +18,7 @@ from typing import Any
 
 from libs.bus import Bus, Endpoint
 from libs.cdi import SpecDir
-from libs.devices import DeviceBackend, open_backend
+from libs.devices import DeviceBackend, open_configured_backend
 from libs.events.catalogue import PrepareClaims, UnprepareClaims
 from libs.kube import KubeApi, open_kube
 from services.claim_preparation.cdi import node_paths
@@ -63,7 +63,7 @@ async def build_parts(
         kube = await open_kube(settings, bus.js)
         stack.push_async_callback(kube.close)
     if backend is None:
-        backend = await open_backend(settings.backend, settings.node_name, settings.simulated_state, settings.profile)
+        backend = await open_configured_backend(settings)
         stack.push_async_callback(backend.close)
     return Parts(
         driver=settings.driver_name,
@@ -74,7 +74,11 @@ async def build_parts(
         specs=SpecDir(settings.cdi_dir),
         paths=await asyncio.to_thread(
             functools.partial(
-                node_paths, settings.dev_root_path, settings.driver_root_path, require_nodes=backend.name == "nvml"
+                node_paths,
+                settings.dev_root_path,
+                settings.driver_root_path,
+                driver_mount=settings.driver_root_mount,
+                require_nodes=backend.name == "nvml",
             )
         ),
         daemons=_daemons(backend),

@@ -1,19 +1,19 @@
 """Settings of discovery: the common ones plus its own.
 
 Standalone mode gives every service one environment, so a name here means the same thing to every service
-that reads it: ``mig_mode`` and ``simulated_dir`` are what claim preparation must agree on too, and
-``kube_mode``/``kubeconfig`` are the fields ``libs.kube.settings`` asks every service to carry.
+that reads it: the device backend and driver root fields come from ``DeviceSettings``, ``mig_mode`` is what
+claim preparation must agree on too, and ``kube_mode``/``kubeconfig`` are the fields ``libs.kube.settings`` asks
+every service to carry.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
 
+from libs.devices.settings import DeviceSettings
 from libs.kube import KubeconfigSetting, KubeModeSetting
-from libs.settings import CommonSettings
 from libs.slices import MigMode
 
 STANDALONE_KUBE_MINOR = 34
@@ -25,12 +25,9 @@ def _doc(text: str) -> msgspec.Meta:
     return msgspec.Meta(description=text)
 
 
-class Settings(CommonSettings, kw_only=True, frozen=True):
+class Settings(DeviceSettings, kw_only=True, frozen=True):
     """Device inventory (NVML or simulated) and ResourceSlices for this node."""
 
-    backend: Annotated[Literal["nvml", "simulated"], _doc("device backend")] = "nvml"
-    profile: Annotated[str, _doc("simulated machine profile or YAML file")] = "dgx-h100"
-    simulated_dir: Annotated[str, _doc("state directory of the simulated GPUs (default <state-dir>/simulated)")] = ""
     resync_seconds: Annotated[float, _doc("full inventory resync period"), msgspec.Meta(gt=0)] = 300.0
     retry_seconds: Annotated[
         float, _doc("delay before retrying a failed inventory read or slice publication"), msgspec.Meta(gt=0)
@@ -49,11 +46,6 @@ class Settings(CommonSettings, kw_only=True, frozen=True):
     ] = 0
     kube_mode: KubeModeSetting = "auto"
     kubeconfig: KubeconfigSetting = ""
-
-    @property
-    def simulated_state(self) -> Path:
-        """Where the simulated machine lives: one per node, beside the node's other local state."""
-        return Path(self.simulated_dir) if self.simulated_dir else Path(self.state_dir) / "simulated"
 
     @property
     def mig(self) -> MigMode:

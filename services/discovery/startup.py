@@ -17,7 +17,7 @@ from typing import Any, Literal
 from kubernetes_asyncio.client import ApiClient, VersionApi
 
 from libs.bus import Bus
-from libs.devices import DeviceBackend, open_backend
+from libs.devices import DeviceBackend, open_configured_backend
 from libs.devices.errors import BackendUnavailable, ProfileError, StateError
 from libs.kube import KubeApi, KubeError, open_kube, resolve_mode
 from libs.kube.cluster import load_configuration
@@ -40,7 +40,7 @@ class StartupError(Exception):
 
 async def open_devices(settings: Settings) -> DeviceBackend:
     try:
-        return await open_backend(settings.backend, settings.node_name, settings.simulated_state, settings.profile)
+        return await open_configured_backend(settings)
     except BackendUnavailable as exc:
         raise StartupError(EXIT_DEVICES, f"{exc} (setting --backend / GPUDRA_BACKEND)") from exc
     except ProfileError as exc:

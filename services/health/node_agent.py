@@ -2,7 +2,7 @@
 
 The service's lifespan calls it when its role includes ``node``::
 
-    backend = await open_backend(settings.backend, settings.node_name, settings.simulated_state, settings.profile)
+    backend = await open_configured_backend(settings)
     monitors = MonitorSettings.from_settings(settings)
     async with node_agent(bus, backend, monitors, Path(settings.state_dir) / "health") as endpoints:
         ...  # yield ``endpoints`` (ResetGpu) with the service's other endpoints; close the backend after

@@ -18,7 +18,7 @@ from typing import Any
 from libs.bus import Bus, Endpoint
 from libs.devices import DeviceBackend
 from libs.devices.errors import BackendUnavailable, DeviceError, ProfileError, StateError
-from libs.devices.factory import open_backend
+from libs.devices.factory import open_configured_backend
 from libs.kube import KubeError
 from services.health.controller import running_controller
 from services.health.controller.config import ConfigError, from_settings
@@ -80,7 +80,7 @@ async def controller_side(bus: Bus, settings: Settings) -> AsyncIterator[None]:
 
 async def _open_devices(settings: Settings) -> DeviceBackend:
     try:
-        return await open_backend(settings.backend, settings.node_name, settings.simulated_state, settings.profile)
+        return await open_configured_backend(settings)
     except BackendUnavailable as exc:
         raise StartupError(EXIT_DEVICES, f"{exc} (setting --backend / GPUDRA_BACKEND)") from exc
     except ProfileError as exc:

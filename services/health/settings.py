@@ -2,19 +2,19 @@
 or both (standalone).
 
 Standalone mode gives every service one environment, so a name shared with another service means the same
-thing there: ``backend``, ``profile`` and ``simulated_dir`` are discovery's (the monitors must read the GPUs
-discovery publishes), ``kube_mode``/``kubeconfig`` are what ``libs.kube.settings`` asks every service to carry.
+thing there: the device backend and driver root fields come from ``DeviceSettings``, discovery's too (the
+monitors must read the GPUs discovery publishes), ``kube_mode``/``kubeconfig`` are what ``libs.kube.settings``
+asks every service to carry.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
 
+from libs.devices.settings import DeviceSettings
 from libs.kube import KubeconfigSetting, KubeModeSetting
-from libs.settings import CommonSettings
 from libs.slices.build import DRIVER_NAME
 
 
@@ -25,17 +25,14 @@ def _doc(text: str) -> msgspec.Meta:
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 
-class Settings(CommonSettings, kw_only=True, frozen=True):
+class Settings(DeviceSettings, kw_only=True, frozen=True):
     """GPU fault detection on the node and the cluster-wide remediation controller."""
 
     role: Annotated[
         Literal["node", "controller", "both"], msgspec.Meta(description="node monitors, controller or both")
     ] = "both"
 
-    # --- node monitors (role node) ----------------------------------------------------------------------
-    backend: Annotated[Literal["nvml", "simulated"], _doc("device backend")] = "nvml"
-    profile: Annotated[str, _doc("simulated machine profile or YAML file")] = "dgx-h100"
-    simulated_dir: Annotated[str, _doc("state directory of the simulated GPUs (default <state-dir>/simulated)")] = ""
+    # --- node monitors (role node; the device backend's fields come from DeviceSettings) -------------------
     monitor_poll_seconds: Annotated[Seconds, _doc("counter poll interval per GPU")] = 5.0
     monitor_deadline_seconds: Annotated[Seconds, _doc("a poll longer than this makes its GPU unmonitored")] = 30.0
     monitor_restart_seconds: Annotated[
@@ -118,11 +115,6 @@ class Settings(CommonSettings, kw_only=True, frozen=True):
         msgspec.Meta(gt=0, lt=30),
     ] = 10.0
     sweep_seconds: Annotated[Seconds, _doc("how often the leader looks for work a dead replica left behind")] = 15.0
-
-    @property
-    def simulated_state(self) -> Path:
-        """Where the simulated machine lives: the same directory discovery uses."""
-        return Path(self.simulated_dir) if self.simulated_dir else Path(self.state_dir) / "simulated"
 
     @property
     def runs_node(self) -> bool:

@@ -5,10 +5,23 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from libs.cdi import ContainerEdits, Device, Hook, Mount, Spec, minimum_version
-from libs.cdi.driver import MOUNT_OPTIONS, REQUIRED, DriverFiles, HookTool, Link, discover_driver, driver_edits
+from libs.cdi.driver import (
+    BIN_DIRS,
+    LIB_DIRS,
+    MOUNT_OPTIONS,
+    REQUIRED,
+    DriverFiles,
+    HookTool,
+    Link,
+    discover_driver,
+    driver_edits,
+    locate,
+    rooted,
+)
 from tests.claim_preparation.claim_prep_support import schema
 
 VERSION = "550.54.15"
@@ -177,6 +190,44 @@ def test_nvidia_ctk_on_path_is_the_fallback_and_keeps_its_host_path(tmp_path: Pa
         ("nvidia-ctk", "hook", "create-symlinks"),
         ("nvidia-ctk", "hook", "update-ldcache"),
     ]
+
+
+@pytest.mark.parametrize("host_root", ["/", "/run/nvidia/driver"])
+def test_a_root_read_under_a_mount_is_found_there_and_named_at_its_host_path(
+    tmp_path: Path, root: Path, host_root: str
+) -> None:
+    """A service in a container sees the host's root at ``/driver-root``; the runtime on the host reads the spec."""
+    proc = _proc(tmp_path)
+    here = discover_driver(str(root), proc_root=proc)
+    mounted = discover_driver(host_root, mount=str(root), proc_root=proc)
+    hook = rooted(host_root, "/usr/bin/nvidia-cdi-hook")
+    assert mounted == msgspec.structs.replace(here, root=host_root, hook=HookTool(path=hook, argv=("nvidia-cdi-hook",)))
+    assert mounted.libraries
+    edits = driver_edits(mounted)
+    assert {m.host_path for m in edits.mounts} == {
+        rooted(host_root, p) for p in mounted.libraries + mounted.binaries + mounted.firmware + mounted.sockets
+    }
+    assert not any(m.host_path.startswith(str(root)) for m in edits.mounts)
+    assert {h.path for h in edits.hooks} == {hook}
+
+
+def test_path_is_not_searched_for_the_hook_when_the_root_is_read_under_a_mount(tmp_path: Path, root: Path) -> None:
+    """The service's ``PATH`` names the container's files, which the runtime on the host cannot run."""
+    (root / "usr/bin/nvidia-cdi-hook").unlink()
+    bin_dir = tmp_path / "bin"
+    _file(bin_dir, "/nvidia-cdi-hook", 0o755)
+    proc = _proc(tmp_path)
+    assert discover_driver("/", mount=str(root), proc_root=proc, search_path=str(bin_dir)).hook is None
+    on_host = discover_driver(str(root), mount=str(root), proc_root=proc, search_path=str(bin_dir))
+    assert on_host.hook == HookTool(path=f"{bin_dir}/nvidia-cdi-hook", argv=("nvidia-cdi-hook",))
+
+
+def test_locate_gives_the_first_folder_that_has_the_file_as_this_process_reaches_it(root: Path) -> None:
+    _file(root, "/usr/lib/libnvidia-ml.so.1")  # a later folder in the search list
+    assert locate(str(root), LIB_DIRS, "libnvidia-ml.so.1") == f"{root}{LIBS}/libnvidia-ml.so.1"  # a link
+    assert locate(str(root), BIN_DIRS, "nvidia-smi") == f"{root}/usr/bin/nvidia-smi"
+    assert locate(str(root), BIN_DIRS, "nvidia-imex") is None
+    assert locate(str(root), LIB_DIRS, "libnvidia-nvvm.so.3") is None  # a link that leads nowhere
 
 
 def test_an_empty_root_has_nothing_and_misses_what_every_program_needs(tmp_path: Path) -> None:

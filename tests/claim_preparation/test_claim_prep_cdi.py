@@ -245,6 +245,22 @@ async def test_a_simulated_nodes_spec_carries_its_stand_in_driver_as_a_gpu_nodes
     assert all(d.container_edits.mounts == () for d in spec.devices)  # the driver is spec-wide, once
 
 
+async def test_a_driver_root_read_under_a_mount_is_named_at_its_host_path_in_specs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The DaemonSet's view: the host's / mounted at /driver-root; the runtime reads the spec on the host."""
+    mounted = tmp_path / "driver-root"
+    await SimulatedBackend.open("node-a", mounted, PROFILE)
+    with caplog.at_level(logging.INFO):
+        paths = node_paths("/", "/", driver_mount=str(mounted), require_nodes=False)
+    assert f"driver root / (read at {mounted}): driver {load_profile(PROFILE).driver_version}" in caplog.text
+    spec = claim_spec(DRIVER, "u1", _devices(), {}, paths)
+    mounts = spec.container_edits.mounts
+    assert mounts
+    assert all(m.host_path == m.container_path for m in mounts)
+    assert {h.path for h in spec.container_edits.hooks} == {"/usr/bin/nvidia-cdi-hook"}
+
+
 async def test_without_a_hook_binary_specs_get_no_hooks_and_the_log_says_why(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -294,3 +310,16 @@ def test_the_driver_root_is_the_hosts_for_nvml_and_the_simulated_machines_otherw
     values: dict[str, str], root: str
 ) -> None:
     assert Settings(node_name="node-a", **values).driver_root_path == root  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("values", "seen"),
+    [
+        ({}, "/"),
+        ({"driver_root_mount": "/driver-root"}, "/driver-root"),
+        ({"driver_root": "/run/nvidia/driver"}, "/run/nvidia/driver"),
+        ({"backend": "simulated", "simulated_dir": "/sim"}, "/sim"),
+    ],
+)
+def test_the_driver_root_is_read_where_it_is_mounted_else_where_it_is(values: dict[str, str], seen: str) -> None:
+    assert Settings(node_name="node-a", **values).driver_root_seen == seen  # type: ignore[arg-type]

@@ -27,11 +27,13 @@ import yaml
 
 from libs.bus import Bus
 from libs.bus.topology import HEALTH_BUCKET, INVENTORY_BUCKET, LEASE_BUCKET, REMEDIATION_BUCKET
+from libs.devices import DeviceSettings
 from libs.events import CLUSTER, Domain
 from libs.events.catalogue.remediation import RemediationStateChanged
 from libs.events.registry import COMMANDS, EVENTS
 from libs.events.subjects import event_subject, rpc_subject
 from libs.natsserver import EmbeddedNats
+from libs.runtime.probes import LIVENESS_PATH, READINESS_PATH
 from libs.settings import CommonSettings, SettingsError, env_name, load_settings
 from tests.health_controller.health_controller_support import (
     Feed,
@@ -443,7 +445,7 @@ def test_the_node_monitors_read_the_gpus_discovery_publishes_and_keep_their_ledg
     daemonset = one(objects, "DaemonSet", "gpudra-node")
     found = {service: container for _, container, service in gpudra_containers([daemonset])}
     health, discovery = (settings_of(objects, daemonset, found[name], name) for name in ("health", "discovery"))
-    for field in ("backend", "profile", "simulated_state"):
+    for field in ("backend", "profile", "simulated_state", "driver_root_seen"):
         assert getattr(health, field) == getattr(discovery, field), field
     toolkit = [
         {k: v for k, v in environment(objects, daemonset, found[name]).items() if k.startswith("NVIDIA_")}
@@ -493,6 +495,18 @@ def test_probes_need_no_exec_and_reach_the_configured_ports(
         else:
             assert port_number(container, probe["httpGet"]["port"]) == settings.metrics_port, container_name
             assert settings.metrics_host == "0.0.0.0", "the kubelet probes the pod IP"
+
+
+@pytest.mark.parametrize(("directory", "kind", "name", "container_name", "service"), container_cases())
+def test_probes_ask_the_service_whether_it_is_alive_and_ready(
+    directory: Path, kind: str, name: str, container_name: str, service: str
+) -> None:
+    """Not ``/metrics``, which answers before NATS is connected and while the event loop is stuck."""
+    _objects, _obj, container = find_container(directory, kind, name, container_name)
+    for probe_name, path in (("livenessProbe", LIVENESS_PATH), ("readinessProbe", READINESS_PATH)):
+        probe = container[probe_name]
+        if "grpc" not in probe:  # the shim's grpc.health.v1, checked above
+            assert probe["httpGet"]["path"] == path, f"{container_name}: {probe_name}"
 
 
 @pytest.mark.parametrize("directory", BUILDS, ids=build_id)
@@ -569,16 +583,47 @@ def test_only_the_node_agent_touches_the_host(directory: Path) -> None:
             assert not container.get("securityContext", {}).get("privileged"), container["name"]
 
 
+def host_volumes(obj: Obj) -> dict[str, str]:
+    """Volume name to host path, for the workload's hostPath volumes."""
+    return {v["name"]: v["hostPath"]["path"] for v in obj["spec"]["template"]["spec"]["volumes"] if "hostPath" in v}
+
+
 def test_host_paths_are_mounted_where_they_are_on_the_host() -> None:
-    """Socket, CDI and device paths are handed to the kubelet and the runtime: they must be host paths."""
-    daemonset = one(build(BASE), "DaemonSet", "gpudra-node")
-    host_paths = {
-        v["name"]: v["hostPath"]["path"] for v in daemonset["spec"]["template"]["spec"]["volumes"] if "hostPath" in v
-    }
+    """Socket, CDI and device paths are handed to the kubelet and the runtime: they must be host paths. The one
+    exception is the driver root, which the settings name twice: on the host and where the service sees it."""
+    objects = build(BASE)
+    daemonset = one(objects, "DaemonSet", "gpudra-node")
+    host_paths = host_volumes(daemonset)
     for container in containers(daemonset):
+        service = service_of(container)
+        settings = settings_of(objects, daemonset, container, service) if service else None
         for mount in container.get("volumeMounts", []):
-            if mount["name"] in host_paths:
+            if mount["name"] not in host_paths:
+                continue
+            if isinstance(settings, DeviceSettings) and settings.driver_root_mount == mount["mountPath"]:
+                assert settings.driver_root_path == host_paths[mount["name"]], f"{container['name']}: {mount}"
+            else:
                 assert mount["mountPath"] == host_paths[mount["name"]], f"{container['name']}: {mount}"
+
+
+def test_nvml_services_see_the_hosts_driver_root_read_only_where_their_settings_say() -> None:
+    """Else NVML is whatever the image or a runtime hook provides, and CDI specs lack the driver's files."""
+    objects = build(BASE)
+    daemonset = one(objects, "DaemonSet", "gpudra-node")
+    host_paths = host_volumes(daemonset)
+    checked = []
+    for _, container, service in gpudra_containers([daemonset]):
+        settings = settings_of(objects, daemonset, container, service)
+        if not isinstance(settings, DeviceSettings) or settings.backend != "nvml":
+            continue
+        mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+        mount = mounts.get(settings.driver_root_mount)
+        assert mount is not None, f"{container['name']}: GPUDRA_DRIVER_ROOT_MOUNT is on no volume"
+        assert host_paths.get(mount["name"]) == settings.driver_root_path == "/", container["name"]
+        assert mount.get("readOnly") is True, container["name"]
+        assert mount.get("mountPropagation") == "HostToContainer", container["name"]
+        checked.append(service)
+    assert sorted(checked) == ["claim_preparation", "discovery", "health"]
 
 
 def path_settings(settings: CommonSettings) -> Iterator[tuple[str, Path]]:

@@ -10,6 +10,7 @@ import pytest
 
 from libs.bus import Bus, CommandError
 from libs.devices.nvml import NvmlBackend
+from libs.devices.nvml.library import NvmlLibrary
 from libs.devices.simulated import SimulatedBackend
 from libs.events.catalogue import InjectFault, InjectFaultReply, InventoryChanged, SlicesPublished
 from libs.kube import LocalKube
@@ -154,7 +155,7 @@ async def test_fault_injection_refuses_unknown_devices_and_real_gpus(
             await inject(bus, "gpu-1", "xid")
     assert (unknown.value.code, no_xid.value.code) == (404, 400)
 
-    on_nvml = FaultInjector(NvmlBackend("node-a", Path("/sys"), "nvidia-smi", 500), lambda why: None)
+    on_nvml = FaultInjector(NvmlBackend("node-a", Path("/sys"), NvmlLibrary(), 500), lambda why: None)
     with pytest.raises(CommandError, match="fault injection needs the simulated backend; this node runs nvml") as nvml:
         await on_nvml(InjectFault(device="gpu-0", kind="gpu-lost"))
     assert nvml.value.code == 501

@@ -2,7 +2,8 @@
 
 Every NVML call runs in a worker thread (MIG creation takes seconds; event waits block), and handles are
 cached from the last discovery by minor number. Settings NVML has no call for (time slices, GPU reset)
-go through nvidia-smi, as the reference driver does.
+go through nvidia-smi, as the reference driver does. NVML and nvidia-smi come from the driver root where it has
+them (``libs.devices.nvml.library``).
 """
 
 import asyncio
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+import msgspec
 import pynvml
 
 from libs.devices.errors import BackendUnavailable, DeviceError, DeviceLost, DeviceNotFound, UnknownMigProfile
@@ -21,6 +23,7 @@ from libs.devices.nvml import counters, mig
 from libs.devices.nvml.calls import Caller
 from libs.devices.nvml.discovery import Discovery, discover
 from libs.devices.nvml.events import EventWatcher
+from libs.devices.nvml.library import NvmlLibrary, load_nvml
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +32,10 @@ T = TypeVar("T")
 
 
 class NvmlBackend:
-    def __init__(self, node: str, sysfs_root: Path, nvidia_smi: str, event_wait_ms: int) -> None:
+    def __init__(self, node: str, sysfs_root: Path, library: NvmlLibrary, event_wait_ms: int) -> None:
         self._node = node
         self._sysfs_root = sysfs_root
-        self._nvidia_smi = nvidia_smi
+        self._nvidia_smi, self._nvidia_smi_env = library.smi_command()
         self._event_wait_ms = event_wait_ms
         self._discovery: Discovery | None = None
         self._watcher: EventWatcher | None = None
@@ -42,12 +45,15 @@ class NvmlBackend:
         cls,
         node: str,
         *,
+        driver_root: str = "/",
         sysfs_root: Path = Path("/sys"),
-        nvidia_smi: str = "nvidia-smi",
+        nvidia_smi: str = "",
         event_wait_ms: int = 500,
     ) -> "NvmlBackend":
-        """Raises BackendUnavailable where NVML cannot start (no driver, no library). `event_wait_ms` is how
-        long one NVML event wait blocks, so also how long close() may take."""
+        """Raises BackendUnavailable where NVML cannot start (no driver, no library). `driver_root` is where this
+        process sees the driver's files; `nvidia_smi`, when given, replaces the one found there. `event_wait_ms`
+        is how long one NVML event wait blocks, so also how long close() may take."""
+        library = await asyncio.to_thread(load_nvml, driver_root)
         try:
             await asyncio.to_thread(pynvml.nvmlInit)
         except pynvml.NVMLError as error:
@@ -55,9 +61,13 @@ class NvmlBackend:
                 node,
                 "nvml",
                 f"NVML cannot start ({error})",
-                "install the NVIDIA driver, or use `--backend simulated` on a machine without NVIDIA GPUs",
+                "install the NVIDIA driver (in a container: mount the host's driver root and set "
+                "--driver-root-mount / GPUDRA_DRIVER_ROOT_MOUNT), or use `--backend simulated` on a machine "
+                "without NVIDIA GPUs",
             ) from error
-        return cls(node, sysfs_root, nvidia_smi, event_wait_ms)
+        if nvidia_smi:
+            library = msgspec.structs.replace(library, nvidia_smi=nvidia_smi)
+        return cls(node, sysfs_root, library, event_wait_ms)
 
     @property
     def name(self) -> str:
@@ -149,7 +159,11 @@ class NvmlBackend:
         command = f"nvidia-smi {' '.join(args)}"
         try:
             process = await asyncio.create_subprocess_exec(
-                self._nvidia_smi, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+                self._nvidia_smi,
+                *args,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=self._nvidia_smi_env,
             )
         except FileNotFoundError:
             raise DeviceError(self._node, gpu.name, f"{command}: {self._nvidia_smi} not found") from None

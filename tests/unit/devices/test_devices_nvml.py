@@ -510,3 +510,26 @@ async def test_missing_nvml_suggests_the_simulated_backend(monkeypatch: pytest.M
         await NvmlBackend.open("node-a")
     assert "node node-a: nvml backend: NVML cannot start (NVML Shared Library Not Found)" in str(caught.value)
     assert "--backend simulated" in str(caught.value)
+
+
+async def test_the_driver_roots_nvidia_smi_runs_with_the_roots_nvml_preloaded(
+    nvml: FakeNvml, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a container the host's nvidia-smi, run from the mounted root, would not find NVML by name."""
+    root = tmp_path / "driver-root"
+    (root / "usr/lib64").mkdir(parents=True)
+    (root / "usr/lib64/libnvidia-ml.so.1").write_bytes(b"")
+    (root / "usr/bin").mkdir(parents=True)
+    seen = tmp_path / "ld_preload"
+    (root / "usr/bin/nvidia-smi").write_text(f'#!/bin/sh\nprintf %s "$LD_PRELOAD" > {seen}\n')
+    (root / "usr/bin/nvidia-smi").chmod(0o755)
+    preloaded: list[str] = []
+    monkeypatch.setattr(ctypes, "CDLL", lambda path, mode=0: preloaded.append(path))
+    sysfs = sysfs_tree(tmp_path / "sys", ["0000:07:00.0"])
+    backend = await NvmlBackend.open("node-a", driver_root=str(root), sysfs_root=sysfs, event_wait_ms=20)
+    try:
+        await backend.set_time_slice(2, TimeSliceInterval.SHORT)
+    finally:
+        await backend.close()
+    assert preloaded == [f"{root}/usr/lib64/libnvidia-ml.so.1"]
+    assert seen.read_text() == f"{root}/usr/lib64/libnvidia-ml.so.1"
