@@ -77,7 +77,7 @@ class Outbox:
         self._expected: dict[str, float] = {}
         self._owed: dict[str, Owed] = {}
         self._confirmed = False
-        """An expected announcement was confirmed since the last write: the watermark can move."""
+        """An announcement was confirmed since the last write: the watermark can move."""
         self._owed_written: frozenset[str] = frozenset()
         self._lock = asyncio.Lock()
         self._in_flight: set[asyncio.Task[bool]] = set()
@@ -133,8 +133,8 @@ class Outbox:
             log.warning("could not publish %s: %s", type(event).__name__, exc, extra={"event": event.ce_type()})
 
     def _settled(self, event_id: str) -> None:
-        if self._expected.pop(event_id, None) is not None:
-            self._confirmed = True
+        self._confirmed = True  # also a repeat sent at start: the watermark moves past it, and no start repeats it
+        self._expected.pop(event_id, None)
         if self._owed.pop(event_id, None) is not None:
             metrics.EVENTS_OWED.set(len(self._owed))
 

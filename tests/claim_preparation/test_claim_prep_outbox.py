@@ -75,3 +75,25 @@ async def test_an_idle_outbox_writes_nothing(bus: Bus, tmp_path: Path) -> None:
     outbox.cancel(event_id)
     await outbox.flush()
     assert not (tmp_path / FILE_NAME).exists()
+
+
+async def test_a_start_that_announces_again_moves_the_watermark_so_the_next_one_does_not(
+    nats_server: EmbeddedNats, bus: Bus, kube: KubeApi, settings: Settings, events: EventLog
+) -> None:
+    ref = await store_claim(kube, "again-0", [("gpu", "gpu-3")])
+    async with serving(nats_server.url, settings) as service:
+        await until_answering(bus)
+        assert (await prepare(bus, ref)).results[ref.uid].error == ""
+    await events.next("ClaimPrepared")
+    (settings.checkpoint_path / FILE_NAME).unlink()  # as if killed before the watermark was written
+    async with serving(nats_server.url, settings) as service:
+        await until_answering(bus)
+        assert (await events.next("ClaimPrepared"))["claim"]["uid"] == ref.uid  # sent again, same id
+        completed_at = service.preparer.records[ref.uid].completed_at
+    assert completed_at is not None
+    assert outbox_file(settings).watermark > completed_at
+    async with serving(nats_server.url, settings):
+        await until_answering(bus)
+    await bus.nc.flush()
+    assert events.queue.empty(), "the second start announced the claim again"
+    assert (await claim_events(bus.js)).count(ClaimEvent("ClaimPrepared", ref.uid, ("gpu-3",))) == 1
