@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from libs.cdi.spec import ContainerEdits, Spec
 
 EARLIEST = "0.3.0"
-CURRENT = "1.1.0"
 KNOWN = ("0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0", "0.8.0", "1.0.0", "1.1.0")
 
 

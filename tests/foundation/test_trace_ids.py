@@ -32,8 +32,8 @@ def test_root_operation_gets_fresh_ids_that_travel(spans: InMemorySpanExporter) 
 def test_upstream_trace_is_continued() -> None:
     parent = tracing.extract({"traceparent": UPSTREAM})
     with tracing.messaging_span("process x", trace.SpanKind.CONSUMER, {}, parent):
-        assert tracing.current_trace_id() == "0af7651916cd43dd8448eb211c80319c"
-    assert tracing.current_trace_id() == ""
+        assert current_trace_id() == "0af7651916cd43dd8448eb211c80319c"
+    assert current_trace_id() == ""
 
 
 def test_recording_mode_records_spans(spans: InMemorySpanExporter) -> None:
@@ -41,3 +41,8 @@ def test_recording_mode_records_spans(spans: InMemorySpanExporter) -> None:
         pass
     [span] = spans.get_finished_spans()
     assert span.name == "send y"
+
+
+def current_trace_id() -> str:
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else ""
