@@ -4,7 +4,8 @@ Settings are read and validated first (exit 2 with a message naming the flag on 
 traces and metrics (with the ``/healthz`` and ``/readyz`` probes, see probes.py) are set up, the bus is
 connected and bootstrapped, the service's own ``lifespan`` runs, and it is registered on ``nats.micro`` so
 ``$SRV.PING`` lists it; only then is it ready. SIGTERM or SIGINT stops it cleanly: readiness goes first, the
-lifespan unwinds, consumers stop, the connection drains, and pending spans are flushed.
+lifespan unwinds, consumers stop, the connection drains, and pending spans are flushed. A ``StartupError``
+ends the process with one log line and its own exit code (see startup.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 
 from libs.bus import Bus, BusError, Endpoint
 from libs.runtime.probes import LIVENESS_PATH, READINESS_PATH, STALL_SECONDS, Probes
+from libs.runtime.startup import StartupError
 from libs.settings import CommonSettings, SettingsError, load_settings
 from libs.telemetry import configure_logging, configure_tracing, start_metrics_server
 from libs.version import VERSION
@@ -52,6 +54,9 @@ def service_main(name: str, settings_type: type[S], lifespan: Lifespan[S], argv:
     except BusError as exc:
         log.error("cannot start: %s", exc)
         sys.exit(EXIT_BUS)
+    except StartupError as exc:
+        log.error("cannot start: %s", exc, extra={"exit_code": exc.exit_code})
+        sys.exit(exc.exit_code)
 
 
 async def _serve(name: str, settings: S, lifespan: Lifespan[S], *, stall_seconds: float = STALL_SECONDS) -> None:

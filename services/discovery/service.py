@@ -16,12 +16,13 @@ from typing import Any
 from libs.bus import Bus, Endpoint
 from libs.events.catalogue import InjectFault
 from libs.kube.slice_publisher import SlicePublisher
+from libs.runtime.devices import open_devices
 from services.discovery.faults import FaultInjector
 from services.discovery.inventory_store import InventoryStore
 from services.discovery.reconcile import Reconciler
 from services.discovery.settings import Settings
 from services.discovery.slices_sync import SliceSync, TaintSource, TaintWatch
-from services.discovery.startup import Kubernetes, open_devices, open_kubernetes
+from services.discovery.startup import Kubernetes, open_kubernetes
 
 log = logging.getLogger(__name__)
 

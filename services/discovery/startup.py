@@ -1,9 +1,7 @@
-"""Opening what discovery cannot run without: the device backend and the Kubernetes API, with exit codes.
+"""Opening the Kubernetes API discovery needs, and checking its version, with ``StartupError`` on failure.
 
-A setting that cannot work (a broken profile file, NVML on a machine without the driver, a kubeconfig that
-does not load) is not retried in a loop: the process logs one message saying what to change and exits with a
-code of its own, and the supervisor (``gpudra up``, or the kubelet's CrashLoopBackOff) restarts it with a
-growing delay. Exit codes: 2 settings (``libs.runtime``), 3 device backend, 4 Kubernetes API.
+A kubeconfig that does not load or an API server too old for ``resource.k8s.io/v1`` is not retried in a loop:
+see libs/runtime/startup.py for the exit codes (4 here) and libs/runtime/devices.py for the device backend.
 """
 
 from __future__ import annotations
@@ -17,36 +15,13 @@ from typing import Any, Literal
 from kubernetes_asyncio.client import ApiClient, VersionApi
 
 from libs.bus import Bus
-from libs.devices import DeviceBackend, open_configured_backend
-from libs.devices.errors import BackendUnavailable, ProfileError, StateError
 from libs.kube import KubeApi, KubeError, open_kube, resolve_mode
 from libs.kube.cluster import load_configuration
+from libs.runtime.startup import EXIT_KUBE, StartupError
 from libs.slices.limits import OLDEST_MINOR
 from services.discovery.settings import STANDALONE_KUBE_MINOR, Settings
 
-EXIT_DEVICES = 3
-EXIT_KUBE = 4
-
 _MINOR = re.compile(r"^(\d+)")
-
-
-class StartupError(Exception):
-    """Discovery cannot start with these settings; ``exit_code`` says which part is at fault."""
-
-    def __init__(self, exit_code: int, message: str) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-async def open_devices(settings: Settings) -> DeviceBackend:
-    try:
-        return await open_configured_backend(settings)
-    except BackendUnavailable as exc:
-        raise StartupError(EXIT_DEVICES, f"{exc} (setting --backend / GPUDRA_BACKEND)") from exc
-    except ProfileError as exc:
-        raise StartupError(EXIT_DEVICES, f"{exc} (setting --profile / GPUDRA_PROFILE)") from exc
-    except StateError as exc:
-        raise StartupError(EXIT_DEVICES, f"{exc} (setting --simulated-dir / GPUDRA_SIMULATED_DIR)") from exc
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from libs.bus import Bus, Endpoint
-from libs.devices import DeviceBackend
-from libs.devices.errors import BackendUnavailable, DeviceError, ProfileError, StateError
-from libs.devices.factory import open_configured_backend
 from libs.kube import KubeError
+from libs.runtime.devices import open_devices
+from libs.runtime.startup import EXIT_CONFIG, EXIT_KUBE, StartupError
 from services.health.controller import running_controller
 from services.health.controller.config import ConfigError, from_settings
 from services.health.monitors import MonitorSettings
@@ -27,18 +26,6 @@ from services.health.node_agent import node_agent
 from services.health.settings import Settings
 
 log = logging.getLogger(__name__)
-
-EXIT_DEVICES = 3
-EXIT_KUBE = 4
-EXIT_CONFIG = 5
-
-
-class StartupError(Exception):
-    """Health cannot start with these settings; ``exit_code`` says which part is at fault."""
-
-    def __init__(self, exit_code: int, message: str) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 @asynccontextmanager
@@ -56,7 +43,7 @@ async def lifespan(bus: Bus, settings: Settings) -> AsyncIterator[Sequence[Endpo
 @asynccontextmanager
 async def node_side(bus: Bus, settings: Settings) -> AsyncIterator[list[Endpoint[Any]]]:
     """The monitors of this node's GPUs and the GPU-reset executor (``node_agent``)."""
-    backend = await _open_devices(settings)
+    backend = await open_devices(settings)
     try:
         monitors = MonitorSettings.from_settings(settings)
         async with node_agent(bus, backend, monitors, Path(settings.state_dir) / "health") as endpoints:
@@ -76,14 +63,3 @@ async def controller_side(bus: Bus, settings: Settings) -> AsyncIterator[None]:
             yield
     except KubeError as exc:
         raise StartupError(EXIT_KUBE, f"{exc} (settings --kube-mode / --kubeconfig)") from exc
-
-
-async def _open_devices(settings: Settings) -> DeviceBackend:
-    try:
-        return await open_configured_backend(settings)
-    except BackendUnavailable as exc:
-        raise StartupError(EXIT_DEVICES, f"{exc} (setting --backend / GPUDRA_BACKEND)") from exc
-    except ProfileError as exc:
-        raise StartupError(EXIT_DEVICES, f"{exc} (setting --profile / GPUDRA_PROFILE)") from exc
-    except (StateError, DeviceError) as exc:
-        raise StartupError(EXIT_DEVICES, f"{exc} (setting --simulated-dir / GPUDRA_SIMULATED_DIR)") from exc

@@ -13,6 +13,7 @@ from libs.devices.events import EccEvent, GpuLostEvent, RecoveryActionEvent, Xid
 from libs.devices.model import Inventory
 from libs.devices.simulated import load_profile
 from libs.devices.simulated.ops import add_mig_device, initial_state, inventory_of
+from libs.runtime.startup import StartupError
 from libs.slices import DeviceTaint, MigMode
 from services.discovery.faults import gpu_minor, xid_target
 from services.discovery.inventory_store import InventoryRecord, record_of
@@ -23,7 +24,7 @@ from services.discovery.inventory_sync import (
     rereads_inventory,
 )
 from services.discovery.slices_sync import desired_slices, taints_key
-from services.discovery.startup import StartupError, check_minor, minor_of
+from services.discovery.startup import check_minor, minor_of
 from services.kubelet_shim.health_view import devices_of
 
 

@@ -14,7 +14,9 @@ import pytest
 
 from libs.bus import Bus
 from libs.natsserver import EmbeddedNats
-from services.discovery.startup import EXIT_DEVICES, EXIT_KUBE, StartupError, open_devices, open_kubernetes
+from libs.runtime.devices import open_devices
+from libs.runtime.startup import EXIT_DEVICES, EXIT_KUBE, StartupError
+from services.discovery.startup import open_kubernetes
 from tests.discovery.discovery_support import discovery_settings
 
 BAD_PROFILE = """\
