@@ -24,7 +24,7 @@ from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 import grpc
 import grpc.aio
@@ -42,8 +42,6 @@ from protos.gen import (
 )
 
 if TYPE_CHECKING:
-    from protos.gen.dra_v1_pb2_grpc import DRAPluginAsyncStub as V1Stub
-    from protos.gen.dra_v1beta1_pb2_grpc import DRAPluginAsyncStub as V1Beta1Stub
     from protos.gen.health_v1alpha1_pb2_grpc import DRAResourceHealthAsyncStub as HealthStub
     from protos.gen.pluginregistration_pb2_grpc import RegistrationAsyncStub as RegistrationStub
 
@@ -388,62 +386,33 @@ class KubeletClient:
         does not cover exactly the requested UIDs, as the kubelet would refuse it.
         """
         refs = _claim_refs(claims)
-        method = "NodePrepareResources"
-        try:
-            if self.version == DRA_V1:
-                v1: V1Stub = dra_v1_pb2_grpc.DRAPluginStub(self._dra_channel())
-                resp1: dra_v1_pb2.NodePrepareResourcesResponse = await v1.NodePrepareResources(
-                    dra_v1_pb2.NodePrepareResourcesRequest(
-                        claims=[dra_v1_pb2.Claim(namespace=c.namespace, name=c.name, uid=c.uid) for c in refs]
-                    ),
-                    timeout=self.call_timeout,
-                    metadata=_trace_metadata(),
-                )
-                results = {uid: _prepare_result_v1(r) for uid, r in resp1.claims.items()}
-            else:
-                v1beta1: V1Beta1Stub = dra_v1beta1_pb2_grpc.DRAPluginStub(self._dra_channel())
-                resp2: dra_v1beta1_pb2.NodePrepareResourcesResponse = await v1beta1.NodePrepareResources(
-                    dra_v1beta1_pb2.NodePrepareResourcesRequest(
-                        claims=[dra_v1beta1_pb2.Claim(namespace=c.namespace, name=c.name, uid=c.uid) for c in refs]
-                    ),
-                    timeout=self.call_timeout,
-                    metadata=_trace_metadata(),
-                )
-                results = {uid: _prepare_result_v1beta1(r) for uid, r in resp2.claims.items()}
-        except grpc.aio.AioRpcError as err:
-            raise PluginCallError(method, err.code(), err.details() or "") from err
-        _check_claims(method, refs, results)
+        response = await self._dra_call("NodePrepareResources", refs)
+        results = {uid: _prepare_result(r) for uid, r in response.claims.items()}
+        _check_claims("NodePrepareResources", refs, results)
         return results
 
     async def unprepare(self, claims: Iterable[ClaimLike]) -> dict[str, UnprepareResult]:
         """NodeUnprepareResources for ``claims``; returns claim UID -> result (same checks as prepare)."""
         refs = _claim_refs(claims)
-        method = "NodeUnprepareResources"
+        response = await self._dra_call("NodeUnprepareResources", refs)
+        results = {uid: UnprepareResult(error=r.error) for uid, r in response.claims.items()}
+        _check_claims("NodeUnprepareResources", refs, results)
+        return results
+
+    async def _dra_call(self, method: str, refs: Sequence[ClaimRef]) -> Any:
+        """``method`` of the negotiated DRA version. v1 and v1beta1 requests and responses have the same
+        fields but for v1's ``share_id``, so one path builds and reads both."""
+        pb2, pb2_grpc = (
+            (dra_v1_pb2, dra_v1_pb2_grpc) if self.version == DRA_V1 else (dra_v1beta1_pb2, dra_v1beta1_pb2_grpc)
+        )
+        stub = pb2_grpc.DRAPluginStub(self._dra_channel())
+        request = getattr(pb2, f"{method}Request")(
+            claims=[pb2.Claim(namespace=c.namespace, name=c.name, uid=c.uid) for c in refs]
+        )
         try:
-            if self.version == DRA_V1:
-                v1: V1Stub = dra_v1_pb2_grpc.DRAPluginStub(self._dra_channel())
-                resp1: dra_v1_pb2.NodeUnprepareResourcesResponse = await v1.NodeUnprepareResources(
-                    dra_v1_pb2.NodeUnprepareResourcesRequest(
-                        claims=[dra_v1_pb2.Claim(namespace=c.namespace, name=c.name, uid=c.uid) for c in refs]
-                    ),
-                    timeout=self.call_timeout,
-                    metadata=_trace_metadata(),
-                )
-                results = {uid: UnprepareResult(error=r.error) for uid, r in resp1.claims.items()}
-            else:
-                v1beta1: V1Beta1Stub = dra_v1beta1_pb2_grpc.DRAPluginStub(self._dra_channel())
-                resp2: dra_v1beta1_pb2.NodeUnprepareResourcesResponse = await v1beta1.NodeUnprepareResources(
-                    dra_v1beta1_pb2.NodeUnprepareResourcesRequest(
-                        claims=[dra_v1beta1_pb2.Claim(namespace=c.namespace, name=c.name, uid=c.uid) for c in refs]
-                    ),
-                    timeout=self.call_timeout,
-                    metadata=_trace_metadata(),
-                )
-                results = {uid: UnprepareResult(error=r.error) for uid, r in resp2.claims.items()}
+            return await getattr(stub, method)(request, timeout=self.call_timeout, metadata=_trace_metadata())
         except grpc.aio.AioRpcError as err:
             raise PluginCallError(method, err.code(), err.details() or "") from err
-        _check_claims(method, refs, results)
-        return results
 
     def watch_health(self, *, require_advertised: bool = True) -> AsyncGenerator[list[DeviceHealth], None]:
         """Open ``NodeWatchResources``; yields each message (the plugin's complete device list).
@@ -514,7 +483,9 @@ def _check_claims(method: str, refs: Sequence[ClaimRef], results: Mapping[str, o
         )
 
 
-def _prepare_result_v1(resp: dra_v1_pb2.NodePrepareResourceResponse) -> PrepareResult:
+def _prepare_result(
+    resp: dra_v1_pb2.NodePrepareResourceResponse | dra_v1beta1_pb2.NodePrepareResourceResponse,
+) -> PrepareResult:
     return PrepareResult(
         devices=tuple(
             PreparedDevice(
@@ -522,22 +493,7 @@ def _prepare_result_v1(resp: dra_v1_pb2.NodePrepareResourceResponse) -> PrepareR
                 pool_name=d.pool_name,
                 device_name=d.device_name,
                 cdi_device_ids=tuple(d.cdi_device_ids),
-                share_id=d.share_id if d.HasField("share_id") else None,
-            )
-            for d in resp.devices
-        ),
-        error=resp.error,
-    )
-
-
-def _prepare_result_v1beta1(resp: dra_v1beta1_pb2.NodePrepareResourceResponse) -> PrepareResult:
-    return PrepareResult(
-        devices=tuple(
-            PreparedDevice(
-                request_names=tuple(d.request_names),
-                pool_name=d.pool_name,
-                device_name=d.device_name,
-                cdi_device_ids=tuple(d.cdi_device_ids),
+                share_id=d.share_id if isinstance(d, dra_v1_pb2.Device) and d.HasField("share_id") else None,
             )
             for d in resp.devices
         ),
