@@ -17,9 +17,10 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import msgspec
 import nats.errors
@@ -48,6 +49,7 @@ from libs.kube.port import EventType, ObjectList, WatchEvent
 from libs.kube.resources import PODS, Obj, Resource, check_object
 from libs.kube.selectors import Selector, check_fields, selected
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 EVENT_HEADER = "Gpudra-Kube-Event"
@@ -228,11 +230,8 @@ class LocalKube:
     ) -> None:
         what = resource.describe(name, namespace)
         key = object_key(resource, namespace, name)
-        for attempt in range(_WRITE_ATTEMPTS):
-            await _pause(attempt)
-            revision, current = await self._read(key)
-            if current is None:
-                raise NotFound(what, f'{resource.qualified} "{name}" not found')
+
+        async def remove(revision: int, current: Obj) -> None:
             if resource_version and resource_version != str(revision):
                 raise Conflict(
                     what,
@@ -240,13 +239,9 @@ class LocalKube:
                     f"ResourceVersion in object meta: {revision}",
                     reason="Conflict",
                 )
-            try:
-                await self._remove_or_mark(key, current, revision)
-                return
-            except _WrongLast:
-                if resource_version:
-                    raise Conflict(what, STALE, reason="Conflict") from None
-        raise Conflict(what, "too many concurrent writers; try again", reason="Conflict")
+            await self._remove_or_mark(key, current, revision)
+
+        await self._compare_and_set(resource, name, namespace, remove, conditional=bool(resource_version))
 
     async def evict(self, name: str, namespace: str, *, grace_period_seconds: int | None = None) -> None:
         """No PodDisruptionBudgets exist without a cluster: eviction is deletion. Nor does a kubelet stop the
@@ -320,7 +315,29 @@ class LocalKube:
     async def _modify(
         self, resource: Resource, name: str, namespace: str | None, change: Callable[[Obj], Obj], *, conditional: bool
     ) -> Obj:
-        """Read, change, compare-and-set; an unconditional change retries when another writer came between."""
+        key = object_key(resource, namespace, name)
+
+        async def write(revision: int, current: Obj) -> Obj:
+            new = change(current)
+            if new == stored_form(current):
+                return current  # a no-op write changes nothing, not even the resourceVersion
+            if deletion_finished(new):
+                return versioned(new, await self._tombstone(key, new, last=revision))
+            return versioned(new, await self._publish(key, new, last=revision, event="MODIFIED"))
+
+        return await self._compare_and_set(resource, name, namespace, write, conditional=conditional)
+
+    async def _compare_and_set(
+        self,
+        resource: Resource,
+        name: str,
+        namespace: str | None,
+        step: Callable[[int, Obj], Awaitable[T]],
+        *,
+        conditional: bool,
+    ) -> T:
+        """Read, then ``step`` writes only if nobody wrote in between: a change made against a resourceVersion
+        the caller gave fails with a Conflict, any other retries on a fresh read."""
         what = resource.describe(name, namespace)
         key = object_key(resource, namespace, name)
         for attempt in range(_WRITE_ATTEMPTS):
@@ -328,13 +345,8 @@ class LocalKube:
             revision, current = await self._read(key)
             if current is None:
                 raise NotFound(what, f'{resource.qualified} "{name}" not found')
-            new = change(current)
-            if new == stored_form(current):
-                return current  # a no-op write changes nothing, not even the resourceVersion
             try:
-                if deletion_finished(new):
-                    return versioned(new, await self._tombstone(key, new, last=revision))
-                return versioned(new, await self._publish(key, new, last=revision, event="MODIFIED"))
+                return await step(revision, current)
             except _WrongLast:
                 if conditional:
                     raise Conflict(what, STALE, reason="Conflict") from None
