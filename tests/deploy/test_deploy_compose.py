@@ -10,7 +10,6 @@ import importlib
 import importlib.util
 import re
 import tomllib
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -20,23 +19,13 @@ import yaml
 
 from libs.runtime.probes import READINESS_PATH
 from libs.settings import CommonSettings, SettingsError, env_name, load_settings
+from tests.deploy.deploy_support import ROOT, service_settings
 
-ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 KERNEL_FILESYSTEMS = (Path("/proc"), Path("/sys"))
 
 Obj = dict[str, Any]
-
-
-@cache
-def service_settings() -> dict[str, type[CommonSettings]]:
-    """``services.<name>.settings.Settings`` for every service folder."""
-    found: dict[str, type[CommonSettings]] = {}
-    for path in sorted((ROOT / "services").glob("*/settings.py")):
-        module = importlib.import_module(f"services.{path.parent.name}.settings")
-        found[path.parent.name] = module.Settings
-    return found
 
 
 def compose() -> Obj:

@@ -6,31 +6,18 @@ test fails and prints the table as it should be, ready to paste between the mark
 
 from __future__ import annotations
 
-import importlib
 import re
-from functools import cache
-from pathlib import Path
 
 import msgspec
 
 from libs.settings import CommonSettings, env_name, flag_name
+from tests.deploy.deploy_support import ROOT, service_settings
 
-ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "deploy.md"
 BEGIN, END = "<!-- settings-table:begin -->", "<!-- settings-table:end -->"
 HEADER = "| Variable | Flag | Services | Default | Description |\n|---|---|---|---|---|"
 
 Row = tuple[str, str, str, str]
-
-
-@cache
-def service_settings() -> dict[str, type[CommonSettings]]:
-    """``services.<name>.settings.Settings`` for every service folder."""
-    found: dict[str, type[CommonSettings]] = {}
-    for path in sorted((ROOT / "services").glob("*/settings.py")):
-        module = importlib.import_module(f"services.{path.parent.name}.settings")
-        found[path.parent.name] = module.Settings
-    return found
 
 
 def describe(field: msgspec.structs.FieldInfo) -> str:

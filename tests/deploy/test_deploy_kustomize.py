@@ -12,7 +12,6 @@ remediation ClusterRole grants, and the NATS permissions docs/deploy.md gives mu
 from __future__ import annotations
 
 import copy
-import importlib
 import re
 import tomllib
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from libs.events.subjects import event_subject, rpc_subject
 from libs.natsserver import EmbeddedNats
 from libs.runtime.probes import LIVENESS_PATH, READINESS_PATH
 from libs.settings import CommonSettings, SettingsError, env_name, load_settings
+from tests.deploy.deploy_support import ROOT, service_settings
 from tests.health_controller.health_controller_support import (
     Feed,
     RecordingReboot,
@@ -48,7 +48,6 @@ from tests.health_controller.health_controller_support import (
 )
 from tests.support.kubeapi import KubeApiServer
 
-ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 KUSTOMIZE = DEPLOY / "kustomize"
 DOC = ROOT / "docs" / "deploy.md"
@@ -100,16 +99,6 @@ WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollectio
 
 
 # --- settings -------------------------------------------------------------------------------------------------
-
-
-@cache
-def service_settings() -> dict[str, type[CommonSettings]]:
-    """``services.<name>.settings.Settings`` for every service folder."""
-    found: dict[str, type[CommonSettings]] = {}
-    for path in sorted((ROOT / "services").glob("*/settings.py")):
-        module = importlib.import_module(f"services.{path.parent.name}.settings")
-        found[path.parent.name] = module.Settings
-    return found
 
 
 def env_names(service: str) -> frozenset[str]:
