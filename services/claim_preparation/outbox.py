@@ -163,15 +163,6 @@ class Outbox:
             await asyncio.to_thread(write_atomically, self.path, msgspec.json.encode(content))
             self._owed_written, self.watermark = owed_ids, watermark
 
-    async def run(self) -> None:
-        """Retry and write in the background until cancelled; a failing round is logged, the next one runs."""
-        while True:
-            await asyncio.sleep(RETRY_SECONDS)
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("the claim event outbox could not be written; retrying in %gs", RETRY_SECONDS)
-
     # --- start ---------------------------------------------------------------------------------------------
 
     def load(self) -> list[str]:

@@ -25,7 +25,7 @@ from services.claim_preparation.cdi import node_paths
 from services.claim_preparation.checkpoint import CheckpointStore, read_boot_id
 from services.claim_preparation.handlers import ClaimCommands
 from services.claim_preparation.mps import MpsDaemons, NvidiaMpsDaemons, RecordedMpsDaemons
-from services.claim_preparation.outbox import Outbox
+from services.claim_preparation.outbox import RETRY_SECONDS, Outbox
 from services.claim_preparation.preparer import Parts, Preparer
 from services.claim_preparation.settings import Settings
 
@@ -102,7 +102,7 @@ async def running(
         cleanup = asyncio.create_task(
             periodically(settings.cleanup_interval_seconds, preparer.cleanup, "cleanup of unfinished claims")
         )
-        outbox = asyncio.create_task(parts.outbox.run())
+        outbox = asyncio.create_task(periodically(RETRY_SECONDS, parts.outbox.flush, "the claim event outbox"))
         try:
             yield ClaimService(
                 preparer=preparer,
