@@ -177,6 +177,8 @@ async def test_gpu_resets_that_fail_fall_back_to_a_reboot(
         c.nodes["node-a"].fail_resets = True
         await c.fault(bus, "node-a", "48")
         await c.feed.expect(RemediationStateChanged, lambda e: node_state(e, "healthy"))
+        # The state event and the Node patch that uncordons are done side by side: wait for the patch.
+        assert await until(lambda: not cordoned(kube_api, "node-a"), kube_api)
     assert c.nodes["node-a"].resets == ["gpu-1", "gpu-1"]
     assert c.reboot.calls == [("node-a", "bare-metal")]
     device = [e.state for e in c.feed.of(RemediationStateChanged) if e.scope == "device"]
