@@ -10,6 +10,11 @@ Beside wall-clock rates, the CPU time this process spent per event is printed: o
 is steadier than the wall clock (the nats-server's own CPU is not included, for either side).
 Goal: overhead under 30 % of raw nats-py.
 
+Everything runs twice per round, on two servers: one with authentication and permissions as ``gpudra up`` runs
+it (a user JWT whose allow lists are a node's: claim_preparation's and the shim's, plus what the bench itself
+does), one without any. The difference is the cost of authentication; the server's own CPU time per event
+(read from /proc) is printed for both, since that is where permissions are checked.
+
     python -m bench bus [--events 3000] [--requests 2000] [--rounds 5]
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -35,6 +41,10 @@ from libs.events.catalogue import ClaimRef, ClaimUnprepared, PrepareClaims, Prep
 from libs.natsserver import EmbeddedNats
 from libs.settings import CommonSettings
 from libs.telemetry import configure_tracing
+from libs.trust.authority import Authority
+from libs.trust.grants import serve
+from libs.trust.permissions import Permissions
+from libs.trust.roles import Role, permissions
 
 CLAIM = ClaimRef(namespace="default", name="bench", uid="00000000-0000-0000-0000-000000000000")
 
@@ -62,9 +72,9 @@ async def library_throughput(bus: Bus, events: int, round_no: int) -> tuple[floa
     return events / elapsed, cpu / events * 1e6
 
 
-async def raw_throughput(url: str, events: int, round_no: int, *, cloudevents: bool) -> tuple[float, float]:
+async def raw_throughput(side: Side, events: int, round_no: int, *, cloudevents: bool) -> tuple[float, float]:
     """Plain nats-py: same pattern, no library; with ``cloudevents`` it carries the same headers we send."""
-    nc = await nats.connect(url)
+    nc = await side.raw_connect()
     js = nc.jetstream()
     tag = f"{'ce' if cloudevents else 'raw'}-{round_no}"
     subject = f"gpudra.v1.{tag}.claims.unprepared"
@@ -126,35 +136,104 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run(events: int, requests: int, rounds: int) -> None:
-    configure_tracing("bench", "bench")
-    with tempfile.TemporaryDirectory() as tmp:
-        server = EmbeddedNats(Path(tmp))
-        await server.start()
-        bus = await Bus.connect(CommonSettings(nats_url=server.url, node_name="bench"), "bench")
-        await bus.bootstrap()
+BENCH_PERMISSIONS = (
+    permissions([Role.CLAIM_PREPARATION, Role.KUBELET_SHIM], principal="bench", node="bench")
+    | serve("bench", "bench", PrepareClaims)
+    | Permissions(
+        publish=frozenset(
+            {"gpudra.v1.*.claims.>", "$JS.API.CONSUMER.>", "$JS.ACK.GPUDRA_CLAIMS.>", "raw.bench.prepare"}
+        ),
+        subscribe=frozenset({"raw.bench.prepare", "_INBOX.>"}),
+    )
+)
+"""A node's allow lists (what the server checks each message against), plus the bench's own subjects."""
+
+
+class Side:
+    """One nats-server and the clients of one side: with authentication (``creds``) or without."""
+
+    def __init__(self, server: EmbeddedNats, creds: str = "", bootstrap_creds: str = "") -> None:
+        self.server = server
+        self.creds = creds
+        self.bootstrap_creds = bootstrap_creds
+        self.results = Results()
+
+    async def raw_connect(self) -> Client:
+        return await nats.connect(self.server.url, user_credentials=self.creds or None)
+
+    async def start(self) -> None:
+        await self.server.start()
+        settings = CommonSettings(nats_url=self.server.url, node_name="bench", nats_creds=self.bootstrap_creds)
+        bootstrapper = await Bus.connect(settings, "bootstrap")
+        await bootstrapper.bootstrap()
+        await bootstrapper.close()
+        self.bus = await Bus.connect(msgspec.structs.replace(settings, nats_creds=self.creds), "bench")
 
         async def answer(command: PrepareClaims) -> PrepareClaimsReply:
             return PrepareClaimsReply(results={})
 
-        await bus.serve("0.0.0", [Endpoint(PrepareClaims, answer)])
-        raw = await nats.connect(server.url)
+        await self.bus.serve("0.0.0", [Endpoint(PrepareClaims, answer)])
+        self.raw = await self.raw_connect()
 
         async def echo(msg: Msg) -> None:
             await msg.respond(b'{"results":{}}')
 
-        await raw.subscribe("raw.bench.prepare", cb=echo)
-        results = Results()
+        await self.raw.subscribe("raw.bench.prepare", cb=echo)
+
+    async def round(self, events: int, requests: int, round_no: int) -> None:
+        server_cpu = process_cpu(self.server.pid)
+        self.results.add("raw", await raw_throughput(self, events, round_no, cloudevents=False))
+        self.results.add("ce", await raw_throughput(self, events, round_no, cloudevents=True))
+        self.results.add("lib", await library_throughput(self.bus, events, round_no))
+        self.results.server_cpu.append((process_cpu(self.server.pid) - server_cpu) / (3 * events) * 1e6)
+        self.results.add_latency("raw", await raw_latency(self.raw, requests))
+        self.results.add_latency("lib", await library_latency(self.bus, requests))
+
+    async def stop(self) -> None:
+        await self.raw.close()
+        await self.bus.close()
+        await self.server.stop()
+
+
+def process_cpu(pid: int | None) -> float:
+    """Seconds of CPU (user + system) a process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run(events: int, requests: int, rounds: int) -> None:
+    configure_tracing("bench", "bench")
+    with tempfile.TemporaryDirectory() as tmp:
+        authority = Authority.open(Path(tmp) / "trust")
+        users = Path(tmp) / "trust" / "users"
+        creds = authority.write(users / "bench.creds", "bench", BENCH_PERMISSIONS)
+        bootstrap = authority.issue(users / "bootstrap.creds", "bootstrap", [Role.BOOTSTRAP], "bench")
+        sides = {
+            "authenticated": Side(EmbeddedNats(Path(tmp) / "auth", auth=authority), str(creds), str(bootstrap)),
+            "open": Side(EmbeddedNats(Path(tmp) / "open")),
+        }
+        for side in sides.values():
+            await side.start()
         for round_no in range(rounds):
-            results.add("raw", await raw_throughput(server.url, events, round_no, cloudevents=False))
-            results.add("ce", await raw_throughput(server.url, events, round_no, cloudevents=True))
-            results.add("lib", await library_throughput(bus, events, round_no))
-            results.add_latency("raw", await raw_latency(raw, requests))
-            results.add_latency("lib", await library_latency(bus, requests))
-        await raw.close()
-        await bus.close()
-        await server.stop()
-    results.report(events, requests, rounds)
+            for side in sides.values():
+                await side.round(events, requests, round_no)
+        for side in sides.values():
+            await side.stop()
+    print("# with authentication and permissions, as gpudra up runs")
+    sides["authenticated"].results.report(events, requests, rounds)
+    print("# without authentication (not a mode gpudra runs in; the baseline for its cost)")
+    sides["open"].results.report(events, requests, rounds)
+    report_cost(sides["authenticated"].results, sides["open"].results)
+
+
+def report_cost(auth: Results, open_: Results) -> None:
+    med = statistics.median
+    rate = med(open_.rates["lib"]) / med(auth.rates["lib"]) - 1
+    latency = pct(auth.latency["lib"], 0.5) / pct(open_.latency["lib"], 0.5) - 1
+    print("cost of authentication (gpudra bus, authenticated vs open)")
+    print(f"  publish→consume  {100 * rate:5.1f} % wall")
+    print(f"  request/reply    {100 * latency:5.1f} % p50")
+    print(f"  nats-server CPU  {med(auth.server_cpu):5.1f} vs {med(open_.server_cpu):5.1f} µs per event")
 
 
 class Results:
@@ -163,6 +242,8 @@ class Results:
         self.event_cpu: dict[str, list[float]] = {"raw": [], "ce": [], "lib": []}
         self.latency: dict[str, list[float]] = {"raw": [], "lib": []}
         self.request_cpu: dict[str, list[float]] = {"raw": [], "lib": []}
+        self.server_cpu: list[float] = []
+        """nats-server CPU µs per event over the three throughput runs of a round."""
 
     def add(self, side: str, throughput: tuple[float, float]) -> None:
         self.rates[side].append(throughput[0])

@@ -42,6 +42,7 @@ import nats
 from nats.aio.msg import Msg
 from nats.js import api
 
+from bench._trust import SecuredServer
 from libs.bus import Bus
 from libs.bus.topology import HEALTH_BUCKET, INVENTORY_BUCKET, REMEDIATION_BUCKET, event_stream
 from libs.devices.model import Inventory
@@ -51,8 +52,7 @@ from libs.events import Domain, encode, node_token
 from libs.events.catalogue.health import EntityRef, HealthEvent, ResetGpuReply
 from libs.events.subjects import node_from_token
 from libs.kube import NODES, LocalKube
-from libs.natsserver import EmbeddedNats
-from libs.settings import CommonSettings
+from libs.trust.roles import Role
 from services.health.catalogue import default_catalogue
 from services.health.controller import Controller, running_controller
 from services.health.controller import metrics as controller_metrics
@@ -218,26 +218,28 @@ class Observer:
 
 
 @asynccontextmanager
-async def cluster(nodes: int, prefix: str, reboot_seconds: float = 0.0) -> AsyncIterator[tuple[str, Bus, Fleet]]:
-    """A nats-server, the standalone Kubernetes store and a fleet of nodes."""
+async def cluster(
+    nodes: int, prefix: str, reboot_seconds: float = 0.0
+) -> AsyncIterator[tuple[SecuredServer, Bus, Fleet]]:
+    """A nats-server, the standalone Kubernetes store and a fleet of nodes (this process plays them all)."""
     with tempfile.TemporaryDirectory() as tmp:
-        server = EmbeddedNats(Path(tmp) / "nats")
-        await server.start()
-        bus = await Bus.connect(CommonSettings(nats_url=server.url, node_name="bench"), "bench")
+        secured = SecuredServer(Path(tmp))
+        await secured.server.start()
+        bus = await Bus.connect(secured.settings("bench", "bench"), "bench")
         try:
             await bus.bootstrap()
             fleet = Fleet(bus, await LocalKube.open(bus.js), nodes, prefix, reboot_seconds)
             await fleet.start()
-            yield server.url, bus, fleet
+            yield secured, bus, fleet
         finally:
             await bus.close()
-            await server.stop()
+            await secured.server.stop()
 
 
 @asynccontextmanager
-async def controlled(url: str, fleet: Fleet, **settings: Any) -> AsyncIterator[Controller]:
+async def controlled(secured: SecuredServer, fleet: Fleet, **settings: Any) -> AsyncIterator[Controller]:
     """The controller, on its own connection as in its own process, with the fleet as its reboot hook."""
-    config = controller_settings(url, **settings)
+    config = controller_settings(secured, **settings)
     bus = await Bus.connect(config, "health")
     try:
         async with running_controller(bus, config, from_settings(config), reboot=fleet) as controller:
@@ -251,15 +253,16 @@ async def system(
     nodes: int, prefix: str, reboot_seconds: float = 0.0, **settings: Any
 ) -> AsyncIterator[tuple[Bus, Fleet, Controller]]:
     async with (
-        cluster(nodes, prefix, reboot_seconds) as (url, bus, fleet),
-        controlled(url, fleet, **settings) as controller,
+        cluster(nodes, prefix, reboot_seconds) as (secured, bus, fleet),
+        controlled(secured, fleet, **settings) as controller,
     ):
         yield bus, fleet, controller
 
 
-def controller_settings(url: str, **overrides: Any) -> Settings:
+def controller_settings(secured: SecuredServer, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "nats_url": url,
+        "nats_url": secured.url,
+        "nats_creds": secured.creds("health", "controller-0", [Role.HEALTH_CONTROLLER]),
         "node_name": "controller-0",
         "role": "controller",
         "kube_mode": "local",
@@ -366,11 +369,11 @@ async def burst(count: int) -> None:
 
 async def ingest(events: int, nodes: int) -> None:
     for mix in ("copies", "changes"):
-        async with cluster(nodes, "ingest") as (url, bus, fleet):
+        async with cluster(nodes, "ingest") as (secured, bus, fleet):
             await prepublish(bus, fleet, events, mix)
             raw = await raw_consume(bus, events)
             before, started = taken_in(), time.perf_counter()
-            async with controlled(url, fleet, controller_workers=256) as controller:
+            async with controlled(secured, fleet, controller_workers=256) as controller:
                 await controller_consumed(controller, events, before)
                 taken = events / (time.perf_counter() - started)
         print(f"ingest, {mix}: {events} events from {nodes} nodes already in the stream")
@@ -438,9 +441,9 @@ async def controller_consumed(controller: Controller, count: int, before: float)
 
 
 async def sweep(nodes: int, rounds: int = 10) -> None:
-    async with cluster(nodes, "sweep") as (url, bus, fleet):
+    async with cluster(nodes, "sweep") as (secured, bus, fleet):
         size = await write_books(bus, fleet)
-        async with controlled(url, fleet, sweep_seconds=3600.0) as controller:
+        async with controlled(secured, fleet, sweep_seconds=3600.0) as controller:
             took = []
             for _ in range(rounds):
                 started = time.perf_counter()

@@ -54,13 +54,12 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from bench._trust import SecuredServer
 from cli.claims import allocation, claim_object
 from libs.bus import Bus
 from libs.events.catalogue import ClaimRef, PrepareClaims, PrepareClaimsReply, UnprepareClaims, UnprepareClaimsReply
 from libs.kube import RESOURCE_CLAIMS, LocalKube
 from libs.kubeletclient import KubeletClient
-from libs.natsserver import EmbeddedNats
-from libs.settings import CommonSettings
 
 NODE = "bench"
 DRIVER = "gpu.gpudra.io"
@@ -89,7 +88,7 @@ MIG_DEVICES = [f"gpu-{g}-mig-3g40gb-9-{p}" for g in range(8) for p in (0, 4)]
 # --- the floor --------------------------------------------------------------------------------------------------
 
 
-async def serve_floor(socket: str, nats_url: str) -> None:
+async def serve_floor(socket: str, nats_url: str, creds: str) -> None:
     """The floor's other end, in its own process: a bare gRPC server and a bare NATS responder, both empty."""
 
     async def empty(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
@@ -100,7 +99,7 @@ async def serve_floor(socket: str, nats_url: str) -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Floor", {"Empty": handler}),))
     server.add_insecure_port(f"unix://{socket}")
     await server.start()
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_url, user_credentials=creds)
 
     async def respond(msg: Msg) -> None:
         await msg.respond(b"")
@@ -305,6 +304,8 @@ class PhaseLog:
 class System:
     bus: Bus
     nats_url: str
+    creds: str
+    """The bench's own credentials (it plays the kubelet and the floor's raw clients)."""
     floor_socket: str
     pids: dict[str, int]
     """claim_preparation, kubelet_shim and nats-server: whose CPU time and memory are read."""
@@ -313,10 +314,12 @@ class System:
 @contextlib.asynccontextmanager
 async def system(root: Path, cprofile: Path | None) -> AsyncIterator[System]:
     """nats-server, the floor's far end, claim_preparation and the shim, all running; stopped on the way out."""
-    server = EmbeddedNats(root / "nats")
+    secured = SecuredServer(root)
+    server = secured.server
     await server.start()
-    bus = await Bus.connect(CommonSettings(nats_url=server.url, node_name=NODE), "bench")
+    bus = await Bus.connect(secured.settings("bench", NODE), "bench")
     await bus.bootstrap()
+    creds = secured.creds("bench", NODE)
     profile = root / "profile.yaml"
     profile.write_text(PROFILE)
     env = service_env(root, server.url, profile)
@@ -325,17 +328,16 @@ async def system(root: Path, cprofile: Path | None) -> AsyncIterator[System]:
     floor = "import asyncio, sys; from bench.prepare import serve_floor; asyncio.run(serve_floor(*sys.argv[1:]))"
     try:
         children["floor"] = await Child.start(
-            "floor", [sys.executable, "-c", floor, floor_socket, server.url], env, "floor ready"
+            "floor", [sys.executable, "-c", floor, floor_socket, server.url, creds], env, "floor ready"
         )
-        claim_preparation = service_args("services.claim_preparation", cprofile)
-        children["claim_preparation"] = await Child.start("claim_preparation", claim_preparation, env, "service ready")
-        shim = service_args("services.kubelet_shim", cprofile)
-        children["kubelet_shim"] = await Child.start("kubelet_shim", shim, env, "serving the kubelet")
+        for name, ready in (("claim_preparation", "service ready"), ("kubelet_shim", "serving the kubelet")):
+            own = {**env, "GPUDRA_NATS_CREDS": secured.creds(name, NODE)}
+            children[name] = await Child.start(name, service_args(f"services.{name}", cprofile), own, ready)
         assert server.pid is not None
         pids = {name: children[name].pid for name in ("claim_preparation", "kubelet_shim")} | {
             "nats-server": server.pid
         }
-        yield System(bus=bus, nats_url=server.url, floor_socket=floor_socket, pids=pids)
+        yield System(bus=bus, nats_url=server.url, creds=creds, floor_socket=floor_socket, pids=pids)
     finally:
         for name in ("kubelet_shim", "claim_preparation", "floor"):
             if name in children:
@@ -364,7 +366,7 @@ async def run(rounds: int, calls: int, bursts: int, cprofile: Path | None) -> Re
             many = [await store(kube, f"burst-{i}", device) for i, device in enumerate(MIG_DEVICES)]
             registration = root / "kubelet" / "plugins_registry" / f"{DRIVER}-reg.sock"
             client = await KubeletClient.register(registration, driver_name=DRIVER)
-            raw = await nats.connect(running.nats_url)
+            raw = await nats.connect(running.nats_url, user_credentials=running.creds)
             channel = grpc.aio.insecure_channel(f"unix://{running.floor_socket}")
             phases = PhaseLog()
             subscription = await bus.nc.subscribe(f"gpudra.v1.{NODE}.claims.prepared", cb=phases.on_message)

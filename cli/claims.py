@@ -161,8 +161,8 @@ def _system_defaults(args: argparse.Namespace) -> tuple[str, str]:
     return args.node or node, args.driver or driver
 
 
-async def _with_store(args: argparse.Namespace, client: str) -> tuple[Bus, KubeApi]:
-    bus = await context.connect(args, client)
+async def _with_store(args: argparse.Namespace) -> tuple[Bus, KubeApi]:
+    bus = await context.connect(args)
     try:
         return bus, await LocalKube.open(bus.js)
     except KubeError:
@@ -187,7 +187,7 @@ def can_look_up(args: argparse.Namespace) -> bool:
 
 async def lookup_uid(args: argparse.Namespace, namespace: str, name: str) -> str:
     """The UID of the claim ``namespace/name`` in the standalone store (for ``gpudra kubelet prepare NAME``)."""
-    bus, kube = await _with_store(args, "cli-claims")
+    bus, kube = await _with_store(args)
     try:
         claim = await kube.get(RESOURCE_CLAIMS, name, namespace)
     except NotFound:
@@ -205,7 +205,7 @@ def _print_json(value: object) -> None:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    bus, kube = await _with_store(args, "cli-claims")
+    bus, kube = await _with_store(args)
     try:
         if args.verb == "create":
             claim = await create_claim(kube, args)

@@ -110,7 +110,7 @@ async def read_entries(bus: Bus, node: str | None) -> list[bytes]:
 
 async def _run(args: argparse.Namespace) -> int:
     node = selected_node(args)
-    bus = await context.connect(args, "cli-devices")
+    bus = await context.connect(args)
     try:
         values = await read_entries(bus, node)
     finally:

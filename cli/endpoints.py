@@ -18,6 +18,12 @@ class KubeletPaths(msgspec.Struct, frozen=True, kw_only=True):
 
 class Endpoints(msgspec.Struct, frozen=True, kw_only=True):
     nats_url: str
+    nats_creds: str = ""
+    """The operator's credentials file: what ``gpudra`` commands connect with."""
+    extender_creds: str = ""
+    """Read-only credentials for extenders (events and nothing else)."""
+    credentials_dir: str = ""
+    """Each service's ``<service>.creds``, minted by ``gpudra up`` (owner-only)."""
     node: str
     profile: str
     state_dir: str

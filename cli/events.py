@@ -86,7 +86,7 @@ def structured(headers: Mapping[str, str], data: bytes) -> str:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    bus = await context.connect(args, "events-tail")
+    bus = await context.connect(args)
     done = asyncio.Event()
     seen = 0
 

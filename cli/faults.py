@@ -59,7 +59,7 @@ def target_node(args: argparse.Namespace) -> str:
 
 async def _run(args: argparse.Namespace) -> int:
     node, command = target_node(args), command_of(args)
-    bus = await context.connect(args, "cli-faults")
+    bus = await context.connect(args)
     try:
         reply = await bus.request(node, command, InjectFaultReply, timeout=10.0)
     finally:

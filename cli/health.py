@@ -84,7 +84,7 @@ def user(args: argparse.Namespace) -> str:
 async def _status(args: argparse.Namespace) -> int:
     from services.health.controller.status import read_status
 
-    bus = await context.connect(args, "cli-health")
+    bus = await context.connect(args)
     try:
         status = await read_status(bus, args.node or None)
     finally:
@@ -97,7 +97,7 @@ async def _status(args: argparse.Namespace) -> int:
 
 
 async def _breaker_reset(args: argparse.Namespace) -> int:
-    bus = await context.connect(args, "cli-health")
+    bus = await context.connect(args)
     try:
         reply = await bus.request(CLUSTER, ResetBreaker(by=user(args)), ResetBreakerReply, timeout=30.0)
     finally:
@@ -114,7 +114,7 @@ async def _reset(args: argparse.Namespace) -> int:
     if node is None:
         raise endpoints.NotRunning("give --node: with --nats-url there is no standalone system to default to")
     command = ResetRemediation(node=node, device=args.device, by=user(args), note=args.note)
-    bus = await context.connect(args, "cli-health")
+    bus = await context.connect(args)
     try:
         reply = await bus.request(CLUSTER, command, ResetRemediationReply, timeout=30.0)
     finally:

@@ -20,6 +20,11 @@ def common_options() -> argparse.ArgumentParser:
         "--state-dir", default=".gpudra", help="standalone system's state directory (default ./.gpudra)"
     )
     common.add_argument("--nats-url", default="", help="use this NATS server instead of the state dir's")
+    common.add_argument(
+        "--nats-creds",
+        default="",
+        help="NATS credentials file (default: $GPUDRA_NATS_CREDS, else the operator's from the state dir)",
+    )
     common.add_argument("--log-level", default="WARNING", help="log level of the command itself")
     return common
 

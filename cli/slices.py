@@ -44,7 +44,7 @@ async def _run(args: argparse.Namespace) -> int:
 
     node = selected_node(args)
     fields = {"spec.driver": str(args.driver), **({"spec.nodeName": node} if node else {})}
-    bus = await context.connect(args, "cli-slices")
+    bus = await context.connect(args)
     try:
         store = await LocalKube.open(bus.js)
         listed = await store.list(RESOURCE_SLICES, fields=fields)

@@ -19,6 +19,8 @@ from libs.bus.directory import list_services
 from libs.events.catalogue import ServiceCrashed
 from libs.natsserver import EmbeddedNats
 from libs.settings import CommonSettings, env_name
+from libs.trust.authority import Authority
+from libs.trust.roles import SERVICE_ROLES, Role
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +52,12 @@ def layout(
     state_dir: Path, node: str, profile: str, nats_url: str, kubelet_dir: Path | None = None
 ) -> endpoints_file.Endpoints:
     kubelet = kubelet_dir or state_dir / "kubelet"
+    credentials = state_dir / "trust" / "users"
     return endpoints_file.Endpoints(
         nats_url=nats_url,
+        nats_creds=str(credentials / "operator.creds"),
+        extender_creds=str(credentials / "extender.creds"),
+        credentials_dir=str(credentials),
         node=node,
         profile=profile,
         state_dir=str(state_dir),
@@ -94,17 +100,33 @@ def service_env(system: endpoints_file.Endpoints) -> dict[str, str]:
     return {env_name(key): value for key, value in values.items()}
 
 
+def credentials_of(system: endpoints_file.Endpoints, principal: str) -> str:
+    return str(Path(system.credentials_dir) / f"{principal}.creds")
+
+
 def specs(system: endpoints_file.Endpoints, names: list[str]) -> list[ServiceSpec]:
     env = service_env(system)
     return [
         ServiceSpec(
             name=name,
             argv=python_module(f"services.{name}"),
-            env=env,
+            env={**env, env_name("nats_creds"): credentials_of(system, name)},
             log_file=str(Path(system.logs_dir) / f"{name}.log"),
         )
         for name in names
     ]
+
+
+def issue_credentials(authority: Authority, system: endpoints_file.Endpoints, names: list[str]) -> None:
+    """Fresh owner-only credentials for every client of this system, each with its own roles only."""
+    holders: dict[str, tuple[Role, ...]] = {name: SERVICE_ROLES[name] for name in names}
+    holders |= {
+        "supervisor": (Role.BOOTSTRAP, Role.SUPERVISOR),
+        "operator": (Role.OPERATOR,),
+        "extender": (Role.EXTENDER,),
+    }
+    for principal, roles in holders.items():
+        authority.issue(Path(credentials_of(system, principal)), principal, roles, system.node)
 
 
 async def wait_until_registered(bus: Bus, names: list[str], node: str, timeout: float) -> set[str]:
@@ -129,6 +151,7 @@ def remove_sockets(system: endpoints_file.Endpoints) -> None:
 def _announce(system: endpoints_file.Endpoints, path: Path) -> None:
     print(f"gpudra is up on node {system.node} (profile {system.profile})")
     print(f"  NATS:              {system.nats_url}")
+    print(f"  NATS credentials:  {system.nats_creds} (operator; read-only: {system.extender_creds})")
     print(f"  kubelet plugins:   {system.kubelet.plugins_dir}")
     print(f"  plugin registry:   {system.kubelet.registration_dir}")
     print(f"  CDI specs:         {system.cdi_dir}")
@@ -152,6 +175,11 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def plan(args: argparse.Namespace) -> Plan:
+    if args.nats_url:
+        raise UsageError(
+            "gpudra up runs its own NATS server, with credentials it issues to each service; to use another NATS "
+            "server, run the services against it with their own credentials (docs/deploy.md)"
+        )
     names = [name.strip() for name in args.services.split(",") if name.strip()]
     unknown = sorted(set(names) - set(SERVICES))
     if unknown:
@@ -167,14 +195,15 @@ def plan(args: argparse.Namespace) -> Plan:
 async def _up(args: argparse.Namespace, plan: Plan) -> int:
     state_dir, kubelet_dir, names = plan.state_dir, plan.kubelet_dir, plan.names
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    server = None
-    if args.nats_url:
-        nats_url = args.nats_url
-    else:
-        server = EmbeddedNats(state_dir / "nats", port=args.nats_port)
-        nats_url = await server.start()
-    system = layout(state_dir, args.node, args.profile, nats_url, kubelet_dir)
-    bus = await Bus.connect(CommonSettings(nats_url=nats_url, node_name=args.node), "supervisor")
+    authority = Authority.open(state_dir / "trust")
+    server = EmbeddedNats(state_dir / "nats", port=args.nats_port, auth=authority)
+    system = layout(state_dir, args.node, args.profile, server.url, kubelet_dir)
+    issue_credentials(authority, system, names)
+    await server.start()
+    supervisor_settings = CommonSettings(
+        nats_url=server.url, node_name=args.node, nats_creds=credentials_of(system, "supervisor")
+    )
+    bus = await Bus.connect(supervisor_settings, "supervisor")
     await bus.bootstrap()
 
     async def report(service: str, code: int, restarts: int, delay: float) -> None:
@@ -204,8 +233,7 @@ async def _up(args: argparse.Namespace, plan: Plan) -> int:
         await supervisor.stop()
         remove_sockets(system)
         await bus.close()
-        if server is not None:
-            await server.stop()
+        await server.stop()
     print("stopped", flush=True)
     return 0
 

@@ -10,12 +10,14 @@ from typing import Any, TypeVar
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
+from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 from nats.micro.service import Service
 
 from libs.bus import rpc, topology
-from libs.bus.connection import connect, jetstream
+from libs.bus.connection import Refusals, connect, jetstream
 from libs.bus.consumer import Consumer, ConsumerSpec, Handler
+from libs.bus.errors import BusError
 from libs.bus.publisher import Publisher
 from libs.events import Command, Event, Reply
 from libs.settings import CommonSettings
@@ -28,8 +30,10 @@ R = TypeVar("R", bound=Reply)
 class Bus:
     """Publish events, consume them durably, serve and send commands, reach KV buckets."""
 
-    def __init__(self, nc: Client, *, service: str, node: str) -> None:
+    def __init__(self, nc: Client, *, service: str, node: str, refusals: Refusals | None = None) -> None:
         self.nc = nc
+        self.refusals = refusals or Refusals()
+        """What the server refused this connection (permission violations), newest last."""
         self.js: JetStreamContext = jetstream(nc)
         self.service = service
         self.node = node
@@ -39,10 +43,12 @@ class Bus:
 
     @classmethod
     async def connect(cls, settings: CommonSettings, service: str) -> Bus:
-        nc = await connect(settings, f"gpudra-{service}@{settings.node_name}")
-        return cls(nc, service=service, node=settings.node_name)
+        refusals = Refusals()
+        nc = await connect(settings, service, refusals=refusals)
+        return cls(nc, service=service, node=settings.node_name, refusals=refusals)
 
     async def bootstrap(self, replicas: int = 1) -> None:
+        """Create or update every stream, bucket and durable consumer: needs the bootstrap role."""
         await topology.bootstrap(self.js, replicas)
 
     async def publish(self, event: Event, *, event_id: str | None = None) -> PubAck:
@@ -75,7 +81,10 @@ class Bus:
         return await rpc.request(self.nc, node, command, reply_type, timeout=timeout)
 
     async def kv(self, bucket: str) -> KeyValue:
-        return await self.js.key_value(bucket)
+        try:
+            return await self.js.key_value(bucket)
+        except BucketNotFoundError:
+            raise BusError(f"KV bucket {bucket} does not exist: {topology.NOT_BOOTSTRAPPED}") from None
 
     async def close(self) -> None:
         """Stop consuming, unregister services, then drain so that in-flight acks reach the server."""

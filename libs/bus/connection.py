@@ -1,4 +1,11 @@
-"""Connecting to NATS: reconnect forever once connected, fail fast and clearly if never connected."""
+"""Connecting to NATS: reconnect forever once connected, fail fast and clearly if never connected.
+
+Every client authenticates (docs/security.md): with a ``.creds`` file (standalone, external NATS), or with a
+token file the auth callout turns into a user of this node (a pod's projected ServiceAccount token, re-read at
+every reconnect because the kubelet rotates it). Replies arrive under the client's own inbox prefix, the one
+its credentials allow. The server's refusals (a subject outside the permissions, credentials it no longer
+accepts) are recorded on the connection's ``Refusals`` so a service can fail its start naming the subject.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,8 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import nats
@@ -13,7 +22,10 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from libs.bus.errors import BusError
+from libs.bus.metrics import REFUSED
+from libs.events.subjects import inbox_prefix
 from libs.settings import CommonSettings
+from libs.trust import creds
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +58,86 @@ def _tls(settings: CommonSettings) -> ssl.SSLContext | None:
     return context
 
 
-async def connect(settings: CommonSettings, name: str, *, connect_timeout: int = 2, attempts: int = 3) -> Client:
-    """Connect as ``name`` (shown by ``nats server report connections``).
+PERMISSIONS_ERROR = "permissions violation"
+_AUTH_ERRORS = ("authorization violation", "user authentication expired", "authentication revoked")
 
-    The first connection gives up after ``attempts`` tries per server so that a wrong URL is reported at
-    once; once connected, the client reconnects forever, since a NATS restart must not kill a service.
+
+class Refusals:
+    """What the server refused this connection, in the order it came (the server sends it asynchronously)."""
+
+    def __init__(self) -> None:
+        self.subjects: list[str] = []
+        self.changed = asyncio.Event()
+
+    def add(self, text: str) -> None:
+        self.subjects.append(text)
+        self.changed.set()
+
+
+def check_credentials(settings: CommonSettings) -> None:
+    """Refuse to start on credentials that cannot work, with what to fix; warn about readable secrets."""
+    if settings.nats_creds:
+        try:
+            found = creds.check(settings.nats_creds)
+        except creds.CredentialsError as exc:
+            raise BusError(str(exc)) from None
+        if found.shared_with_others:
+            log.warning("NATS credentials file is readable by group or others", extra={"path": found.path})
+    if settings.nats_token_file:
+        _read_token(settings.nats_token_file)
+
+
+def _read_token(path: str) -> str:
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise BusError(f"NATS token file {path} cannot be read: {exc} (setting --nats-token-file)") from None
+    if not token:
+        raise BusError(f"NATS token file {path} is empty (setting --nats-token-file)")
+    return token
+
+
+def _token(path: str) -> Callable[[], str]:
+    """Read at every (re)connect: the kubelet rotates a projected token in place."""
+    return lambda: _read_token(path)
+
+
+def _auth_options(settings: CommonSettings) -> dict[str, object]:
+    options: dict[str, object] = {}
+    if settings.nats_creds:
+        options["user_credentials"] = settings.nats_creds
+    if settings.nats_token_file:
+        options["token"] = _token(settings.nats_token_file)
+    return options
+
+
+async def connect(
+    settings: CommonSettings,
+    service: str,
+    *,
+    refusals: Refusals | None = None,
+    connect_timeout: int = 2,
+    attempts: int = 3,
+) -> Client:
+    """Connect as ``service`` on this node (``gpudra-<service>@<node>`` in ``nats server report connections``).
+
+    The first connection gives up after ``attempts`` tries per server so that a wrong URL or refused
+    credentials are reported at once; once connected, the client reconnects forever, since a NATS restart
+    must not kill a service.
     """
     servers = parse_servers(settings.nats_url)
+    check_credentials(settings)
+    name = f"gpudra-{service}@{settings.node_name}"
+    refused = refusals or Refusals()
 
     async def on_error(exc: Exception) -> None:
-        if nc.is_connected or nc.is_reconnecting:
+        text = str(exc)
+        if PERMISSIONS_ERROR in text:
+            # nats-py lowercases the server's message, subject included; it still names what was refused.
+            REFUSED.inc()
+            refused.add(text.removeprefix("nats: "))
+            log.error("NATS refused: %s", text.removeprefix("nats: "), extra={"client": name})
+        elif nc.is_connected or nc.is_reconnecting:
             log.warning("nats error: %s", exc, extra={"client": name})
 
     async def on_disconnect() -> None:
@@ -77,19 +159,33 @@ async def connect(settings: CommonSettings, name: str, *, connect_timeout: int =
                 allow_reconnect=True,
                 max_reconnect_attempts=attempts,
                 reconnect_time_wait=1,
-                user_credentials=settings.nats_creds or None,
                 tls=_tls(settings),
+                inbox_prefix=inbox_prefix(service, settings.node_name),
                 error_cb=on_error,
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
+                **_auth_options(settings),  # type: ignore[arg-type]
             )
     except (OSError, nats.errors.Error, TimeoutError) as exc:
         with contextlib.suppress(Exception):
             await nc.close()
         detail = nc.last_error or exc or type(exc).__name__
-        raise BusError(f"cannot connect to NATS at {settings.nats_url}: {detail}") from exc
+        raise BusError(f"cannot connect to NATS at {settings.nats_url}: {_explain(str(detail))}") from exc
+    if not nc.is_connected:  # nats-py returns early when a slow auth callout is still deciding
+        await nc.close()
+        raise BusError(f"cannot connect to NATS at {settings.nats_url}: the server did not accept us in time")
     nc.options["max_reconnect_attempts"] = -1
     return nc
+
+
+def _explain(detail: str) -> str:
+    lowered = detail.lower()
+    if any(marker in lowered for marker in _AUTH_ERRORS):
+        return (
+            f"{detail}: the server refused these credentials (setting --nats-creds / --nats-token-file); "
+            "see docs/security.md"
+        )
+    return detail
 
 
 def jetstream(nc: Client) -> JetStreamContext:

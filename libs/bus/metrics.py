@@ -20,3 +20,6 @@ HANDLER_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 REQUESTS = Counter("gpudra_bus_requests_total", "commands served, by endpoint and code", ["endpoint", "code"])
+REFUSED = Counter(
+    "gpudra_bus_permission_denied_total", "operations the NATS server refused for lack of permission (see the log)"
+)

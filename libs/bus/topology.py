@@ -1,7 +1,10 @@
-"""The JetStream streams and KV buckets gpudra uses, created or updated idempotently at start.
+"""The JetStream streams, KV buckets (and their key layout) and durable consumers gpudra uses.
 
-Every service runs ``bootstrap`` on start, so the order in which services come up does not matter and an
-upgrade that changes a limit applies it. Replicas are a setting: 1 standalone, 3 on a NATS cluster.
+One role creates or updates the streams and buckets, idempotently: the supervisor in standalone mode, ``gpudra
+bus bootstrap`` (the controller's init step) in a cluster. No other service has the JetStream admin rights it
+takes (docs/security.md); a service that finds a stream or bucket missing says so and exits. A durable
+consumer is created by its owner, the only client allowed to create, fetch from or ack it. Replicas are a setting:
+1 standalone, 3 on a NATS cluster. The names and keys here are also what ``libs/trust`` builds permissions from.
 """
 
 from __future__ import annotations
@@ -12,12 +15,18 @@ import msgspec
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError
 
-from libs.events.subjects import DEADLETTER_ROOT, Domain, domain_filter
+from libs.events import Event
+from libs.events.catalogue.health import HealthEvent
+from libs.events.subjects import DEADLETTER_ROOT, ROOT, Domain, domain_filter, node_token
 
 log = logging.getLogger(__name__)
 
 DAY = 24 * 3600.0
 MAX_EVENT_BYTES = 1024 * 1024
+NOT_BOOTSTRAPPED = (
+    "the bus has not been bootstrapped (standalone: `gpudra up` does it; cluster: the controller's init step "
+    "`gpudra bus bootstrap`)"
+)
 STREAM_IN_USE = 10058  # JetStream: "stream name already in use with a different configuration"
 
 
@@ -37,6 +46,11 @@ class BucketSpec(msgspec.Struct, frozen=True, kw_only=True):
 
 def event_stream(domain: Domain) -> str:
     return f"GPUDRA_{domain.name}"
+
+
+def stream_of(event: type[Event]) -> str:
+    """The stream that stores ``event``: its domain's."""
+    return event_stream(Domain(event.domain))
 
 
 DEADLETTER_STREAM = "GPUDRA_DEADLETTER"
@@ -68,6 +82,24 @@ STREAMS: tuple[StreamSpec, ...] = (
     ),
 )
 
+
+class DurableSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A durable consumer's identity: only its owner may fetch from it or ack its deliveries."""
+
+    stream: str
+    name: str
+    filter_subjects: tuple[str, ...]
+
+
+HEALTH_REMEDIATION = DurableSpec(
+    stream=event_stream(Domain.HEALTH),
+    name="health-remediation",
+    filter_subjects=(f"{ROOT}.*.{HealthEvent.domain}.{HealthEvent.topic}",),
+)
+"""The remediation controller's intake: every node's ``HealthEvent``, shared by the controller's replicas."""
+
+DURABLES: tuple[DurableSpec, ...] = (HEALTH_REMEDIATION,)
+
 INVENTORY_BUCKET = "gpudra_inventory"
 HEALTH_BUCKET = "gpudra_health"
 REMEDIATION_BUCKET = "gpudra_remediation"
@@ -83,6 +115,35 @@ BUCKETS: tuple[BucketSpec, ...] = (
     BucketSpec(bucket=LEASE_BUCKET, history=1, ttl=30.0, description="leader leases (expire unless renewed)"),
     BucketSpec(bucket=KUBE_BUCKET, history=10, ttl=None, description="standalone Kubernetes API objects"),
 )
+
+
+def kv_stream(bucket: str) -> str:
+    return f"KV_{bucket}"
+
+
+# --- key layout ---------------------------------------------------------------------------------------------
+# ``node`` may be "*" (a wildcard token) where permissions speak of every node.
+
+
+def _key_token(node: str) -> str:
+    return node if node == "*" else node_token(node)
+
+
+def inventory_key(node: str) -> str:
+    """gpudra_inventory: the node's device inventory, written by its discovery."""
+    return _key_token(node)
+
+
+def taints_key(node: str) -> str:
+    """gpudra_health: the node's device taints, written by the remediation controller, read by discovery."""
+    return f"{_key_token(node)}.taints"
+
+
+REMEDIATION_NODE_PREFIX = "nodes."
+"""gpudra_remediation: ``nodes.<node token>`` is a node's book, ``breaker`` the circuit breaker."""
+BREAKER_KEY = "breaker"
+LEASE_PREFIX = "remediation."
+"""gpudra_leases: ``remediation.leader`` and ``remediation.replicas.<id>``."""
 
 
 def _stream_config(spec: StreamSpec, replicas: int) -> api.StreamConfig:

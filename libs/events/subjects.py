@@ -56,3 +56,13 @@ def rpc_subject(node: str, service: str, endpoint: str) -> str:
 
 def deadletter_subject(stream: str, consumer: str) -> str:
     return f"{DEADLETTER_ROOT}.{stream}.{consumer}"
+
+
+def inbox_prefix(principal: str, node_or_wildcard: str) -> str:
+    """Where a client's replies arrive (nats-py ``inbox_prefix``): ``_INBOX.<principal>.<node token>``.
+
+    Both ends compute it: the client from its service name and node, whoever issues its credentials from the
+    same two, so a client can be confined to its own inboxes (``libs.trust``).
+    """
+    token = node_or_wildcard if node_or_wildcard == "*" else node_token(node_or_wildcard)
+    return f"_INBOX.{principal}.{token}"

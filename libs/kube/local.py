@@ -29,7 +29,7 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from libs.bus.topology import KUBE_BUCKET
+from libs.bus.topology import KUBE_BUCKET, NOT_BOOTSTRAPPED
 from libs.kube.backoff import Backoff
 from libs.kube.errors import AlreadyExists, BadRequest, Conflict, KubeError, NotFound, Unavailable
 from libs.kube.object_rules import (
@@ -144,9 +144,7 @@ class LocalKube:
         try:
             kv = await js.key_value(bucket)
         except BucketNotFoundError:
-            raise KubeError(
-                "standalone store", f"KV bucket {bucket} does not exist; start a service (it bootstraps the bus)"
-            ) from None
+            raise KubeError("standalone store", f"KV bucket {bucket} does not exist: {NOT_BOOTSTRAPPED}") from None
         return cls(js, kv, bucket)
 
     async def close(self) -> None:

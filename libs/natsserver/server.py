@@ -10,11 +10,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
 import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any, Protocol
 
 import nats
 
@@ -23,6 +25,18 @@ log = logging.getLogger(__name__)
 
 class NatsServerError(RuntimeError):
     pass
+
+
+class ServerAuth(Protocol):
+    """Who the server lets in (standalone: ``libs.trust.Authority``; tests: an auth callout too)."""
+
+    def server_config(self) -> dict[str, Any]:
+        """Settings merged into the server's configuration."""
+        ...
+
+    def probe_options(self) -> dict[str, Any]:
+        """``nats.connect`` options for the readiness probe, which asks JetStream how it is."""
+        ...
 
 
 def nats_server_binary() -> str:
@@ -55,6 +69,7 @@ class EmbeddedNats:
         cluster_port: int = 0,
         routes: tuple[int, ...] = (),
         tls: tuple[Path, Path] | None = None,
+        auth: ServerAuth | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
@@ -64,6 +79,8 @@ class EmbeddedNats:
         self.routes = routes
         self.tls = tls
         """(certificate, key) files: clients must then connect with TLS."""
+        self.auth = auth
+        """None: anyone may connect (only tests of the bus itself run so)."""
         self._process: asyncio.subprocess.Process | None = None
 
     @property
@@ -82,6 +99,8 @@ class EmbeddedNats:
             "jetstream": {"store_dir": str(self.store_dir)},  # the server adds "jetstream/" itself
             "max_payload": 1024 * 1024,
         }
+        if self.auth is not None:
+            config |= self.auth.server_config()
         if self.tls:
             config["tls"] = {"cert_file": str(self.tls[0]), "key_file": str(self.tls[1])}
         if self.cluster_port:
@@ -93,9 +112,12 @@ class EmbeddedNats:
         return json.dumps(config, indent=2)
 
     async def start(self, timeout: float = 15.0) -> str:
-        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         config_file = self.store_dir / "nats-server.conf"
-        config_file.write_text(self._config())
+        config_file.unlink(missing_ok=True)  # it may hold a secret (an auth user's password): owner-only
+        fd = os.open(config_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(self._config())
         logfile = (self.store_dir / "nats-server.log").open("ab")
         self._process = await asyncio.create_subprocess_exec(
             nats_server_binary(), "-c", str(config_file), stdout=logfile, stderr=logfile
@@ -130,8 +152,9 @@ class EmbeddedNats:
         async def quiet(_exc: Exception) -> None:
             return None
 
+        options = self.auth.probe_options() if self.auth is not None else {}
         try:
-            nc = await nats.connect(self.url, connect_timeout=1, max_reconnect_attempts=1, error_cb=quiet)
+            nc = await nats.connect(self.url, connect_timeout=1, max_reconnect_attempts=1, error_cb=quiet, **options)
         except (OSError, TimeoutError, nats.errors.Error):
             return False
         try:
@@ -165,7 +188,9 @@ class EmbeddedNats:
         await self.start()
 
 
-async def start_cluster(base_dir: Path, size: int = 3, host: str = "127.0.0.1") -> list[EmbeddedNats]:
+async def start_cluster(
+    base_dir: Path, size: int = 3, host: str = "127.0.0.1", auth: ServerAuth | None = None
+) -> list[EmbeddedNats]:
     """``size`` servers routed to each other on loopback, each with its own JetStream store."""
     cluster_ports = [free_port(host) for _ in range(size)]
     servers = [
@@ -175,6 +200,7 @@ async def start_cluster(base_dir: Path, size: int = 3, host: str = "127.0.0.1") 
             name=f"n{index}",
             cluster_port=cluster_ports[index],
             routes=tuple(port for other, port in enumerate(cluster_ports) if other != index),
+            auth=auth,
         )
         for index in range(size)
     ]

@@ -2,8 +2,10 @@
 
 Settings are read and validated first (exit 2 with a message naming the flag on a bad value), then logs,
 traces and metrics (with the ``/healthz`` and ``/readyz`` probes, see probes.py) are set up, the bus is
-connected and bootstrapped, the service's own ``lifespan`` runs, and it is registered on ``nats.micro`` so
-``$SRV.PING`` lists it; only then is it ready. SIGTERM or SIGINT stops it cleanly: readiness goes first, the
+connected with the service's own credentials (streams and buckets are the bootstrap role's to create; a
+missing one, or a permission the server refuses, ends the start with exit 1 or 6 and says which), the
+service's own ``lifespan`` runs, and it is registered on ``nats.micro`` so ``$SRV.PING`` lists it; only then
+is it ready. SIGTERM or SIGINT stops it cleanly: readiness goes first, the
 lifespan unwinds, consumers stop, the connection drains, and pending spans are flushed. A ``StartupError``
 ends the process with one log line and its own exit code (see startup.py).
 """
@@ -11,17 +13,21 @@ ends the process with one log line and its own exit code (see startup.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any, TypeVar
 
+from nats.js.errors import NotFoundError
+
 from libs.bus import Bus, BusError, Endpoint
+from libs.bus.topology import NOT_BOOTSTRAPPED
 from libs.runtime.probes import LIVENESS_PATH, READINESS_PATH, STALL_SECONDS, Probes
-from libs.runtime.startup import StartupError
+from libs.runtime.startup import EXIT_PERMISSION, StartupError
 from libs.settings import CommonSettings, SettingsError, load_settings
 from libs.telemetry import configure_logging, configure_tracing, start_metrics_server
 from libs.version import VERSION
@@ -29,6 +35,11 @@ from libs.version import VERSION
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=CommonSettings)
+T = TypeVar("T")
+NOT_PERMITTED = (
+    "the NATS credentials of this service lack a permission it needs; check that the credentials were issued for "
+    "this service and node (docs/security.md)"
+)
 Lifespan = Callable[[Bus, S], AbstractAsyncContextManager[Sequence[Endpoint[Any]]]]
 """Sets the service up, yields its command endpoints, tears it down when the process stops."""
 
@@ -71,12 +82,12 @@ async def _serve(name: str, settings: S, lifespan: Lifespan[S], *, stall_seconds
     async with probes.heartbeat():
         bus = await Bus.connect(settings, name)
         try:
-            await bus.bootstrap(settings.stream_replicas)
-            async with lifespan(bus, settings) as endpoints:
+            async with AsyncExitStack() as stack:
+                endpoints = await _unless_refused(bus, stack.enter_async_context(lifespan(bus, settings)))
                 metadata = {"pid": str(os.getpid())}
                 if metrics_port is not None:
                     metadata["metrics"] = f"http://{settings.metrics_host}:{metrics_port}/metrics"
-                await bus.serve(VERSION, endpoints, metadata)
+                await _unless_refused(bus, bus.serve(VERSION, endpoints, metadata))
                 probes.ready(bus.nc)
                 log.info("service ready", extra={"endpoints": [e.name for e in endpoints], **metadata})
                 await stop.wait()
@@ -85,3 +96,23 @@ async def _serve(name: str, settings: S, lifespan: Lifespan[S], *, stall_seconds
         finally:
             await bus.close()
             provider.shutdown()
+
+
+async def _unless_refused(bus: Bus, starting: Awaitable[T]) -> T:
+    """A start-up step, ended at once when the server refuses us something: a refused request would otherwise
+    only time out, and no restart can grant a permission. A missing stream or bucket ends it too."""
+    step = asyncio.ensure_future(starting)
+    refused = asyncio.create_task(bus.refusals.changed.wait())
+    try:
+        await asyncio.wait({step, refused}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        refused.cancel()
+    if not step.done():
+        step.cancel()
+        with contextlib.suppress(BaseException):
+            await step
+        raise StartupError(EXIT_PERMISSION, f"NATS refused {bus.refusals.subjects[0]}: {NOT_PERMITTED}")
+    try:
+        return step.result()
+    except NotFoundError as exc:
+        raise StartupError(EXIT_BUS, f"{exc.description}: {NOT_BOOTSTRAPPED}") from exc

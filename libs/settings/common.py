@@ -15,7 +15,11 @@ class CommonSettings(msgspec.Struct, kw_only=True, frozen=True):
     """Fields shared by all services; each service subclasses this with its own."""
 
     nats_url: Annotated[str, _doc("NATS server URL(s), comma-separated")] = "nats://127.0.0.1:4222"
-    nats_creds: Annotated[str, _doc("NATS credentials file (JWT + nkey)")] = ""
+    nats_creds: Annotated[str, _doc("NATS credentials file (user JWT + nkey seed)")] = ""
+    nats_token_file: Annotated[
+        str,
+        _doc("token file for the NATS auth callout (a projected ServiceAccount token), read at each connect"),
+    ] = ""
     nats_tls_ca: Annotated[str, _doc("CA bundle to verify the NATS server")] = ""
     nats_tls_cert: Annotated[str, _doc("client certificate for NATS mutual TLS")] = ""
     nats_tls_key: Annotated[str, _doc("client key for NATS mutual TLS")] = ""

@@ -21,9 +21,8 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from libs.bus import Bus
-from libs.bus.topology import HEALTH_BUCKET
+from libs.bus.topology import HEALTH_BUCKET, taints_key
 from libs.devices.model import Inventory
-from libs.events import node_token
 from libs.kube.slice_publisher import PublishResult, SlicePublisher
 from libs.slices import DeviceTaint, MigMode, build_slices
 
@@ -31,10 +30,6 @@ log = logging.getLogger(__name__)
 
 Taints = dict[str, list[DeviceTaint]]
 """Device name -> its taints."""
-
-
-def taints_key(node: str) -> str:
-    return f"{node_token(node)}.taints"
 
 
 def desired_slices(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import nats
 import pytest
 
 from libs.bus import Bus, PermanentError, RetryableError
@@ -146,7 +145,6 @@ async def test_new_process_with_same_durable_resumes_where_it_left_off(nats_serv
     await inbox.wait_for(1)
     await first.close()
 
-    publisher = await nats.connect(nats_server.url)
     second = await Bus.connect(settings_for(nats_server.url), "worker")
     try:
         await second.publish(unprepared("two"))
@@ -156,7 +154,6 @@ async def test_new_process_with_same_durable_resumes_where_it_left_off(nats_serv
         assert later.uids() == ["two"]
     finally:
         await second.close()
-        await publisher.close()
 
 
 async def _publish_when_reconnected(bus: Bus, event: ClaimUnprepared, timeout: float = 15.0) -> None:

@@ -13,11 +13,17 @@ from libs.bus import Bus, Endpoint
 from libs.events.catalogue import PrepareClaims, PrepareClaimsReply
 from libs.natsserver import EmbeddedNats
 from tests.bus.helpers import unprepared
+from tests.support.nats_fixture import harness_creds
 
 
 async def test_trace_continues_in_another_process(bus: Bus, nats_server: EmbeddedNats) -> None:
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.bus.trace_child", nats_server.url, stdout=asyncio.subprocess.PIPE
+        sys.executable,
+        "-m",
+        "tests.bus.trace_child",
+        nats_server.url,
+        harness_creds(nats_server.url),
+        stdout=asyncio.subprocess.PIPE,
     )
     assert child.stdout is not None
     assert (await asyncio.wait_for(child.stdout.readline(), 20)).strip() == b"ready"

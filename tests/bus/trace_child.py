@@ -15,10 +15,10 @@ from libs.settings import CommonSettings
 from libs.telemetry import configure_tracing
 
 
-async def main(url: str) -> None:
+async def main(url: str, creds: str) -> None:
     exporter = InMemorySpanExporter()
     configure_tracing("trace-child", "node-b", SimpleSpanProcessor(exporter))
-    bus = await Bus.connect(CommonSettings(nats_url=url, node_name="node-b"), "child")
+    bus = await Bus.connect(CommonSettings(nats_url=url, node_name="node-b", nats_creds=creds), "child")
     got = asyncio.Event()
 
     async def handle(envelope: Envelope[Event]) -> None:
@@ -40,4 +40,4 @@ async def main(url: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1]))
+    asyncio.run(main(sys.argv[1], sys.argv[2]))

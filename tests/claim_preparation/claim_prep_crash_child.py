@@ -24,8 +24,7 @@ from services.claim_preparation.checkpoint import CheckpointStore
 from services.claim_preparation.preparer import Preparer
 from services.claim_preparation.record import ClaimRecord
 from services.claim_preparation.service import build_parts
-from tests.claim_preparation.claim_prep_support import NODE, open_machine, service_settings
-from tests.support.nats_fixture import settings_for
+from tests.claim_preparation.claim_prep_support import open_machine, service_settings
 
 POINTS = ("started", "mig", "sharing", "cdi", "completed", "unprepare-started", "spec-removed")
 POINT = sys.argv[3] if len(sys.argv) > 3 else ""
@@ -70,7 +69,7 @@ class Specs(SpecDir):
 
 async def main(nats_url: str, root: Path, uid: str, name: str) -> None:
     settings = service_settings(root, nats_url)
-    bus = await Bus.connect(settings_for(nats_url, NODE), "claim_preparation")
+    bus = await Bus.connect(settings, "claim_preparation")
     kube = await LocalKube.open(bus.js)
     machine = await open_machine(Machine, settings)
     async with contextlib.AsyncExitStack() as stack:

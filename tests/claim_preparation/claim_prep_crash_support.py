@@ -56,7 +56,6 @@ from tests.claim_preparation.claim_prep_support import (
     service_settings,
     store_claim,
 )
-from tests.support.nats_fixture import settings_for
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC_PREFIX = f"k8s.{DRIVER}-claim_"
@@ -138,6 +137,7 @@ def process_env(settings: Settings) -> dict[str, str]:
     """The ``GPUDRA_*`` environment that makes the process use ``settings`` (the tests' in-process settings)."""
     values = {
         "nats_url": settings.nats_url,
+        "nats_creds": settings.nats_creds,
         "node_name": settings.node_name,
         "state_dir": settings.state_dir,
         "cdi_dir": settings.cdi_dir,
@@ -837,10 +837,11 @@ class _StallingBus(Bus):
 
 async def _stalling_service(nats_url: str, root: Path, stall_at: str) -> None:
     """claim_preparation as in ``claim_prep_support.serving``, but its bus stalls at ``stall_at``."""
-    bus = await _StallingBus.connect(settings_for(nats_url, NODE), "claim_preparation")
+    settings = service_settings(root, nats_url)
+    bus = await _StallingBus.connect(settings, "claim_preparation")
     assert isinstance(bus, _StallingBus)
     bus.stall_at = stall_at
-    async with running(bus, service_settings(root, nats_url)) as service:
+    async with running(bus, settings) as service:
         await bus.serve("0.0.0-test", service.endpoints)
         await bus.nc.flush()
         print(STALLING_READY, flush=True)

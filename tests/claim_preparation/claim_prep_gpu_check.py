@@ -21,17 +21,17 @@ from libs.devices import open_backend
 from libs.kube import LocalKube
 from libs.natsserver import EmbeddedNats
 from tests.claim_preparation.claim_prep_support import prepare, service_settings, serving, store_claim, unprepare
-from tests.support.nats_fixture import settings_for
+from tests.support.nats_fixture import bootstrap, serve_with_auth, settings_for
 
 NODE = "node-a"
 
 
 async def main(out: Path) -> int:
     root = Path(tempfile.mkdtemp(prefix="cp-gpu-"))
-    server = EmbeddedNats(root / "nats")
+    server = serve_with_auth(EmbeddedNats(root / "nats"), root / "trust")
     await server.start()
+    await bootstrap(server.url)
     bus = await Bus.connect(settings_for(server.url, NODE), "check")
-    await bus.bootstrap()
     problems: list[str] = []
     try:
         backend = await open_backend("nvml", NODE)

@@ -34,7 +34,7 @@ from libs.kube import RESOURCE_CLAIMS, KubeApi
 from services.claim_preparation.configapi import API_VERSION
 from services.claim_preparation.service import ClaimService, running
 from services.claim_preparation.settings import Settings
-from tests.support.nats_fixture import settings_for
+from tests.support.nats_fixture import service_fields
 
 NODE = "node-a"
 DRIVER = "gpu.gpudra.io"
@@ -56,8 +56,7 @@ def service_settings(root: Path, nats_url: str, **overrides: object) -> Settings
     if not boot_id.exists():
         boot_id.write_text("boot-1\n")
     values: dict[str, object] = {
-        "nats_url": nats_url,
-        "node_name": NODE,
+        **service_fields(nats_url, NODE, "claim_preparation"),
         "state_dir": str(root / "state"),
         "cdi_dir": str(root / "cdi"),
         "simulated_dir": str(root / "simulated"),
@@ -172,7 +171,7 @@ async def claim_events(bus: Bus) -> AsyncIterator[EventLog]:
 @asynccontextmanager
 async def serving(nats_url: str, settings: Settings, **given: Any) -> AsyncIterator[ClaimService]:
     """claim_preparation on its own connection, serving its endpoints until the block exits."""
-    service_bus = await Bus.connect(settings_for(nats_url, NODE), "claim_preparation")
+    service_bus = await Bus.connect(settings, "claim_preparation")
     try:
         async with running(service_bus, settings, **given) as service:
             await service_bus.serve("0.0.0-test", service.endpoints)

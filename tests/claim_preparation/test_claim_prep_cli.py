@@ -19,6 +19,7 @@ from services.claim_preparation.settings import Settings
 from services.kubelet_shim.service import serve
 from tests.claim_preparation.claim_prep_support import DRIVER, NODE, STATIC_MIG, cdi_files, gpu_config
 from tests.kubelet_shim.shim_support import shim_settings, short_dir
+from tests.support.nats_fixture import operator_args
 
 
 async def _cli(*argv: str) -> int:
@@ -76,7 +77,7 @@ async def test_create_list_and_prepare_by_name(
     settings: Settings,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    url = ["--nats-url", nats_server.url]
+    url = operator_args(nats_server.url)
     config = tmp_path / "ts.json"
     config.write_text(json.dumps(gpu_config(strategy="TimeSlicing", timeSlicingConfig={"interval": "Short"})))
     create = ["claim", "create", "train-0", "--device", "gpu-4", "--config", str(config), "--node", NODE]

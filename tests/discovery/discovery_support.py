@@ -20,6 +20,7 @@ from libs.slices import DRIVER_NAME
 from libs.version import VERSION
 from services.discovery.service import Discovery, running
 from services.discovery.settings import Settings
+from tests.support.nats_fixture import service_fields
 
 E = TypeVar("E", bound=Event)
 NODE = "node-a"
@@ -28,8 +29,7 @@ NODE = "node-a"
 def discovery_settings(nats_url: str, tmp_path: Path, **overrides: Any) -> Settings:
     """Simulated dgx-h100 in ``tmp_path``, the standalone store, no metrics port, no periodic resync."""
     values: dict[str, Any] = {
-        "nats_url": nats_url,
-        "node_name": NODE,
+        **service_fields(nats_url, NODE, "discovery"),
         "state_dir": str(tmp_path / "state"),
         "backend": "simulated",
         "profile": "dgx-h100",
@@ -47,7 +47,6 @@ async def discovery_process(settings: Settings) -> AsyncIterator[Discovery]:
     """What ``python -m services.discovery`` runs, minus the process: own bus connection, endpoints served."""
     bus = await Bus.connect(settings, "discovery")
     try:
-        await bus.bootstrap()
         async with running(bus, settings) as discovery:
             await bus.serve(VERSION, discovery.endpoints)
             await subscriptions_sent(bus)

@@ -9,6 +9,7 @@ import msgspec
 import pytest
 
 from libs.bus import CommandError
+from libs.bus.topology import taints_key
 from libs.devices.events import EccEvent, GpuLostEvent, RecoveryActionEvent, XidEvent
 from libs.devices.model import Inventory
 from libs.devices.simulated import load_profile
@@ -23,7 +24,7 @@ from services.discovery.inventory_sync import (
     inventory_change,
     rereads_inventory,
 )
-from services.discovery.slices_sync import desired_slices, taints_key
+from services.discovery.slices_sync import desired_slices
 from services.discovery.startup import check_minor, minor_of
 from services.kubelet_shim.health_view import devices_of
 

@@ -16,6 +16,7 @@ from libs.devices.simulated.ops import initial_state, inventory_of
 from libs.events.catalogue import SlicesPublished
 from libs.natsserver import EmbeddedNats
 from tests.discovery.discovery_support import InventoryEvents, discovery_process, discovery_settings
+from tests.support.nats_fixture import operator_args
 
 
 async def gpudra(*args: str) -> tuple[int, str, str]:
@@ -60,9 +61,9 @@ async def test_devices_and_slices_print_what_discovery_published(
     async with discovery_process(discovery_settings(nats_server.url, tmp_path)):
         await events.next(SlicesPublished)
         (code_json, out_json, _), (code_table, out_table, _), (code_yaml, out_yaml, _) = await asyncio.gather(
-            gpudra("devices", "--nats-url", nats_server.url, "-o", "json"),
-            gpudra("devices", "--nats-url", nats_server.url, "--node", "node-a"),
-            gpudra("slices", "--nats-url", nats_server.url, "--node", "node-a"),
+            gpudra("devices", *operator_args(nats_server.url), "-o", "json"),
+            gpudra("devices", *operator_args(nats_server.url), "--node", "node-a"),
+            gpudra("slices", *operator_args(nats_server.url), "--node", "node-a"),
         )
     assert (code_json, code_table, code_yaml) == (0, 0, 0)
     [stored] = msgspec.json.decode(out_json)
@@ -78,8 +79,8 @@ async def test_devices_and_slices_print_what_discovery_published(
 
 async def test_an_unknown_node_is_a_clear_error(nats_server: EmbeddedNats, bus: Bus) -> None:
     (code_devices, _, err_devices), (code_slices, out_slices, err_slices) = await asyncio.gather(
-        gpudra("devices", "--nats-url", nats_server.url, "--node", "gpu-9"),
-        gpudra("slices", "--nats-url", nats_server.url, "--node", "gpu-9", "-o", "json"),
+        gpudra("devices", *operator_args(nats_server.url), "--node", "gpu-9"),
+        gpudra("slices", *operator_args(nats_server.url), "--node", "gpu-9", "-o", "json"),
     )
     assert code_devices == code_slices == 1
     assert "no inventory for node gpu-9 in gpudra_inventory; is discovery running?" in err_devices

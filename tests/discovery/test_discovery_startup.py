@@ -18,6 +18,7 @@ from libs.runtime.devices import open_devices
 from libs.runtime.startup import EXIT_DEVICES, EXIT_KUBE, StartupError
 from services.discovery.startup import open_kubernetes
 from tests.discovery.discovery_support import discovery_settings
+from tests.support.nats_fixture import service_env
 
 BAD_PROFILE = """\
 name: lab
@@ -58,8 +59,7 @@ async def test_a_bad_profile_file_exits_with_one_line_naming_file_line_and_setti
     profile.write_text(BAD_PROFILE)
     code, lines = await run_discovery(
         {
-            "GPUDRA_NATS_URL": nats_server.url,
-            "GPUDRA_NODE_NAME": "node-a",
+            **service_env(nats_server.url, "node-a", "discovery"),
             "GPUDRA_BACKEND": "simulated",
             "GPUDRA_PROFILE": str(profile),
             "GPUDRA_STATE_DIR": str(tmp_path / "state"),

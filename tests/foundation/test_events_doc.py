@@ -11,6 +11,8 @@ from pathlib import Path
 from libs.bus import Bus
 from libs.events.catalogue import ClaimPrepared, ClaimRef
 from libs.natsserver import EmbeddedNats
+from libs.trust.roles import Role
+from tests.support.nats_fixture import role_creds
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "events.md"
 
@@ -29,7 +31,8 @@ def test_example_is_short_and_needs_no_gpudra_code() -> None:
 async def test_example_prints_events(tmp_path: Path, bus: Bus, nats_server: EmbeddedNats) -> None:
     script = tmp_path / "extension.py"
     script.write_text(example())
-    env = {**os.environ, "NATS_URL": nats_server.url}
+    creds = role_creds(nats_server.url, "extender", [Role.EXTENDER], "node-a")
+    env = {**os.environ, "NATS_URL": nats_server.url, "NATS_CREDS": creds}
     process = await asyncio.create_subprocess_exec(
         sys.executable, str(script), env=env, stdout=asyncio.subprocess.PIPE, cwd=tmp_path
     )

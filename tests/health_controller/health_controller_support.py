@@ -27,6 +27,7 @@ from libs.events import Envelope, Event, decode, node_token
 from libs.events.catalogue.health import EntityRef, HealthEvent, ResetGpu, ResetGpuReply
 from libs.natsserver import EmbeddedNats
 from libs.settings import CommonSettings
+from libs.trust.roles import Role
 from libs.version import VERSION
 from services.discovery.service import running as running_discovery
 from services.discovery.settings import Settings as DiscoverySettings
@@ -40,6 +41,7 @@ from services.health.settings import Settings
 from services.kubelet_shim.health_sources import HealthEvents, InventoryWatch
 from services.kubelet_shim.health_view import HealthView
 from tests.support.kubeapi import KubeApiServer
+from tests.support.nats_fixture import role_creds, service_common, service_fields, settings_for
 
 E = TypeVar("E", bound=Event)
 WAIT = 10.0
@@ -65,6 +67,8 @@ def controller_settings(nats_url: str, kube_api: KubeApiServer, **overrides: Any
         "breaker_max_share": 1.0,
         **overrides,
     }
+    if "nats_creds" not in values:
+        values["nats_creds"] = role_creds(nats_url, "health", [Role.HEALTH_CONTROLLER], "controller-0")
     return msgspec.convert(values, Settings)
 
 
@@ -73,7 +77,6 @@ async def controller_process(settings: Settings, *, reboot: RebootHook | None = 
     """What the controller role of ``python -m services.health`` runs, on its own connection."""
     bus = await Bus.connect(settings, "health")
     try:
-        await bus.bootstrap()
         async with running_controller(bus, settings, from_settings(settings), reboot=reboot) as controller:
             yield controller
     finally:
@@ -226,7 +229,7 @@ class LightNode:
 async def light_node(nats_url: str, tmp_path: Path, name: str, profile: str = "dgx-h100") -> AsyncIterator[LightNode]:
     backend = await SimulatedBackend.open(name, tmp_path / name, profile)
     node = LightNode(name=name, inventory=await backend.inventory())
-    bus = await Bus.connect(CommonSettings(nats_url=nats_url, node_name=name), "health")
+    bus = await Bus.connect(settings_for(nats_url, name), "health")  # plays discovery and the node agent
     node.bus = bus
     try:
         kv = await bus.kv(INVENTORY_BUCKET)
@@ -277,10 +280,14 @@ async def sim_node(nats: EmbeddedNats, kube_api: KubeApiServer, tmp_path: Path, 
         "kubeconfig": kube_api.url,
         "metrics_port": -1,
     }
-    discovery = msgspec.convert({**common, "resync_seconds": 3600.0, "retry_seconds": 0.2}, DiscoverySettings)
+    discovery = msgspec.convert(
+        {**common, **service_fields(nats.url, name, "discovery"), "resync_seconds": 3600.0, "retry_seconds": 0.2},
+        DiscoverySettings,
+    )
     health = msgspec.convert(
         {
             **common,
+            "nats_creds": role_creds(nats.url, "health", [Role.HEALTH_NODE], name),
             "role": "node",
             "monitor_poll_seconds": 0.05,
             "monitor_deadline_seconds": 2.0,
@@ -296,8 +303,9 @@ async def sim_node(nats: EmbeddedNats, kube_api: KubeApiServer, tmp_path: Path, 
         health_bus = await _bus(stack, health, "health")
         endpoints = await stack.enter_async_context(node_side(health_bus, health))
         await health_bus.serve(VERSION, endpoints)
+        shim_bus = await _bus(stack, service_common(nats.url, name, "kubelet_shim"), "kubelet_shim")
         view = HealthView()
-        for source in (HealthEvents(health_bus, view, name), InventoryWatch(health_bus, view, name)):
+        for source in (HealthEvents(shim_bus, view, name), InventoryWatch(shim_bus, view, name)):
             await source.start()
             stack.push_async_callback(source.stop)
         await discovery_bus.nc.flush()
@@ -313,7 +321,6 @@ async def sim_node(nats: EmbeddedNats, kube_api: KubeApiServer, tmp_path: Path, 
 async def _bus(stack: AsyncExitStack, settings: CommonSettings, service: str) -> Bus:
     bus = await Bus.connect(settings, service)
     stack.push_async_callback(bus.close)
-    await bus.bootstrap()
     return bus
 
 

@@ -20,6 +20,7 @@ from libs.bus.topology import DEADLETTER_STREAM, REMEDIATION_BUCKET
 from libs.events import encode
 from libs.events.catalogue.health import EntityRef, FaultClassified, HealthEvent
 from libs.natsserver import EmbeddedNats
+from libs.trust.roles import Role
 from services.health.controller import Controller
 from services.health.controller.books import node_key
 from services.health.controller.config import ConfigError, from_settings
@@ -35,6 +36,7 @@ from tests.health_controller.health_controller_support import (
     light_node,
 )
 from tests.support.kubeapi import KubeApiServer
+from tests.support.nats_fixture import role_creds
 
 SUBJECT = "gpudra.v1.node-a.health.events"
 
@@ -136,11 +138,11 @@ def test_a_catalogue_with_an_unknown_action_stops_the_start_naming_the_line(
     bad = tmp_path / "faults.yaml"
     bad.write_text("version: 1\nxids:\n  - codes: [48]\n    action: REBOOT_NOW\n")
     with pytest.raises(ConfigError, match=r"faults.yaml line 4: .*REBOOT_NOW"):
-        from_settings(controller_settings("nats://127.0.0.1:1", kube_api, catalogue_file=str(bad)))
+        from_settings(controller_settings("nats://127.0.0.1:1", kube_api, nats_creds="", catalogue_file=str(bad)))
     policy = tmp_path / "drain.yaml"
     policy.write_text("rules:\n  - mode: Sometimes\n")
     with pytest.raises(ConfigError, match=r"drain.yaml line 2"):
-        from_settings(controller_settings("nats://127.0.0.1:1", kube_api, drain_policy_file=str(policy)))
+        from_settings(controller_settings("nats://127.0.0.1:1", kube_api, nats_creds="", drain_policy_file=str(policy)))
 
 
 async def test_the_service_exits_with_a_clear_message_on_a_bad_catalogue(
@@ -154,6 +156,7 @@ async def test_the_service_exits_with_a_clear_message_on_a_bad_catalogue(
         "services.health",
         "--role=controller",
         f"--nats-url={nats_server.url}",
+        f"--nats-creds={role_creds(nats_server.url, 'health', [Role.HEALTH_CONTROLLER], 'node-0')}",
         f"--catalogue-file={bad}",
         "--metrics-port=-1",
         "--log-format=text",

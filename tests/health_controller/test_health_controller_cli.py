@@ -25,6 +25,7 @@ from tests.health_controller.health_controller_support import (
     sim_node,
 )
 from tests.support.kubeapi import KubeApiServer
+from tests.support.nats_fixture import operator_args
 
 pytestmark = pytest.mark.slow
 
@@ -47,12 +48,12 @@ async def test_an_injected_xid_runs_the_whole_cycle_and_status_shows_the_node_he
         controller_process(controller_settings(nats_server.url, kube_api)),
     ):
         code, out, err = await gpudra(
-            "faults", "inject", "--nats-url", nats_server.url, "--node", "node-a", "--gpu", "2", "--xid", "48"
+            "faults", "inject", *operator_args(nats_server.url), "--node", "node-a", "--gpu", "2", "--xid", "48"
         )
         assert (code, err) == (0, "")
         assert out.startswith("injected XID 48 on node node-a, gpu-2")
         await feed.expect(RemediationStateChanged, lambda e: e.state == "healthy")
-        code, out, _ = await gpudra("health", "status", "--nats-url", nats_server.url)
+        code, out, _ = await gpudra("health", "status", *operator_args(nats_server.url))
     assert code == 0
     lines = out.splitlines()
     assert lines[0] == "# circuit breaker closed: 1 nodes in the window"
@@ -71,20 +72,20 @@ async def test_status_shows_a_failed_remediation_and_a_person_resets_it(
         async with controller_process(controller_settings(url, kube_api, reset_attempts=1), reboot=reboot):
             await bus.publish(health_event("node-a", node.gpu(4), "xid", "79"))
             await feed.expect(RemediationStateChanged, lambda e: e.state == "remediation-failed")
-            code, out, _ = await gpudra("health", "status", "--nats-url", url, "-o", "json")
+            code, out, _ = await gpudra("health", "status", *operator_args(url), "-o", "json")
             assert code == 0
             status = msgspec.json.decode(out)
             [entry] = status["nodes"]
             assert (entry["node"], entry["state"]) == ("node-a", "remediation-failed")
             assert entry["entities"][0]["faults"] == ["xid-79"]
-            code, out, _ = await gpudra("health", "status", "--nats-url", url)
+            code, out, _ = await gpudra("health", "status", *operator_args(url))
             row = next(line for line in out.splitlines() if " node " in line)
             assert "remediation-failed" in row
             assert "a person must act" in row
-            code, out, err = await gpudra("health", "reset", "--nats-url", url, "--node", "node-a", "--by", "alice")
+            code, out, err = await gpudra("health", "reset", *operator_args(url), "--node", "node-a", "--by", "alice")
             assert (code, out.strip(), err) == (0, "node node-a: healthy", "")
-            code, out, _ = await gpudra("health", "breaker", "reset", "--nats-url", url)
+            code, out, _ = await gpudra("health", "breaker", "reset", *operator_args(url))
             assert (code, out.strip()) == (0, "circuit breaker closed; 0 held fault(s) handed back for admission")
-            code, _, err = await gpudra("faults", "inject", "--nats-url", url, "--gpu", "1", "--xid", "48")
+            code, _, err = await gpudra("faults", "inject", *operator_args(url), "--gpu", "1", "--xid", "48")
             assert code == 1
             assert "give --node" in err

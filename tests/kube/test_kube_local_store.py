@@ -60,13 +60,12 @@ async def test_concurrent_unconditional_writers_all_land(local: LocalKube, other
 
 
 async def test_a_missing_bucket_says_how_to_create_it(bus: Bus) -> None:
-    with pytest.raises(KubeError, match="does not exist; start a service"):
+    with pytest.raises(KubeError, match="does not exist: the bus has not been bootstrapped"):
         await LocalKube.open(bus.js, bucket="gpudra_nope")
 
 
 async def test_a_closed_bus_is_unavailable(nats_server: EmbeddedNats) -> None:
     closing = await Bus.connect(settings_for(nats_server.url), "test")
-    await closing.bootstrap()
     kube = await LocalKube.open(closing.js)
     await closing.close()
     with pytest.raises(Unavailable, match="standalone store"):

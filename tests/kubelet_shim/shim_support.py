@@ -27,7 +27,7 @@ from libs.events.catalogue import (
     UnprepareClaimsReply,
 )
 from services.kubelet_shim.settings import Settings
-from tests.support.nats_fixture import settings_for
+from tests.support.nats_fixture import service_common, service_fields
 
 NODE = "node-a"
 DRIVER = "gpu.gpudra.io"
@@ -83,7 +83,7 @@ class Responder:
 @asynccontextmanager
 async def claim_preparation(nats_url: str, responder: Responder) -> AsyncIterator[Responder]:
     """Serve ``responder`` as the "claim_preparation" service of node-a until the block exits."""
-    bus = await Bus.connect(settings_for(nats_url, NODE), "claim_preparation")
+    bus = await Bus.connect(service_common(nats_url, NODE, "claim_preparation"), "claim_preparation")
     try:
         await bus.serve(
             "0.0.0-test",
@@ -110,8 +110,7 @@ def short_dir(prefix: str = "ks-") -> Iterator[Path]:
 
 def shim_settings(nats_url: str, kubelet_dir: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
-        "nats_url": nats_url,
-        "node_name": NODE,
+        **service_fields(nats_url, NODE, "kubelet_shim"),
         "kubelet_dir": str(kubelet_dir),
         "driver_name": DRIVER,
         "shutdown_grace_seconds": 0.5,

@@ -20,6 +20,7 @@ from libs.kubeletclient import DRA_V1, KubeletClient
 from libs.natsserver import EmbeddedNats
 from services.kubelet_shim.service import serve
 from tests.kubelet_shim.shim_support import DRIVER, NODE, Responder, claim, claim_preparation, shim_settings, short_dir
+from tests.support.nats_fixture import service_env
 
 READY = b"serving the kubelet"
 
@@ -27,8 +28,7 @@ READY = b"serving the kubelet"
 def _shim_env(nats_url: str, kubelet_dir: Path) -> dict[str, str]:
     return {
         **os.environ,
-        "GPUDRA_NATS_URL": nats_url,
-        "GPUDRA_NODE_NAME": NODE,
+        **service_env(nats_url, NODE, "kubelet_shim"),
         "GPUDRA_KUBELET_DIR": str(kubelet_dir),
         "GPUDRA_METRICS_PORT": "-1",
         "GPUDRA_LOG_FORMAT": "json",

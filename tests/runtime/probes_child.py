@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 from libs.bus import Bus, Endpoint
 from libs.runtime.service import _serve
 from libs.settings import CommonSettings
+from tests.support.nats_fixture import harness_creds
 
 START = "probes-child.start"
 BLOCK = "probes-child.block"
@@ -51,5 +52,5 @@ async def lifespan(bus: Bus, settings: CommonSettings) -> AsyncIterator[Sequence
 
 if __name__ == "__main__":
     url, port = sys.argv[1:]
-    settings = CommonSettings(nats_url=url, metrics_port=int(port))
+    settings = CommonSettings(nats_url=url, metrics_port=int(port), nats_creds=harness_creds(url, "probes_child"))
     asyncio.run(_serve("probes_child", settings, lifespan, stall_seconds=STALL_SECONDS))

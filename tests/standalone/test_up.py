@@ -20,7 +20,7 @@ from libs.bus import Bus
 from libs.bus.directory import ServiceInfo, list_services
 from libs.events import decode
 from libs.events.catalogue import ClaimRef, ClaimUnprepared, ServiceCrashed
-from tests.support.nats_fixture import settings_for
+from libs.settings import CommonSettings
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +59,22 @@ async def system(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Proce
         shutil.rmtree(kubelet_dir, ignore_errors=True)
 
 
+def as_operator(system: endpoints.Endpoints) -> CommonSettings:
+    """What a ``gpudra`` command connects with: the operator's credentials named in endpoints.json."""
+    return CommonSettings(nats_url=system.nats_url, nats_creds=system.nats_creds, node_name=system.node)
+
+
+def as_service(system: endpoints.Endpoints, service: str) -> CommonSettings:
+    creds = str(Path(system.credentials_dir) / f"{service}.creds")
+    return CommonSettings(nats_url=system.nats_url, nats_creds=creds, node_name=system.node)
+
+
+def refusals(system: endpoints.Endpoints) -> list[str]:
+    """The permission violations nats-server logged for this system."""
+    log = Path(system.state_dir, "nats", "nats-server.log").read_text(errors="replace")
+    return [line for line in log.splitlines() if "Violation" in line]
+
+
 async def services_of(bus: Bus) -> dict[str, ServiceInfo]:
     return {info.name: info for info in await list_services(bus.nc) if info.node == "node-0"}
 
@@ -69,7 +85,7 @@ async def test_up_runs_every_service_restarts_crashes_and_stops_cleanly(
     process, system_endpoints = system
     assert system_endpoints.drivers["gpu"] == "gpu.gpudra.io"
     assert Path(system_endpoints.state_dir, "endpoints.json").stat().st_mode & 0o077 == 0
-    bus = await Bus.connect(settings_for(system_endpoints.nats_url, "node-0"), "observer")
+    bus = await Bus.connect(as_operator(system_endpoints), "operator")
     try:
         running = await services_of(bus)
         assert set(running) == set(SERVICES)
@@ -90,6 +106,7 @@ async def test_up_runs_every_service_restarts_crashes_and_stops_cleanly(
 
     process.send_signal(signal.SIGINT)
     assert await asyncio.wait_for(process.wait(), 60) == 0
+    assert refusals(system_endpoints) == []  # every service, the supervisor and the CLI had what they needed
     assert not Path(system_endpoints.state_dir, "endpoints.json").exists()
     assert not list(Path(system_endpoints.kubelet.root).rglob("*.sock"))
 
@@ -105,7 +122,7 @@ async def test_cli_finds_the_system_through_the_state_dir(
 
     tail = await gpudra("events", "tail", "--state-dir", system_endpoints.state_dir, "--count", "1")
     await read_until(tail, "# tailing")
-    bus = await Bus.connect(settings_for(system_endpoints.nats_url, "node-0"), "observer")
+    bus = await Bus.connect(as_service(system_endpoints, "claim_preparation"), "claim_preparation")
     try:
         claim = ClaimRef(namespace="default", name="demo", uid="uid-demo")
         await bus.publish(ClaimUnprepared(node="node-0", claim=claim))

@@ -19,10 +19,9 @@ import msgspec
 from nats.js.kv import KeyValue
 
 from libs.bus import Bus
-from libs.bus.topology import HEALTH_BUCKET
+from libs.bus.topology import HEALTH_BUCKET, taints_key
 from libs.events.catalogue.health import DeviceHealthChanged
 from libs.slices import DeviceTaint
-from services.discovery.slices_sync import taints_key
 
 BLOCKING = frozenset({"NoSchedule", "NoExecute"})
 

@@ -1,0 +1,222 @@
+"""Who may do what on the bus: one role per kind of client, its permissions built from the subject layout.
+
+Node roles are confined to their own node: they publish and serve only ``gpudra.v1.<node>.…`` and read and
+write only their node's KV keys. Cluster roles (the remediation controller) act across nodes. The extender
+reads events and nothing else; the operator does what the ``gpudra`` CLI does; only bootstrap may create or
+change streams, buckets and consumers. ``docs/security.md`` is this table written out (a test keeps it so).
+
+A process may hold several roles (standalone ``health`` runs the node monitors and the controller); its
+permissions are the union. ``local_kube`` adds the standalone Kubernetes store (the ``gpudra_kube`` bucket)
+to the roles that use the Kubernetes API; in a cluster they use the API server and never get it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable
+
+from libs.bus import topology
+from libs.bus.topology import (
+    BREAKER_KEY,
+    HEALTH_BUCKET,
+    HEALTH_REMEDIATION,
+    INVENTORY_BUCKET,
+    KUBE_BUCKET,
+    LEASE_BUCKET,
+    LEASE_PREFIX,
+    REMEDIATION_BUCKET,
+    REMEDIATION_NODE_PREFIX,
+    inventory_key,
+    taints_key,
+)
+from libs.events import CLUSTER
+from libs.events.catalogue import (
+    CircuitBreakerChanged,
+    ClaimFailed,
+    ClaimPrepared,
+    ClaimUnprepared,
+    DeviceHealthChanged,
+    FaultClassified,
+    HealthEvent,
+    InjectFault,
+    InventoryChanged,
+    MonitorStatusChanged,
+    PrepareClaims,
+    RemediationStateChanged,
+    RemediationStepCompleted,
+    ResetBreaker,
+    ResetGpu,
+    ResetRemediation,
+    ServiceCrashed,
+    SlicesPublished,
+    UnprepareClaims,
+)
+from libs.trust.grants import (
+    ANY,
+    admin,
+    call,
+    consume,
+    inbox,
+    kv_read,
+    kv_write,
+    list_services,
+    others_keep_off,
+    own_consumers,
+    publish_events,
+    read_streams,
+    serve,
+    watch_events,
+)
+from libs.trust.permissions import Permissions, union
+
+
+class Role(enum.StrEnum):
+    KUBELET_SHIM = "kubelet-shim"
+    DISCOVERY = "discovery"
+    CLAIM_PREPARATION = "claim-preparation"
+    HEALTH_NODE = "health-node"
+    COMPUTE_DOMAIN_NODE = "compute-domain-node"
+    HEALTH_CONTROLLER = "health-controller"
+    SUPERVISOR = "supervisor"
+    BOOTSTRAP = "bootstrap"
+    OPERATOR = "operator"
+    EXTENDER = "extender"
+
+
+NODE_ROLES = frozenset(
+    {Role.KUBELET_SHIM, Role.DISCOVERY, Role.CLAIM_PREPARATION, Role.HEALTH_NODE, Role.COMPUTE_DOMAIN_NODE}
+)
+"""Confined to one node: their credentials name it, and their subjects and keys carry its token."""
+
+SERVICE_ROLES: dict[str, tuple[Role, ...]] = {
+    "kubelet_shim": (Role.KUBELET_SHIM,),
+    "discovery": (Role.DISCOVERY,),
+    "claim_preparation": (Role.CLAIM_PREPARATION,),
+    "health": (Role.HEALTH_NODE, Role.HEALTH_CONTROLLER),
+    "compute_domain": (Role.COMPUTE_DOMAIN_NODE,),
+}
+"""The roles each service may hold; health's settings (``--role``) pick the node side, the controller or both."""
+
+EVENT_STREAMS = tuple(spec.name for spec in topology.STREAMS)
+
+
+def _local_kube(local_kube: bool) -> Permissions:
+    return kv_write(KUBE_BUCKET) if local_kube else Permissions()
+
+
+def _kubelet_shim(node: str, local_kube: bool) -> Permissions:
+    return union(
+        [
+            serve("kubelet_shim", node),
+            call(node, PrepareClaims, UnprepareClaims),
+            kv_read(INVENTORY_BUCKET, inventory_key(node)),
+            read_streams(topology.stream_of(DeviceHealthChanged)),
+        ]
+    )
+
+
+def _discovery(node: str, local_kube: bool) -> Permissions:
+    return union(
+        [
+            serve("discovery", node, InjectFault),
+            publish_events(node, InventoryChanged, SlicesPublished),
+            kv_write(INVENTORY_BUCKET, inventory_key(node)),
+            kv_read(HEALTH_BUCKET, taints_key(node)),
+            _local_kube(local_kube),
+        ]
+    )
+
+
+def _claim_preparation(node: str, local_kube: bool) -> Permissions:
+    return union(
+        [
+            serve("claim_preparation", node, PrepareClaims, UnprepareClaims),
+            publish_events(node, ClaimPrepared, ClaimUnprepared, ClaimFailed),
+            _local_kube(local_kube),
+        ]
+    )
+
+
+def _health_node(node: str, local_kube: bool) -> Permissions:
+    return serve("health", node, ResetGpu) | publish_events(node, HealthEvent, MonitorStatusChanged)
+
+
+def _compute_domain_node(node: str, local_kube: bool) -> Permissions:
+    return serve("compute_domain", node)
+
+
+def _health_controller(node: str, local_kube: bool) -> Permissions:
+    return union(
+        [
+            serve("health", CLUSTER, ResetBreaker, ResetRemediation),
+            consume(HEALTH_REMEDIATION),
+            publish_events(ANY, FaultClassified, DeviceHealthChanged, RemediationStateChanged),
+            publish_events(ANY, RemediationStepCompleted),
+            publish_events(CLUSTER, CircuitBreakerChanged),
+            call(ANY, ResetGpu, InjectFault),
+            kv_read(INVENTORY_BUCKET),
+            kv_write(HEALTH_BUCKET, taints_key(ANY)),
+            kv_write(REMEDIATION_BUCKET, f"{REMEDIATION_NODE_PREFIX}*"),
+            kv_write(REMEDIATION_BUCKET, BREAKER_KEY),
+            kv_write(LEASE_BUCKET, f"{LEASE_PREFIX}>"),
+            _local_kube(local_kube),
+        ]
+    )
+
+
+def _supervisor(node: str, local_kube: bool) -> Permissions:
+    return publish_events(node, ServiceCrashed) | list_services()
+
+
+def _bootstrap(node: str, local_kube: bool) -> Permissions:
+    return admin()
+
+
+def _operator(node: str, local_kube: bool) -> Permissions:
+    """The CLI: reads everything, injects faults (simulated GPUs), resets remediation, edits standalone claims."""
+    return union(
+        [
+            _extender(node, local_kube),
+            list_services(),
+            call(ANY, InjectFault),
+            call(CLUSTER, ResetBreaker, ResetRemediation),
+            kv_read(INVENTORY_BUCKET),
+            kv_read(HEALTH_BUCKET),
+            kv_read(REMEDIATION_BUCKET),
+            _local_kube(local_kube),
+        ]
+    )
+
+
+def _extender(node: str, local_kube: bool) -> Permissions:
+    return watch_events() | own_consumers(*EVENT_STREAMS)
+
+
+_GRANTS: dict[Role, Callable[[str, bool], Permissions]] = {
+    Role.KUBELET_SHIM: _kubelet_shim,
+    Role.DISCOVERY: _discovery,
+    Role.CLAIM_PREPARATION: _claim_preparation,
+    Role.HEALTH_NODE: _health_node,
+    Role.COMPUTE_DOMAIN_NODE: _compute_domain_node,
+    Role.HEALTH_CONTROLLER: _health_controller,
+    Role.SUPERVISOR: _supervisor,
+    Role.BOOTSTRAP: _bootstrap,
+    Role.OPERATOR: _operator,
+    Role.EXTENDER: _extender,
+}
+
+OWNED_DURABLES: dict[Role, tuple[topology.DurableSpec, ...]] = {Role.HEALTH_CONTROLLER: (HEALTH_REMEDIATION,)}
+
+
+def permissions(roles: Iterable[Role], *, principal: str, node: str, local_kube: bool = False) -> Permissions:
+    """Everything a client holding ``roles`` on ``node`` may do, with replies confined to its own inboxes.
+
+    ``principal`` names the client (the service, ``operator``, ...): its inbox prefix is built from it and
+    the node (``grants.inbox_prefix``), on both sides of the connection.
+    """
+    held = frozenset(roles)
+    granted = union(_GRANTS[role](node, local_kube) for role in sorted(held))
+    if Role.BOOTSTRAP not in held:
+        owned = {durable for role in held for durable in OWNED_DURABLES.get(role, ())}
+        granted |= union(others_keep_off(durable) for durable in topology.DURABLES if durable not in owned)
+    return granted | inbox(principal, ANY if held.isdisjoint(NODE_ROLES) else node)
