@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import signal
 from collections.abc import Mapping
 from typing import Any
@@ -14,7 +15,10 @@ import msgspec
 from nats.aio.msg import Msg
 
 from cli import context
+from libs.bus.provenance import relayed_delivery
 from libs.events.subjects import ROOT
+
+log = logging.getLogger(__name__)
 
 WIDTH = 240
 
@@ -95,6 +99,9 @@ async def _run(args: argparse.Namespace) -> int:
         headers = msg.headers or {}
         if "ce-type" not in headers:
             return  # a command or reply on the same subjects, not an event
+        if relayed_delivery(msg.reply):
+            log.warning("skipped a message a JetStream consumer delivered to %s: not a publish", msg.subject)
+            return
         print(
             structured(headers, msg.data) if args.json else format_line(msg.subject, headers, msg.data),
             flush=True,

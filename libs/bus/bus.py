@@ -20,6 +20,7 @@ from libs.bus.consumer import Consumer, ConsumerSpec, Handler
 from libs.bus.errors import BusError
 from libs.bus.publisher import Publisher
 from libs.events import Command, Event, Reply
+from libs.events.envelope import event_source
 from libs.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class Bus:
         self.js: JetStreamContext = jetstream(nc)
         self.service = service
         self.node = node
-        self._publisher = Publisher(nc, self.js, source=f"/gpudra/{node}/{service}")
+        self._publisher = Publisher(nc, self.js, source=event_source(node, service))
         self._consumers: list[Consumer] = []
         self._services: list[Service] = []
 

@@ -129,9 +129,11 @@ async def connect(
     check_credentials(settings)
     name = f"gpudra-{service}@{settings.node_name}"
     refused = refusals or Refusals()
+    failures: list[Exception] = []
 
     async def on_error(exc: Exception) -> None:
         text = str(exc)
+        failures.append(exc)
         if PERMISSIONS_ERROR in text:
             # nats-py lowercases the server's message, subject included; it still names what was refused.
             REFUSED.inc()
@@ -169,7 +171,7 @@ async def connect(
     except (OSError, nats.errors.Error, TimeoutError) as exc:
         with contextlib.suppress(Exception):
             await nc.close()
-        detail = nc.last_error or exc or type(exc).__name__
+        detail = next((f for f in reversed(failures) if _is_auth_error(str(f))), nc.last_error or exc)
         raise BusError(f"cannot connect to NATS at {settings.nats_url}: {_explain(str(detail))}") from exc
     if not nc.is_connected:  # nats-py returns early when a slow auth callout is still deciding
         await nc.close()
@@ -178,9 +180,12 @@ async def connect(
     return nc
 
 
+def _is_auth_error(text: str) -> bool:
+    return any(marker in text.lower() for marker in _AUTH_ERRORS)
+
+
 def _explain(detail: str) -> str:
-    lowered = detail.lower()
-    if any(marker in lowered for marker in _AUTH_ERRORS):
+    if _is_auth_error(detail):
         return (
             f"{detail}: the server refused these credentials (setting --nats-creds / --nats-token-file); "
             "see docs/security.md"

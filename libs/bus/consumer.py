@@ -23,6 +23,7 @@ from opentelemetry.trace import SpanKind
 from libs.bus import tracing
 from libs.bus.errors import PermanentError
 from libs.bus.metrics import CONSUMED, HANDLER_SECONDS
+from libs.bus.provenance import relayed_event
 from libs.events import Envelope, Event, EventError, decode
 from libs.events.subjects import deadletter_subject
 
@@ -48,6 +49,14 @@ class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):
 
     def delay(self, deliveries: int) -> float:
         return self.backoff[min(deliveries, len(self.backoff)) - 1] if self.backoff else 0.0
+
+
+def checked(msg: Msg) -> Envelope[Event]:
+    """The event in ``msg``; ``EventError`` when it is not one, or when the server relayed it (provenance.py)."""
+    refused = relayed_event(msg.headers)
+    if refused:
+        raise EventError(refused)
+    return decode(msg.headers, msg.data)
 
 
 def _header_value(text: str) -> str:
@@ -121,7 +130,7 @@ class Consumer:
     async def process(self, msg: Msg) -> None:
         spec = self.spec
         try:
-            envelope = decode(msg.headers, msg.data)
+            envelope = checked(msg)
         except EventError as exc:
             await self._dead_letter(msg, str(exc))
             return

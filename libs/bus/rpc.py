@@ -23,6 +23,7 @@ from opentelemetry.trace import SpanKind
 from libs.bus import tracing
 from libs.bus.errors import CommandError, ServiceTimeout, ServiceUnavailable
 from libs.bus.metrics import REQUESTS
+from libs.bus.provenance import relayed_command
 from libs.bus.publisher import check_size
 from libs.events import Command, Reply
 from libs.events.subjects import rpc_subject
@@ -53,6 +54,12 @@ class Endpoint(Generic[C]):
         return f"{self.command.service}-{self.command.endpoint}"
 
     async def answer(self, request: Request) -> None:
+        refused = relayed_command(_reply_of(request))
+        if refused:
+            # Nobody waits for an answer (a relay has no requester's inbox): refuse loudly, answer nothing.
+            REQUESTS.labels(self.name, "403").inc()
+            log.warning("refused a command: %s", refused, extra={"endpoint": self.name, "subject": request.subject})
+            return
         parent = tracing.extract(request.headers)
         attrs = tracing.attributes(request.subject, "process", body_size=len(request.data))
         with tracing.messaging_span(f"process {request.subject}", SpanKind.SERVER, attrs, parent) as span:
@@ -76,6 +83,11 @@ class Endpoint(Generic[C]):
         tracing.mark_error(span, error.message)
         REQUESTS.labels(self.name, str(error.code)).inc()
         await request.respond_error(str(error.code), " ".join(error.message.split())[:1024])
+
+
+def _reply_of(request: Request) -> str | None:
+    reply: str | None = request._msg.reply  # nats.micro's Request has no public accessor for it
+    return reply
 
 
 def _concurrent(endpoint: Endpoint[Any]) -> Callable[[Request], Awaitable[None]]:

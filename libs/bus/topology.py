@@ -9,6 +9,7 @@ consumer is created by its owner, the only client allowed to create, fetch from 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import msgspec
@@ -142,8 +143,10 @@ def taints_key(node: str) -> str:
 REMEDIATION_NODE_PREFIX = "nodes."
 """gpudra_remediation: ``nodes.<node token>`` is a node's book, ``breaker`` the circuit breaker."""
 BREAKER_KEY = "breaker"
-LEASE_PREFIX = "remediation."
+REMEDIATION_LEASE_PREFIX = "remediation."
 """gpudra_leases: ``remediation.leader`` and ``remediation.replicas.<id>``."""
+COMPUTEDOMAIN_LEASE_PREFIX = "computedomains."
+"""gpudra_leases: the compute-domain controller's leader lease and replicas."""
 
 
 def _stream_config(spec: StreamSpec, replicas: int) -> api.StreamConfig:
@@ -186,14 +189,22 @@ async def ensure_bucket(js: JetStreamContext, spec: BucketSpec, replicas: int) -
         ttl=spec.ttl,
         replicas=replicas,
         storage=api.StorageType.FILE,
-        direct=True,  # reads answered by any replica in one round trip, without the JetStream API's JSON
+        # No direct gets: one returns a stored message, headers and all, to whatever reply subject the
+        # requester names, which would let a client place its own value on subjects it may not publish to
+        # (libs/bus/provenance.py). Reads go through the JetStream API, which wraps the message in JSON.
+        direct=False,
     )
     try:
         await js.create_key_value(config)
     except BadRequestError as exc:
         if exc.err_code != STREAM_IN_USE:
             raise
-        log.warning(
-            "KV bucket exists with a different configuration; keeping it as it is",
-            extra={"bucket": spec.bucket},
-        )
+        await _without_direct_gets(js, kv_stream(spec.bucket))
+
+
+async def _without_direct_gets(js: JetStreamContext, stream: str) -> None:
+    """An existing bucket keeps its configuration, except direct gets, which an older gpudra allowed."""
+    config = (await js.stream_info(stream)).config
+    if config.allow_direct:
+        await js.update_stream(dataclasses.replace(config, allow_direct=False))
+        log.info("direct gets turned off", extra={"stream": stream})

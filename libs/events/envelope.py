@@ -46,6 +46,22 @@ class Envelope(msgspec.Struct, Generic[E], frozen=True, kw_only=True):
     data: E
 
 
+SOURCE_PREFIX = "/gpudra/"
+
+
+def event_source(node: str, service: str) -> str:
+    """The CloudEvents ``source`` of what ``service`` on ``node`` publishes: ``/gpudra/<node>/<service>``."""
+    return f"{SOURCE_PREFIX}{node}/{service}"
+
+
+def source_node(source: str) -> str | None:
+    """The node an ``event_source`` names, or None when ``source`` is not one."""
+    node, slash, service = source.removeprefix(SOURCE_PREFIX).partition("/")
+    if not source.startswith(SOURCE_PREFIX) or not slash or not node or not service:
+        return None
+    return node
+
+
 def new_event_id() -> str:
     """A NUID: 22 characters, unique without coordination, and several times cheaper than a uuid4."""
     return _ids.next().decode()

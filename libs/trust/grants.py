@@ -40,7 +40,7 @@ def _sub(*subjects: str) -> Permissions:
 def inbox(principal: str, node: str) -> Permissions:
     """Replies to this client only: reading others' would also let it settle (ack, terminate) their
     JetStream deliveries, which arrive in the same inboxes."""
-    return _sub(f"{inbox_prefix(principal, token(node))}.>")
+    return _sub(f"{inbox_prefix(principal, node)}.>")
 
 
 # --- events -----------------------------------------------------------------------------------------------
@@ -149,15 +149,16 @@ def others_keep_off(durable: topology.DurableSpec) -> Permissions:
     )
 
 
-def kv_read(bucket: str, key: str = ">") -> Permissions:
-    """``kv.get`` (direct get) of the keys matching ``key``, and watching the bucket."""
+def kv_read(bucket: str) -> Permissions:
+    """``kv.get`` and watching the bucket, any key: reads go through the JetStream API (no direct gets, see
+    libs/bus/provenance.py), whose request names the key in its body, where no permission can see it."""
     stream = topology.kv_stream(bucket)
-    return _pub(f"{JS_API}.DIRECT.GET.{stream}.$KV.{bucket}.{key}") | read_streams(stream)
+    return _pub(f"{JS_API}.STREAM.MSG.GET.{stream}") | read_streams(stream)
 
 
 def kv_write(bucket: str, key: str = ">") -> Permissions:
     """Put, create, update, delete and purge of the keys matching ``key`` (all are publishes to the key)."""
-    return _pub(f"$KV.{bucket}.{key}") | kv_read(bucket, key)
+    return _pub(f"$KV.{bucket}.{key}") | kv_read(bucket)
 
 
 def admin() -> Permissions:

@@ -18,13 +18,15 @@ from collections.abc import Callable, Iterable
 from libs.bus import topology
 from libs.bus.topology import (
     BREAKER_KEY,
+    COMPUTEDOMAIN_BUCKET,
+    COMPUTEDOMAIN_LEASE_PREFIX,
     HEALTH_BUCKET,
     HEALTH_REMEDIATION,
     INVENTORY_BUCKET,
     KUBE_BUCKET,
     LEASE_BUCKET,
-    LEASE_PREFIX,
     REMEDIATION_BUCKET,
+    REMEDIATION_LEASE_PREFIX,
     REMEDIATION_NODE_PREFIX,
     inventory_key,
     taints_key,
@@ -35,6 +37,8 @@ from libs.events.catalogue import (
     ClaimFailed,
     ClaimPrepared,
     ClaimUnprepared,
+    ComputeDomainNodeChanged,
+    ComputeDomainStatusChanged,
     DeviceHealthChanged,
     FaultClassified,
     HealthEvent,
@@ -77,6 +81,7 @@ class Role(enum.StrEnum):
     HEALTH_NODE = "health-node"
     COMPUTE_DOMAIN_NODE = "compute-domain-node"
     HEALTH_CONTROLLER = "health-controller"
+    COMPUTE_DOMAIN_CONTROLLER = "compute-domain-controller"
     SUPERVISOR = "supervisor"
     BOOTSTRAP = "bootstrap"
     OPERATOR = "operator"
@@ -93,7 +98,7 @@ SERVICE_ROLES: dict[str, tuple[Role, ...]] = {
     "discovery": (Role.DISCOVERY,),
     "claim_preparation": (Role.CLAIM_PREPARATION,),
     "health": (Role.HEALTH_NODE, Role.HEALTH_CONTROLLER),
-    "compute_domain": (Role.COMPUTE_DOMAIN_NODE,),
+    "compute_domain": (Role.COMPUTE_DOMAIN_NODE, Role.COMPUTE_DOMAIN_CONTROLLER),
 }
 """The roles each service may hold; health's settings (``--role``) pick the node side, the controller or both."""
 
@@ -105,29 +110,34 @@ def _local_kube(local_kube: bool) -> Permissions:
 
 
 def _kubelet_shim(node: str, local_kube: bool) -> Permissions:
+    """Asks its node's claim_preparation to prepare and unprepare; reads the node's inventory and the device
+    health the controller states for it."""
     return union(
         [
             serve("kubelet_shim", node),
             call(node, PrepareClaims, UnprepareClaims),
-            kv_read(INVENTORY_BUCKET, inventory_key(node)),
+            kv_read(INVENTORY_BUCKET),
             read_streams(topology.stream_of(DeviceHealthChanged)),
         ]
     )
 
 
 def _discovery(node: str, local_kube: bool) -> Permissions:
+    """Keeps its node's inventory and announces it; reads the taints the controller sets on its devices;
+    injects faults into simulated GPUs."""
     return union(
         [
             serve("discovery", node, InjectFault),
             publish_events(node, InventoryChanged, SlicesPublished),
             kv_write(INVENTORY_BUCKET, inventory_key(node)),
-            kv_read(HEALTH_BUCKET, taints_key(node)),
+            kv_read(HEALTH_BUCKET),
             _local_kube(local_kube),
         ]
     )
 
 
 def _claim_preparation(node: str, local_kube: bool) -> Permissions:
+    """Prepares and unprepares its node's claims, and says so."""
     return union(
         [
             serve("claim_preparation", node, PrepareClaims, UnprepareClaims),
@@ -138,14 +148,32 @@ def _claim_preparation(node: str, local_kube: bool) -> Permissions:
 
 
 def _health_node(node: str, local_kube: bool) -> Permissions:
+    """Reports its node's faults and monitors; resets a GPU when the controller asks."""
     return serve("health", node, ResetGpu) | publish_events(node, HealthEvent, MonitorStatusChanged)
 
 
 def _compute_domain_node(node: str, local_kube: bool) -> Permissions:
-    return serve("compute_domain", node)
+    """A node reports its own IMEX daemon's membership and readiness."""
+    return serve("compute_domain", node) | publish_events(node, ComputeDomainNodeChanged)
+
+
+def _compute_domain_controller(node: str, local_kube: bool) -> Permissions:
+    """Domains across nodes: membership follows the nodes' events, state lives in its bucket."""
+    return union(
+        [
+            serve("compute_domain", CLUSTER),
+            publish_events(CLUSTER, ComputeDomainStatusChanged),
+            read_streams(topology.stream_of(ComputeDomainNodeChanged)),
+            kv_write(COMPUTEDOMAIN_BUCKET),
+            kv_write(LEASE_BUCKET, f"{COMPUTEDOMAIN_LEASE_PREFIX}>"),
+            _local_kube(local_kube),
+        ]
+    )
 
 
 def _health_controller(node: str, local_kube: bool) -> Permissions:
+    """Remediation across nodes: takes every node's health events from its own durable, states verdicts and
+    device health, keeps the books, taints and leases, asks nodes to reset GPUs."""
     return union(
         [
             serve("health", CLUSTER, ResetBreaker, ResetRemediation),
@@ -158,17 +186,19 @@ def _health_controller(node: str, local_kube: bool) -> Permissions:
             kv_write(HEALTH_BUCKET, taints_key(ANY)),
             kv_write(REMEDIATION_BUCKET, f"{REMEDIATION_NODE_PREFIX}*"),
             kv_write(REMEDIATION_BUCKET, BREAKER_KEY),
-            kv_write(LEASE_BUCKET, f"{LEASE_PREFIX}>"),
+            kv_write(LEASE_BUCKET, f"{REMEDIATION_LEASE_PREFIX}>"),
             _local_kube(local_kube),
         ]
     )
 
 
 def _supervisor(node: str, local_kube: bool) -> Permissions:
+    """Standalone: reports crashed services and waits for services to register."""
     return publish_events(node, ServiceCrashed) | list_services()
 
 
 def _bootstrap(node: str, local_kube: bool) -> Permissions:
+    """Creates and updates streams and buckets: the only JetStream administrator."""
     return admin()
 
 
@@ -189,6 +219,7 @@ def _operator(node: str, local_kube: bool) -> Permissions:
 
 
 def _extender(node: str, local_kube: bool) -> Permissions:
+    """Reads events (core subscriptions, or consumers of its own) and nothing else."""
     return watch_events() | own_consumers(*EVENT_STREAMS)
 
 
@@ -199,11 +230,18 @@ _GRANTS: dict[Role, Callable[[str, bool], Permissions]] = {
     Role.HEALTH_NODE: _health_node,
     Role.COMPUTE_DOMAIN_NODE: _compute_domain_node,
     Role.HEALTH_CONTROLLER: _health_controller,
+    Role.COMPUTE_DOMAIN_CONTROLLER: _compute_domain_controller,
     Role.SUPERVISOR: _supervisor,
     Role.BOOTSTRAP: _bootstrap,
     Role.OPERATOR: _operator,
     Role.EXTENDER: _extender,
 }
+
+
+def purpose(role: Role) -> str:
+    """What the role is for, in one sentence (the grant's docstring)."""
+    return " ".join((_GRANTS[role].__doc__ or "").split())
+
 
 OWNED_DURABLES: dict[Role, tuple[topology.DurableSpec, ...]] = {Role.HEALTH_CONTROLLER: (HEALTH_REMEDIATION,)}
 

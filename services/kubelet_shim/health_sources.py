@@ -18,9 +18,10 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from libs.bus import Bus
+from libs.bus.consumer import checked
 from libs.bus.topology import INVENTORY_BUCKET, event_stream
 from libs.devices.model import Inventory
-from libs.events import Domain, EventError, decode, event_subject, node_token
+from libs.events import Domain, EventError, event_subject, node_token
 from libs.events.catalogue import DeviceHealthChanged
 from services.kubelet_shim.health_view import HealthView, devices_of
 
@@ -111,7 +112,7 @@ class HealthEvents:
         if msg.metadata.num_pending == 0:
             self.synced.set()
         try:
-            envelope = decode(msg.headers, msg.data)
+            envelope = checked(msg)
         except EventError as exc:
             log.warning("skipped a bad health event: %s", exc, extra={"node": self._node})
             return

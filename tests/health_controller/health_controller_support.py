@@ -211,6 +211,11 @@ class LightNode:
         gpu = next(g for g in self.inventory.gpus if g.minor == minor)
         return EntityRef(kind="gpu", id=gpu.uuid, device=gpu.name)
 
+    async def report(self, event: HealthEvent) -> None:
+        """As the node's monitors report it: on the node's own connection, so the source names the node."""
+        assert self.bus is not None, "the node is not connected"
+        await self.bus.publish(event)
+
     async def reset(self, command: ResetGpu) -> ResetGpuReply:
         self.resets.append(command.device)
         self.changed.notify()

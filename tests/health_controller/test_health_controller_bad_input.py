@@ -36,7 +36,7 @@ from tests.health_controller.health_controller_support import (
     light_node,
 )
 from tests.support.kubeapi import KubeApiServer
-from tests.support.nats_fixture import role_creds
+from tests.support.nats_fixture import role_creds, settings_for
 
 SUBJECT = "gpudra.v1.node-a.health.events"
 
@@ -98,13 +98,15 @@ async def test_faults_on_unknown_devices_and_nodes_are_recorded_and_nothing_is_q
 ) -> None:
     async with one_node(nats_server, bus, kube_api, tmp_path) as (node, feed, _):
         await bus.publish(health_event("node-a", EntityRef(kind="gpu", id="GPU-unknown", device="gpu-99")))
-        ghost = await feed.expect(FaultClassified)
-        await bus.publish(health_event("ghost-node", node.gpu(1), "xid", "79"))
+        unknown_device = await feed.expect(FaultClassified)
+        ghost = await Bus.connect(settings_for(nats_server.url, "ghost-node"), "health")
+        await ghost.publish(health_event("ghost-node", node.gpu(1), "xid", "79"))
+        await ghost.close()
         unknown_node = await feed.expect(FaultClassified)
         await bus.publish(health_event("node-a", node.gpu(1), "fan-speed", "slow"))
         unknown_check = await feed.expect(FaultClassified)
-    assert ghost.disposition == unknown_node.disposition == unknown_check.disposition == "recorded"
-    assert "'gpu-99' is not in node node-a's inventory" in ghost.reason
+    assert unknown_device.disposition == unknown_node.disposition == unknown_check.disposition == "recorded"
+    assert "'gpu-99' is not in node node-a's inventory" in unknown_device.reason
     assert "node ghost-node has no known device inventory" in unknown_node.reason
     assert kube_api.store.writes() == 0
     assert not cordoned(kube_api, "node-a")

@@ -56,8 +56,9 @@ class Cluster:
     reboot: RecordingReboot
     feed: Feed
 
-    async def fault(self, bus: Bus, node: str, code: str = "48", minor: int = 1) -> None:
-        await bus.publish(health_event(node, self.nodes[node].gpu(minor), "xid", code))
+    async def fault(self, node: str, code: str = "48", minor: int = 1) -> None:
+        light = self.nodes[node]
+        await light.report(health_event(node, light.gpu(minor), "xid", code))
 
 
 @asynccontextmanager
@@ -109,7 +110,7 @@ async def test_a_cordon_made_by_a_person_before_the_fault_stays_after_recovery(
     nats_server: EmbeddedNats, bus: Bus, kube_api: KubeApiServer, tmp_path: Path
 ) -> None:
     async with cluster(nats_server, bus, kube_api, tmp_path, cordoned_nodes=("node-a",)) as c:
-        await c.fault(bus, "node-a", "79")
+        await c.fault("node-a", "79")
         assert await until(lambda: node_taints(kube_api, "node-a") == [NODE_TAINT], kube_api)
         await c.feed.expect(RemediationStateChanged, lambda e: node_state(e, "healthy"))
         assert await until(lambda: node_taints(kube_api, "node-a") == [], kube_api)
@@ -124,7 +125,7 @@ async def test_a_manual_uncordon_cancels_the_remediation(
     async with cluster(nats_server, bus, kube_api, tmp_path) as c:
         add_pod(kube_api, "node-a", "guarded")
         kube_api.store.block_eviction("default", "guarded")
-        await c.fault(bus, "node-a", "79")
+        await c.fault("node-a", "79")
         await c.feed.expect(RemediationStateChanged, lambda e: node_state(e, "draining"))
         await until(lambda: cordoned(kube_api, "node-a"), kube_api)
         node = kube_node(kube_api, "node-a")
@@ -145,7 +146,7 @@ async def test_evictions_carry_the_grace_period_of_their_drain_rule(
     add_pod(kube_api, "node-a", "web")
     add_pod(kube_api, "node-a", "job", namespace="batch")
     async with cluster(nats_server, bus, kube_api, tmp_path, drain_policy_file=str(policy)) as c:
-        await c.fault(bus, "node-a", "79")
+        await c.fault("node-a", "79")
         await c.feed.expect(RemediationStateChanged, lambda e: node_state(e, "healthy"))
     graces = {
         f"{e['metadata']['namespace']}/{e['metadata']['name']}": e["deleteOptions"]["gracePeriodSeconds"]
@@ -175,7 +176,7 @@ async def test_gpu_resets_that_fail_fall_back_to_a_reboot(
 ) -> None:
     async with cluster(nats_server, bus, kube_api, tmp_path, reset_attempts=2) as c:
         c.nodes["node-a"].fail_resets = True
-        await c.fault(bus, "node-a", "48")
+        await c.fault("node-a", "48")
         await c.feed.expect(RemediationStateChanged, lambda e: node_state(e, "healthy"))
         # The state event and the Node patch that uncordons are done side by side: wait for the patch.
         assert await until(lambda: not cordoned(kube_api, "node-a"), kube_api)
@@ -191,7 +192,7 @@ async def test_a_repair_that_does_not_hold_waits_for_a_person(
 ) -> None:
     async with cluster(nats_server, bus, kube_api, tmp_path, reset_attempts=2) as c:
         c.reboot.works = False
-        await c.fault(bus, "node-a", "79")
+        await c.fault("node-a", "79")
         failed = await c.feed.expect(RemediationStateChanged, lambda e: node_state(e, "remediation-failed"))
         assert failed.attempt == 2
         assert await until(lambda: state_label(kube_api, "node-a") == "remediation-failed", kube_api)
@@ -211,7 +212,7 @@ async def test_the_breaker_trips_when_too_many_nodes_fail_at_once_and_a_reset_re
     names = ("node-a", "node-b", "node-c", "node-d")
     async with cluster(nats_server, bus, kube_api, tmp_path, names, breaker_max_share=0.5) as c:
         for name in names[:3]:
-            await c.fault(bus, name, "48")
+            await c.fault(name, "48")
             await c.feed.expect(FaultClassified, on(name))
         tripped = [(e.state, e.quarantined_nodes) for e in c.feed.of(CircuitBreakerChanged)]
         assert tripped == [("open", 2)]  # published before the verdict it caused
@@ -240,7 +241,7 @@ async def test_dry_run_walks_the_whole_path_and_changes_nothing(
     nats_server: EmbeddedNats, bus: Bus, kube_api: KubeApiServer, tmp_path: Path
 ) -> None:
     async with cluster(nats_server, bus, kube_api, tmp_path, dry_run=True) as c:
-        await c.fault(bus, "node-a", "79")
+        await c.fault("node-a", "79")
         await c.feed.expect(RemediationStateChanged, lambda e: node_state(e, "healthy"))
     changes = c.feed.of(RemediationStateChanged)
     assert [e.state for e in changes if e.scope == "node"] == [
@@ -266,7 +267,7 @@ async def test_a_node_that_opted_out_is_only_recorded(
         node["metadata"]["labels"]["gpu.gpudra.io/remediation"] = "disabled"
         kube_api.store.update(node)
         await view_changes(c.controller).until(lambda: c.controller.view.nodes["node-a"].labels)
-        await c.fault(bus, "node-a", "79")
+        await c.fault("node-a", "79")
         verdict = await c.feed.expect(FaultClassified)
     assert verdict.disposition == "recorded"
     assert "opted out" in verdict.reason

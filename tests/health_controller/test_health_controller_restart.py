@@ -114,7 +114,7 @@ async def test_two_replicas_share_the_work_and_do_each_thing_once(
     ):
         assert one.election.is_leader != two.election.is_leader
         for light in lights:
-            await bus.publish(health_event(light.name, light.gpu(2)))
+            await light.report(health_event(light.name, light.gpu(2)))
         await feed.changed.until(lambda: len(feed.ids_of(RemediationStateChanged, device_healthy)) == len(names))
     assert [light.resets for light in lights] == [["gpu-2"]] * len(names)
     per_node = {name: [e.state for e in feed.of(RemediationStateChanged) if e.node == name] for name in names}

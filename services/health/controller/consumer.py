@@ -22,8 +22,9 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 
 from libs.bus import Consumer, ConsumerSpec
+from libs.bus.consumer import checked
 from libs.bus.topology import event_stream
-from libs.events import Domain, Envelope, Event, EventError, decode
+from libs.events import Domain, Envelope, Event, EventError
 from libs.events.catalogue.health import HealthEvent
 from libs.events.subjects import node_from_token
 from services.health.controller import metrics
@@ -137,7 +138,7 @@ class HealthConsumer(Consumer):
 
     async def _take(self, msg: Msg) -> None:
         try:
-            envelope = decode(msg.headers, msg.data)
+            envelope = checked(msg)
         except EventError as exc:
             log.warning("unreadable health event: %s", exc, extra={"subject": msg.subject})
             await self.reject(msg, str(exc))

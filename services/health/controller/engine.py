@@ -26,6 +26,7 @@ import msgspec
 from libs.events import Envelope, Event
 from libs.events.catalogue.health import FaultClassified, HealthEvent
 from libs.events.catalogue.remediation import RemediationStateChanged
+from libs.events.envelope import source_node
 from libs.events.subjects import node_token
 from services.health.catalogue import MalformedHealthEvent
 from services.health.controller import metrics
@@ -207,6 +208,8 @@ class Engine:
             return _reject(item, node, f"{type(event).__name__} is not a HealthEvent")
         if event.node != node:
             return _reject(item, node, f"event of node {event.node!r} published on node {node}'s subject")
+        if source_node(item.envelope.source) != node:
+            return _reject(item, node, f"ce-source {item.envelope.source!r} is not a service of node {node}")
         try:
             node_token(event.node)
             book, decided = assess(batch.book, event, self._config.catalogue, now, item.envelope.id)
