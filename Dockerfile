@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # One image for every gpudra service and the gpudra CLI. What runs is chosen by the command:
-#   python -m services.<name>   (kubelet_shim, discovery, claim_preparation, health, compute_domain)
+#   python -m services.<name>   (kubelet_shim, discovery, claim_preparation, health, compute_domain, auth_callout)
 #   gpudra ...                  (the CLI; `gpudra up` runs the whole standalone system in one container)
 # Kubernetes (deploy/kustomize) and docker-compose.yml both use it that way, so there is no ENTRYPOINT.
 #   docker build -t ghcr.io/gpudra/gpudra:0.1.0 .
@@ -25,10 +25,12 @@ COPY . /src
 RUN pip install /src && rm -rf /src
 
 # Mount points, owned by the service user and closed to others. In Kubernetes hostPath or emptyDir volumes
-# replace them; Docker named volumes (docker-compose.yml) start with this owner and mode.
-RUN mkdir -p /var/lib/gpudra /var/lib/kubelet /var/run/cdi \
- && chown 10001:10001 /var/lib/gpudra /var/lib/kubelet /var/run/cdi \
- && chmod 0750 /var/lib/gpudra /var/lib/kubelet /var/run/cdi
+# replace them; Docker named volumes (docker-compose.yml) start with this owner and mode. /trust is
+# docker-compose's: `gpudra bus trust` writes the NATS authority and every client's credentials there.
+RUN mkdir -p /var/lib/gpudra /var/lib/kubelet /var/run/cdi /trust \
+ && chown 10001:10001 /var/lib/gpudra /var/lib/kubelet /var/run/cdi /trust \
+ && chmod 0750 /var/lib/gpudra /var/lib/kubelet /var/run/cdi \
+ && chmod 0700 /trust
 
 # Bytecode was compiled at install; never try to write it at run time (root filesystems are read-only in the
 # cluster). Logs go straight to the container runtime.

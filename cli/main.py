@@ -7,9 +7,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from cli import claims, devices, events, faults, health, kubelet, services, slices, up
+from cli import bus, claims, devices, events, faults, health, kubelet, services, slices, up
 from cli.endpoints import NotRunning
 from libs.bus import BusError, CommandError
+from libs.settings import SettingsError
 from libs.telemetry import configure_logging
 
 
@@ -33,7 +34,7 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="gpudra", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = common_options()
-    for module in (up, services, events, kubelet, devices, slices, claims, faults, health):
+    for module in (up, services, events, kubelet, devices, slices, claims, faults, health, bus):
         module.add_parser(commands, common)
     return root
 
@@ -44,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_logging(level.upper(), "text")
     try:
         code = args.run(args)
-    except (NotRunning, BusError, CommandError) as exc:
+    except (NotRunning, BusError, CommandError, SettingsError) as exc:
         print(f"gpudra: {exc}", file=sys.stderr)
         code = 1
     logging.shutdown()

@@ -1,7 +1,9 @@
-"""Run each service as its own process, restart the ones that crash, stop them all on request.
+"""Run each service as its own process, and the embedded nats-server, restart the ones that crash, stop them
+all on request.
 
 Children get their own session, so a Ctrl-C at the terminal reaches only the supervisor, which then
-stops the children in order instead of racing them.
+stops the children in order instead of racing them. A crash is reported as ``ServiceCrashed``: a service's at
+once (the bus is up), the nats-server's once it is back (there is no bus before).
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Protocol
 
 import msgspec
+
+from libs.natsserver import EmbeddedNats
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +45,44 @@ CrashReport = Callable[[str, int, int, float], Awaitable[None]]
 """(service, exit code, restarts so far, seconds until the restart)."""
 
 
+class Child(Protocol):
+    """Something the supervisor starts, watches and stops."""
+
+    name: str
+    log_file: str
+    restarts: int
+    reports_after_restart: bool
+    """Its crash can only be told once it runs again (the nats-server: the bus needs it)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    async def spawn(self) -> None: ...
+
+    async def wait(self) -> int: ...
+
+    async def terminate(self, grace: float) -> None: ...
+
+
 class Supervised:
+    """A service process."""
+
+    reports_after_restart = False
+
     def __init__(self, spec: ServiceSpec) -> None:
         self.spec = spec
+        self.name = spec.name
+        self.log_file = spec.log_file
         self.process: asyncio.subprocess.Process | None = None
         self.restarts = 0
 
     @property
     def pid(self) -> int:
         return self.process.pid if self.process else 0
+
+    async def wait(self) -> int:
+        assert self.process is not None
+        return await self.process.wait()
 
     async def spawn(self) -> None:
         Path(self.spec.log_file).parent.mkdir(parents=True, exist_ok=True)
@@ -75,54 +109,108 @@ class Supervised:
             await process.wait()
 
 
+class SupervisedNats:
+    """The embedded nats-server: restarted on the same store and port, so clients reconnect where they were."""
+
+    name = "nats-server"
+    reports_after_restart = True
+
+    def __init__(self, server: EmbeddedNats) -> None:
+        self.server = server
+        self.log_file = str(server.store_dir / "nats-server.log")
+        self.restarts = 0
+
+    @property
+    def pid(self) -> int:
+        return self.server.pid or 0
+
+    async def spawn(self) -> None:
+        await self.server.start()
+
+    async def wait(self) -> int:
+        return await self.server.wait()
+
+    async def terminate(self, grace: float) -> None:
+        await self.server.stop()
+
+
 class Supervisor:
-    def __init__(self, specs: list[ServiceSpec], on_crash: CrashReport) -> None:
-        self.services = {spec.name: Supervised(spec) for spec in specs}
+    """Starts the children in order and keeps them running; ``on_started`` hears of every (re)start."""
+
+    def __init__(
+        self, children: list[Child], on_crash: CrashReport, on_started: Callable[[], None] = lambda: None
+    ) -> None:
+        self.children = {child.name: child for child in children}
         self._on_crash = on_crash
+        self._on_started = on_started
         self._stopping = asyncio.Event()
+        self._started: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self) -> None:
-        for service in self.services.values():
-            await service.spawn()
-            self._tasks.append(asyncio.create_task(self._watch(service), name=f"watch {service.spec.name}"))
+    async def start(self, *names: str) -> None:
+        """Start these children (all not started yet when none are named), in order, and watch them."""
+        for name in names or [name for name in self.children if name not in self._started]:
+            child = self.children[name]
+            await child.spawn()
+            self._started.add(name)
+            self._tasks.append(asyncio.create_task(self._watch(child), name=f"watch {child.name}"))
 
     def pids(self) -> Mapping[str, int]:
-        return {name: service.pid for name, service in self.services.items()}
+        return {name: child.pid for name, child in self.children.items()}
 
-    async def _watch(self, service: Supervised) -> None:
+    async def _watch(self, child: Child) -> None:
         while True:
-            assert service.process is not None
             started = time.monotonic()
-            code = await service.process.wait()
+            code = await child.wait()
             if self._stopping.is_set():
                 return
             if time.monotonic() - started > STABLE_AFTER:
-                service.restarts = 0
-            service.restarts += 1
-            delay = restart_delay(service.restarts)
+                child.restarts = 0
+            child.restarts += 1
+            delay = restart_delay(child.restarts)
             log.error(
-                "service exited with %d; restarting in %.1fs (restart %d); log: %s; last line: %s",
+                "%s exited with %d; restarting in %.1fs (restart %d); log: %s; last line: %s",
+                child.name,
                 code,
                 delay,
-                service.restarts,
-                service.spec.log_file,
-                last_line(Path(service.spec.log_file)),
-                extra={"service": service.spec.name},
+                child.restarts,
+                child.log_file,
+                last_line(Path(child.log_file)),
+                extra={"service": child.name},
             )
-            with contextlib.suppress(Exception):
-                await self._on_crash(service.spec.name, code, service.restarts, delay)
+            if not child.reports_after_restart:
+                await self._report(child, code, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
                 return
-            await service.spawn()
+            if not await self._respawn(child):
+                continue
+            self._on_started()
+            if child.reports_after_restart:
+                await self._report(child, code, delay)
 
-    async def stop(self, grace: float = 10.0) -> None:
+    async def _respawn(self, child: Child) -> bool:
+        try:
+            await child.spawn()
+        except Exception as exc:  # a child that cannot start is a crash too: back off and try again
+            log.error("%s did not start again: %s", child.name, exc, extra={"service": child.name})
+            return False
+        return True
+
+    async def _report(self, child: Child, code: int, delay: float) -> None:
+        with contextlib.suppress(Exception):
+            await self._on_crash(child.name, code, child.restarts, delay)
+
+    async def stop(self, *names: str, grace: float = 10.0) -> None:
+        """Stop these children at once (all that are left when none are named); none is restarted after."""
         self._stopping.set()
-        await asyncio.gather(*(service.terminate(grace) for service in self.services.values()))
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        stopping = names or list(self._started)
+        await asyncio.gather(*(self.children[name].terminate(grace) for name in stopping))
+        self._started -= set(stopping)
+        if not self._started:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 def last_line(path: Path, window: int = 4096) -> str:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -13,14 +14,15 @@ from pathlib import Path
 import msgspec
 
 from cli import endpoints as endpoints_file
-from cli.supervisor import ServiceSpec, Supervisor, python_module
+from cli.supervisor import Child, ServiceSpec, Supervised, SupervisedNats, Supervisor, python_module
 from libs.bus import Bus
 from libs.bus.directory import list_services
+from libs.bus.topology import BusLimits
 from libs.events.catalogue import ServiceCrashed
 from libs.natsserver import EmbeddedNats
-from libs.settings import CommonSettings, env_name
+from libs.settings import CommonSettings, env_name, load_settings
 from libs.trust.authority import Authority
-from libs.trust.roles import SERVICE_ROLES, Role
+from libs.trust.roles import PRINCIPALS, Role
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,9 @@ def add_parser(
     parser.add_argument("--kubelet-dir", default="", help="kubelet root for the sockets (default <state-dir>/kubelet)")
     parser.set_defaults(run=run)
 
+
+RECONNECT_WAIT = 10.0
+"""Seconds the supervisor waits for its client to reconnect to a restarted nats-server before reporting."""
 
 SOCKET_PATH_MAX = 107
 """sun_path holds 108 bytes with the terminating NUL; the kubelet dials the DRA socket by this path."""
@@ -117,14 +122,15 @@ def specs(system: endpoints_file.Endpoints, names: list[str]) -> list[ServiceSpe
     ]
 
 
+def children(server: EmbeddedNats, system: endpoints_file.Endpoints, names: list[str]) -> list[Child]:
+    """The nats-server first (everything talks over it), then the services."""
+    return [SupervisedNats(server), *(Supervised(spec) for spec in specs(system, names))]
+
+
 def issue_credentials(authority: Authority, system: endpoints_file.Endpoints, names: list[str]) -> None:
     """Fresh owner-only credentials for every client of this system, each with its own roles only."""
-    holders: dict[str, tuple[Role, ...]] = {name: SERVICE_ROLES[name] for name in names}
-    holders |= {
-        "supervisor": (Role.BOOTSTRAP, Role.SUPERVISOR),
-        "operator": (Role.OPERATOR,),
-        "extender": (Role.EXTENDER,),
-    }
+    holders = {name: PRINCIPALS[name] for name in (*names, "operator", "extender")}
+    holders["supervisor"] = (Role.BOOTSTRAP, Role.SUPERVISOR)
     for principal, roles in holders.items():
         authority.issue(Path(credentials_of(system, principal)), principal, roles, system.node)
 
@@ -199,25 +205,36 @@ async def _up(args: argparse.Namespace, plan: Plan) -> int:
     server = EmbeddedNats(state_dir / "nats", port=args.nats_port, auth=authority)
     system = layout(state_dir, args.node, args.profile, server.url, kubelet_dir)
     issue_credentials(authority, system, names)
-    await server.start()
-    supervisor_settings = CommonSettings(
-        nats_url=server.url, node_name=args.node, nats_creds=credentials_of(system, "supervisor")
-    )
-    bus = await Bus.connect(supervisor_settings, "supervisor")
-    await bus.bootstrap()
+    bus: Bus | None = None
+    announced = False
 
     async def report(service: str, code: int, restarts: int, delay: float) -> None:
+        assert bus is not None
+        if not bus.nc.is_connected:  # the nats-server is back; the supervisor's client follows within a second
+            bus.link.reconnected.clear()
+            await asyncio.wait_for(bus.link.reconnected.wait(), RECONNECT_WAIT)
         crash = ServiceCrashed(
             node=args.node, service=service, exit_code=code, restarts=restarts, restart_in_seconds=delay
         )
         await bus.publish(crash)
 
-    supervisor = Supervisor(specs(system, names), report)
+    def started() -> None:
+        """endpoints.json names the processes running now, not those of the first start."""
+        if announced:
+            endpoints_file.write(msgspec.structs.replace(system, services=dict(supervisor.pids())))
+
+    supervisor = Supervisor(children(server, system, names), report, started)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
+        await supervisor.start(SupervisedNats.name)
+        supervisor_settings = CommonSettings(
+            nats_url=server.url, node_name=args.node, nats_creds=credentials_of(system, "supervisor")
+        )
+        bus = await Bus.connect(supervisor_settings, "supervisor")
+        await bus.bootstrap(load_settings(BusLimits, [], os.environ))
         await supervisor.start()
         missing = await wait_until_registered(bus, names, args.node, args.ready_timeout)
         if missing:
@@ -226,14 +243,16 @@ async def _up(args: argparse.Namespace, plan: Plan) -> int:
             return 1
         system = msgspec.structs.replace(system, services=dict(supervisor.pids()))
         _announce(system, endpoints_file.write(system))
+        announced = True
         await stop.wait()
         print("stopping ...", flush=True)
     finally:
         endpoints_file.remove(state_dir)
-        await supervisor.stop()
+        await supervisor.stop(*names)  # the services first, while the bus is there for their last words
         remove_sockets(system)
-        await bus.close()
-        await server.stop()
+        if bus is not None:
+            await bus.close()
+        await supervisor.stop()
     print("stopped", flush=True)
     return 0
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from nats.aio.client import Client
+from nats.errors import ConnectionClosedError
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from nats.js.errors import BucketNotFoundError
@@ -15,7 +16,7 @@ from nats.js.kv import KeyValue
 from nats.micro.service import Service
 
 from libs.bus import rpc, topology
-from libs.bus.connection import Refusals, connect, jetstream
+from libs.bus.connection import Link, connect, jetstream
 from libs.bus.consumer import Consumer, ConsumerSpec, Handler
 from libs.bus.errors import BusError
 from libs.bus.publisher import Publisher
@@ -31,10 +32,10 @@ R = TypeVar("R", bound=Reply)
 class Bus:
     """Publish events, consume them durably, serve and send commands, reach KV buckets."""
 
-    def __init__(self, nc: Client, *, service: str, node: str, refusals: Refusals | None = None) -> None:
+    def __init__(self, nc: Client, *, service: str, node: str, link: Link | None = None) -> None:
         self.nc = nc
-        self.refusals = refusals or Refusals()
-        """What the server refused this connection (permission violations), newest last."""
+        self.link = link or Link()
+        """What the connection went through: the server's refusals (permission violations), reconnects."""
         self.js: JetStreamContext = jetstream(nc)
         self.service = service
         self.node = node
@@ -44,19 +45,20 @@ class Bus:
 
     @classmethod
     async def connect(cls, settings: CommonSettings, service: str) -> Bus:
-        refusals = Refusals()
-        nc = await connect(settings, service, refusals=refusals)
-        return cls(nc, service=service, node=settings.node_name, refusals=refusals)
+        link = Link()
+        nc = await connect(settings, service, link=link)
+        return cls(nc, service=service, node=settings.node_name, link=link)
 
-    async def bootstrap(self, replicas: int = 1) -> None:
-        """Create or update every stream, bucket and durable consumer: needs the bootstrap role."""
-        await topology.bootstrap(self.js, replicas)
+    async def bootstrap(self, limits: topology.BusLimits | None = None) -> None:
+        """Create or update every stream and bucket, with ``limits`` (the defaults when None): needs the
+        bootstrap role."""
+        await topology.bootstrap(self.js, limits or topology.BusLimits())
 
     async def publish(self, event: Event, *, event_id: str | None = None) -> PubAck:
         return await self._publisher.publish(event, event_id=event_id)
 
     async def consume(self, spec: ConsumerSpec, handler: Handler) -> Consumer:
-        consumer = Consumer(self.js, spec, handler)
+        consumer = Consumer(self.js, spec, handler, max_payload=self.nc.max_payload, on_failure=self.link.fail)
         await consumer.start()
         self._consumers.append(consumer)
         return consumer
@@ -89,9 +91,13 @@ class Bus:
 
     async def close(self) -> None:
         """Stop consuming, unregister services, then drain so that in-flight acks reach the server."""
+        self.link.closing = True
         await asyncio.gather(*(consumer.stop() for consumer in self._consumers))
         for service in self._services:
-            await service.stop()
+            try:
+                await service.stop()
+            except ConnectionClosedError:  # the server closed the connection: there is nothing to unregister
+                log.debug("service %s not unregistered: the connection is closed", self.service)
         if not self.nc.is_closed:
             try:
                 await self.nc.drain()

@@ -4,7 +4,7 @@ Every client authenticates (docs/security.md): with a ``.creds`` file (standalon
 token file the auth callout turns into a user of this node (a pod's projected ServiceAccount token, re-read at
 every reconnect because the kubelet rotates it). Replies arrive under the client's own inbox prefix, the one
 its credentials allow. The server's refusals (a subject outside the permissions, credentials it no longer
-accepts) are recorded on the connection's ``Refusals`` so a service can fail its start naming the subject.
+accepts) are recorded on the connection's ``Link`` so a service can fail its start naming the subject.
 """
 
 from __future__ import annotations
@@ -62,16 +62,28 @@ PERMISSIONS_ERROR = "permissions violation"
 _AUTH_ERRORS = ("authorization violation", "user authentication expired", "authentication revoked")
 
 
-class Refusals:
-    """What the server refused this connection, in the order it came (the server sends it asynchronously)."""
+class Link:
+    """What a connection went through that its owner may wait on (the server and nats-py tell it in callbacks):
+    the server's refusals, in the order they came, reconnects, and a failure no reconnect cures."""
 
     def __init__(self) -> None:
-        self.subjects: list[str] = []
-        self.changed = asyncio.Event()
+        self.refusals: list[str] = []
+        self.refused = asyncio.Event()
+        self.reconnected = asyncio.Event()
+        self.failure = ""
+        self.failed = asyncio.Event()
+        self.closing = False
+        """Set by the owner before it closes the connection itself: that close is no failure."""
 
-    def add(self, text: str) -> None:
-        self.subjects.append(text)
-        self.changed.set()
+    def refuse(self, text: str) -> None:
+        self.refusals.append(text)
+        self.refused.set()
+
+    def fail(self, reason: str) -> None:
+        """The first failure wins: it is the cause, what follows is consequence."""
+        if not self.failure:
+            self.failure = reason
+            self.failed.set()
 
 
 def check_credentials(settings: CommonSettings) -> None:
@@ -84,22 +96,24 @@ def check_credentials(settings: CommonSettings) -> None:
         if found.shared_with_others:
             log.warning("NATS credentials file is readable by group or others", extra={"path": found.path})
     if settings.nats_token_file:
-        _read_token(settings.nats_token_file)
+        _read_secret(settings.nats_token_file, "--nats-token-file")
+    if settings.nats_user:
+        _read_secret(settings.nats_password_file, "--nats-password-file")
 
 
-def _read_token(path: str) -> str:
+def _read_secret(path: str, setting: str) -> str:
     try:
-        token = Path(path).read_text().strip()
+        secret = Path(path).read_text().strip()
     except OSError as exc:
-        raise BusError(f"NATS token file {path} cannot be read: {exc} (setting --nats-token-file)") from None
-    if not token:
-        raise BusError(f"NATS token file {path} is empty (setting --nats-token-file)")
-    return token
+        raise BusError(f"{setting} {path!r} cannot be read: {exc}") from None
+    if not secret:
+        raise BusError(f"{setting} {path} is empty")
+    return secret
 
 
 def _token(path: str) -> Callable[[], str]:
     """Read at every (re)connect: the kubelet rotates a projected token in place."""
-    return lambda: _read_token(path)
+    return lambda: _read_secret(path, "--nats-token-file")
 
 
 def _auth_options(settings: CommonSettings) -> dict[str, object]:
@@ -108,6 +122,9 @@ def _auth_options(settings: CommonSettings) -> dict[str, object]:
         options["user_credentials"] = settings.nats_creds
     if settings.nats_token_file:
         options["token"] = _token(settings.nats_token_file)
+    if settings.nats_user:
+        options["user"] = settings.nats_user
+        options["password"] = _read_secret(settings.nats_password_file, "--nats-password-file")
     return options
 
 
@@ -115,7 +132,7 @@ async def connect(
     settings: CommonSettings,
     service: str,
     *,
-    refusals: Refusals | None = None,
+    link: Link | None = None,
     connect_timeout: int = 2,
     attempts: int = 3,
 ) -> Client:
@@ -128,16 +145,18 @@ async def connect(
     servers = parse_servers(settings.nats_url)
     check_credentials(settings)
     name = f"gpudra-{service}@{settings.node_name}"
-    refused = refusals or Refusals()
+    seen = link or Link()
     failures: list[Exception] = []
 
     async def on_error(exc: Exception) -> None:
         text = str(exc)
         failures.append(exc)
+        if not nc.is_connected and _is_auth_error(text):
+            nc.options["allow_reconnect"] = False  # nats-py then gives up at once: trying again cannot help
         if PERMISSIONS_ERROR in text:
             # nats-py lowercases the server's message, subject included; it still names what was refused.
             REFUSED.inc()
-            refused.add(text.removeprefix("nats: "))
+            seen.refuse(text.removeprefix("nats: "))
             log.error("NATS refused: %s", text.removeprefix("nats: "), extra={"client": name})
         elif nc.is_connected or nc.is_reconnecting:
             log.warning("nats error: %s", exc, extra={"client": name})
@@ -146,10 +165,18 @@ async def connect(
         if not (nc.is_closed or nc.is_draining):
             log.warning("disconnected from NATS; reconnecting", extra={"client": name})
 
+    async def on_closed() -> None:
+        # nats-py closes for good, without reconnecting, after an -ERR it does not treat as a disconnect
+        # (a payload over the limit, expired or revoked credentials): only a new process can connect again.
+        if not (seen.closing or connecting):
+            seen.fail(f"the NATS connection was closed and will not reconnect: {nc.last_error or 'closed'}")
+
     async def on_reconnect() -> None:
+        seen.reconnected.set()
         log.info("reconnected to NATS", extra={"client": name, "server": str(nc.connected_url)})
 
     nc = Client()
+    connecting = True
     # nats-py can wait forever on a failed TLS handshake; bound the whole first connection ourselves.
     limit = connect_timeout * attempts * len(servers) + 1
     try:
@@ -166,6 +193,7 @@ async def connect(
                 error_cb=on_error,
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
+                closed_cb=on_closed,
                 **_auth_options(settings),  # type: ignore[arg-type]
             )
     except (OSError, nats.errors.Error, TimeoutError) as exc:
@@ -176,7 +204,9 @@ async def connect(
     if not nc.is_connected:  # nats-py returns early when a slow auth callout is still deciding
         await nc.close()
         raise BusError(f"cannot connect to NATS at {settings.nats_url}: the server did not accept us in time")
+    nc.options["allow_reconnect"] = True
     nc.options["max_reconnect_attempts"] = -1
+    connecting = False
     return nc
 
 

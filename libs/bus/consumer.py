@@ -18,19 +18,23 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext, api
+from nats.js.errors import APIError
 from opentelemetry.trace import SpanKind
 
 from libs.bus import tracing
+from libs.bus.deadletter import REASON_LIMIT, dead_letter, one_line
 from libs.bus.errors import PermanentError
-from libs.bus.metrics import CONSUMED, HANDLER_SECONDS
+from libs.bus.metrics import CONSUMED, DEADLETTERS_DROPPED, HANDLER_SECONDS
 from libs.bus.provenance import relayed_event
+from libs.bus.topology import MAX_EVENT_BYTES
 from libs.events import Envelope, Event, EventError, decode
 from libs.events.subjects import deadletter_subject
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope[Event]], Awaitable[None]]
-_HEADER_LIMIT = 1024
+STORE_FULL = 10077
+"""JetStream: a stream with discard-new limits refused the message (maximum bytes or messages exceeded)."""
 
 
 class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -59,13 +63,21 @@ def checked(msg: Msg) -> Envelope[Event]:
     return decode(msg.headers, msg.data)
 
 
-def _header_value(text: str) -> str:
-    return " ".join(text.split())[:_HEADER_LIMIT]
-
-
 class Consumer:
-    def __init__(self, js: JetStreamContext, spec: ConsumerSpec, handler: Handler) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        spec: ConsumerSpec,
+        handler: Handler,
+        *,
+        max_payload: int = MAX_EVENT_BYTES,
+        on_failure: Callable[[str], None] | None = None,
+    ) -> None:
+        """``max_payload``: the server's (``nc.max_payload``); dead letters are cut to fit it and the stream.
+        ``on_failure``: told when the consumer stops taking events without being asked to (a bug: fatal)."""
         self._js = js
+        self._on_failure = on_failure
+        self._dead_letter_limit = min(max_payload, MAX_EVENT_BYTES)
         self.spec = spec
         self._handler = handler
         self._task: asyncio.Task[None] | None = None
@@ -95,6 +107,21 @@ class Consumer:
         await self._js.add_consumer(spec.stream, config)
         self._subscription = await self._js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
         self._task = asyncio.create_task(self._run(self._subscription), name=f"consumer {spec.durable}")
+        self._task.add_done_callback(self._ended)
+
+    def _dead_letter_failed(self, sequence: int, exc: Exception) -> None:
+        log.error(
+            "dead-letter publish failed; leaving the event for redelivery",
+            extra={"consumer": self.spec.durable, "sequence": sequence, "error": repr(exc)},
+        )
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if self._stopping.is_set() or self._on_failure is None:
+            return
+        error = task.exception() if not task.cancelled() else None
+        reason = f"consumer {self.spec.durable} stopped taking events" + (f": {error!r}" if error else "")
+        log.error("%s", reason, extra={"consumer": self.spec.durable})
+        self._on_failure(reason)
 
     async def stop(self) -> None:
         """Finish the event in hand, then unsubscribe: unacked fetched events are redelivered later."""
@@ -179,29 +206,37 @@ class Consumer:
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
         meta = msg.metadata
         stream, sequence = meta.stream, meta.sequence.stream
-        headers = dict(msg.headers or {})
-        headers.update(
-            {
-                "gpudra-dlq-reason": _header_value(reason),
-                "gpudra-dlq-subject": msg.subject,
-                "gpudra-dlq-stream": stream,
-                "gpudra-dlq-sequence": str(sequence),
-                "gpudra-dlq-consumer": self.spec.durable,
-                "gpudra-dlq-deliveries": str(meta.num_delivered),
-                "Nats-Msg-Id": f"dlq:{stream}:{sequence}:{self.spec.durable}",
-            }
-        )
+        origin = {
+            "gpudra-dlq-subject": one_line(msg.subject, REASON_LIMIT),
+            "gpudra-dlq-stream": stream,
+            "gpudra-dlq-sequence": str(sequence),
+            "gpudra-dlq-consumer": self.spec.durable,
+            "gpudra-dlq-deliveries": str(meta.num_delivered),
+            "Nats-Msg-Id": f"dlq:{stream}:{sequence}:{self.spec.durable}",
+        }
+        copy = dead_letter(msg.data, msg.headers, reason=reason, origin=origin, limit=self._dead_letter_limit)
         try:
-            await self._js.publish(deadletter_subject(stream, self.spec.durable), msg.data, headers=headers)
-        except Exception as exc:
+            await self._js.publish(deadletter_subject(stream, self.spec.durable), copy.body, headers=copy.headers)
+        except APIError as exc:
+            if exc.err_code != STORE_FULL:
+                self._dead_letter_failed(sequence, exc)
+                return
+            # This consumer's dead letters are at their limit: keep those, drop this one, visibly.
+            await msg.term()
+            DEADLETTERS_DROPPED.labels(self.spec.durable).inc()
             log.error(
-                "dead-letter publish failed; leaving the event for redelivery",
-                extra={"consumer": self.spec.durable, "sequence": sequence, "error": repr(exc)},
+                "dead letters full; dropped the event (%s)",
+                reason,
+                extra={"consumer": self.spec.durable, "stream": stream, "sequence": sequence},
             )
+            return
+        except Exception as exc:
+            self._dead_letter_failed(sequence, exc)
             return
         await msg.term()
         self._counted["dead_lettered"].inc()
         log.warning(
-            "event dead-lettered",
+            "event dead-lettered%s",
+            " (body truncated to fit)" if copy.truncated else "",
             extra={"consumer": self.spec.durable, "stream": stream, "sequence": sequence, "reason": reason},
         )

@@ -23,3 +23,8 @@ REQUESTS = Counter("gpudra_bus_requests_total", "commands served, by endpoint an
 REFUSED = Counter(
     "gpudra_bus_permission_denied_total", "operations the NATS server refused for lack of permission (see the log)"
 )
+DEADLETTERS_DROPPED = Counter(
+    "gpudra_bus_deadletters_dropped_total",
+    "events dropped because their consumer's dead letters were at their limit (GPUDRA_DEADLETTER_MAX_*)",
+    ["consumer"],
+)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Annotated
 
 import msgspec
 from nats.js import JetStreamContext, api
@@ -31,11 +32,40 @@ NOT_BOOTSTRAPPED = (
 STREAM_IN_USE = 10058  # JetStream: "stream name already in use with a different configuration"
 
 
+MIB = 1024 * 1024
+
+
+def _doc(text: str) -> msgspec.Meta:
+    return msgspec.Meta(description=text)
+
+
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class BusLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """How much the bus keeps: what ``gpudra bus bootstrap`` (and ``gpudra up``) configures, from the same
+    ``GPUDRA_*`` variables as every other setting. Anyone who may publish could otherwise fill the store."""
+
+    stream_replicas: Annotated[
+        int, _doc("JetStream replicas: 1 standalone, 3 on a NATS cluster"), msgspec.Meta(ge=1, le=5)
+    ] = 1
+    stream_max_bytes: Annotated[Positive, _doc("bytes each event stream keeps (the oldest go first)")] = 1024 * MIB
+    stream_max_msgs_per_subject: Annotated[
+        Positive, _doc("events each subject (one node, one topic) keeps: a flooding node evicts only its own")
+    ] = 100_000
+    deadletter_max_bytes: Annotated[Positive, _doc("bytes the dead-letter stream keeps")] = 256 * MIB
+    deadletter_max_msgs_per_subject: Annotated[
+        Positive, _doc("dead letters kept per consumer; beyond it new ones are dropped, logged and counted")
+    ] = 10_000
+    bucket_max_bytes: Annotated[Positive, _doc("bytes each KV bucket keeps, history included")] = 256 * MIB
+
+
 class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     subjects: list[str]
     max_age: float
     description: str
+    deadletters: bool = False
 
 
 class BucketSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,6 +110,7 @@ STREAMS: tuple[StreamSpec, ...] = (
         subjects=[f"{DEADLETTER_ROOT}.>"],
         max_age=30 * DAY,
         description="events no consumer could handle, with the reason in gpudra-dlq-* headers",
+        deadletters=True,
     ),
 )
 
@@ -149,7 +180,23 @@ COMPUTEDOMAIN_LEASE_PREFIX = "computedomains."
 """gpudra_leases: the compute-domain controller's leader lease and replicas."""
 
 
-def _stream_config(spec: StreamSpec, replicas: int) -> api.StreamConfig:
+def _stream_config(spec: StreamSpec, limits: BusLimits) -> api.StreamConfig:
+    """Events: the oldest go when a stream or a subject is full, so a flood costs old events, not new ones.
+    Dead letters: new ones are refused when a consumer's subject is full (the consumer drops them, logs and
+    counts it), so a flood of poison cannot push out the dead letters that are already there."""
+    if spec.deadletters:
+        bounds = {
+            "max_bytes": limits.deadletter_max_bytes,
+            "max_msgs_per_subject": limits.deadletter_max_msgs_per_subject,
+            "discard": api.DiscardPolicy.NEW,
+            "discard_new_per_subject": True,
+        }
+    else:
+        bounds = {
+            "max_bytes": limits.stream_max_bytes,
+            "max_msgs_per_subject": limits.stream_max_msgs_per_subject,
+            "discard": api.DiscardPolicy.OLD,
+        }
     return api.StreamConfig(
         name=spec.name,
         description=spec.description,
@@ -159,7 +206,8 @@ def _stream_config(spec: StreamSpec, replicas: int) -> api.StreamConfig:
         max_age=spec.max_age,
         max_msg_size=MAX_EVENT_BYTES,
         duplicate_window=120.0,
-        num_replicas=replicas,
+        num_replicas=limits.stream_replicas,
+        **bounds,  # type: ignore[arg-type]
     )
 
 
@@ -174,20 +222,22 @@ async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
         log.info("updated stream configuration", extra={"stream": config.name})
 
 
-async def bootstrap(js: JetStreamContext, replicas: int = 1) -> None:
+async def bootstrap(js: JetStreamContext, limits: BusLimits) -> None:
     for spec in STREAMS:
-        await ensure_stream(js, _stream_config(spec, replicas))
+        await ensure_stream(js, _stream_config(spec, limits))
     for bucket in BUCKETS:
-        await ensure_bucket(js, bucket, replicas)
+        await ensure_bucket(js, bucket, limits)
 
 
-async def ensure_bucket(js: JetStreamContext, spec: BucketSpec, replicas: int) -> None:
+async def ensure_bucket(js: JetStreamContext, spec: BucketSpec, limits: BusLimits) -> None:
     config = api.KeyValueConfig(
         bucket=spec.bucket,
         description=spec.description,
         history=spec.history,
         ttl=spec.ttl,
-        replicas=replicas,
+        replicas=limits.stream_replicas,
+        max_bytes=limits.bucket_max_bytes,
+        max_value_size=MAX_EVENT_BYTES,
         storage=api.StorageType.FILE,
         # No direct gets: one returns a stored message, headers and all, to whatever reply subject the
         # requester names, which would let a client place its own value on subjects it may not publish to
@@ -199,12 +249,16 @@ async def ensure_bucket(js: JetStreamContext, spec: BucketSpec, replicas: int) -
     except BadRequestError as exc:
         if exc.err_code != STREAM_IN_USE:
             raise
-        await _without_direct_gets(js, kv_stream(spec.bucket))
+        await _without_direct_gets(js, kv_stream(spec.bucket), limits)
 
 
-async def _without_direct_gets(js: JetStreamContext, stream: str) -> None:
-    """An existing bucket keeps its configuration, except direct gets, which an older gpudra allowed."""
+async def _without_direct_gets(js: JetStreamContext, stream: str, limits: BusLimits) -> None:
+    """An existing bucket keeps its history and TTL; it gets the current limits and loses direct gets, which
+    an older gpudra allowed."""
     config = (await js.stream_info(stream)).config
-    if config.allow_direct:
-        await js.update_stream(dataclasses.replace(config, allow_direct=False))
-        log.info("direct gets turned off", extra={"stream": stream})
+    wanted = dataclasses.replace(
+        config, allow_direct=False, max_bytes=limits.bucket_max_bytes, max_msg_size=MAX_EVENT_BYTES
+    )
+    if wanted != config:
+        await js.update_stream(wanted)
+        log.info("bucket limits updated", extra={"stream": stream})

@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import msgspec
 from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config import ConfigException, load_incluster_config, load_kube_config
@@ -35,6 +36,7 @@ from libs.kube.errors import TRANSIENT, KubeError, Unavailable, error_for, statu
 from libs.kube.port import EventType, ObjectList, WatchEvent
 from libs.kube.resources import PODS, Obj, Resource, check_object
 from libs.kube.selectors import Selector, selector_string
+from libs.kube.tokenreview import TokenReviewStatus, token_review
 from libs.version import VERSION
 
 log = logging.getLogger(__name__)
@@ -194,6 +196,16 @@ class ClusterKube:
         await self._call("POST", path, f"eviction of Pod {namespace}/{name}", body=eviction)
 
     # --- watch ------------------------------------------------------------------------------------------
+
+    async def review_token(self, token: str, audiences: Sequence[str]) -> TokenReviewStatus:
+        """What the API server says of ``token`` for these audiences (the caller may create tokenreviews)."""
+        answer = await self._call(
+            "POST",
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            "a TokenReview",
+            body=token_review(token, list(audiences)),
+        )
+        return msgspec.convert(answer.get("status") or {}, TokenReviewStatus)
 
     async def watch(
         self,

@@ -34,8 +34,9 @@ class ServerAuth(Protocol):
         """Settings merged into the server's configuration."""
         ...
 
-    def probe_options(self) -> dict[str, Any]:
-        """``nats.connect`` options for the readiness probe, which asks JetStream how it is."""
+    def probe_options(self) -> dict[str, Any] | None:
+        """``nats.connect`` options for the readiness probe, which asks JetStream how it is; None: no client
+        may ask (the server is ready once it listens)."""
         ...
 
 
@@ -153,6 +154,8 @@ class EmbeddedNats:
             return None
 
         options = self.auth.probe_options() if self.auth is not None else {}
+        if options is None:
+            return True
         try:
             nc = await nats.connect(self.url, connect_timeout=1, max_reconnect_attempts=1, error_cb=quiet, **options)
         except (OSError, TimeoutError, nats.errors.Error):
@@ -164,6 +167,12 @@ class EmbeddedNats:
         finally:
             await nc.close()
         return True
+
+    async def wait(self) -> int:
+        """Until the server process exits (a crash, a kill); its exit status."""
+        if self._process is None:
+            raise NatsServerError("nats-server is not running")
+        return await self._process.wait()
 
     async def stop(self) -> None:
         process, self._process = self._process, None

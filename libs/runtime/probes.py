@@ -1,9 +1,17 @@
 """What a service process answers on ``/healthz`` (liveness) and ``/readyz`` (readiness).
 
-Liveness is only "the event loop still runs": a heartbeat task stamps the time, and a stamp older than the
-limit means the loop is blocked (a synchronous call that hangs, a busy loop), which only a restart cures.
-NATS does not count for liveness, since the client reconnects by itself and a restart would not bring NATS
-back. Readiness is "started, connected to NATS, not stopping": what the bus-facing work of a service needs.
+What is fatal (liveness fails, and the process exits with code 1 so its supervisor, ``gpudra up`` or the
+kubelet, starts it again) is one rule, for the things only a restart cures:
+
+- the event loop does not run: a heartbeat task stamps the time, and a stamp older than the limit means the
+  loop is blocked (a synchronous call that hangs, a busy loop);
+- the NATS connection is closed for good: nats-py reconnects by itself after a disconnect, a server restart
+  or a network cut (not fatal: readiness fails meanwhile), but after some server errors (a message over the
+  payload limit, expired or revoked credentials) it closes and never connects again;
+- a consumer stopped taking events without being asked to.
+
+The last two reach the process as ``Bus.link.fail`` (libs/bus). Readiness is "started, connected to NATS, not
+stopping": what the bus-facing work of a service needs.
 
 The answers are read from the metrics server's thread; they use only reads of single attributes that the
 loop replaces whole (a float, a reference, a bool), which the GIL keeps consistent.
@@ -32,6 +40,7 @@ class Probes:
         self._beat = time.monotonic()
         self._nc: Client | None = None
         self._stopping = False
+        self._fatal = ""
 
     @contextlib.asynccontextmanager
     async def heartbeat(self) -> AsyncIterator[None]:
@@ -57,7 +66,13 @@ class Probes:
     def stopping(self) -> None:
         self._stopping = True
 
+    def fatal(self, reason: str) -> None:
+        """Only a restart cures it (the process is about to exit)."""
+        self._fatal = reason
+
     def liveness(self) -> str | None:
+        if self._fatal:
+            return self._fatal
         age = time.monotonic() - self._beat
         if age > self._stall_seconds:
             return f"event loop unresponsive for {age:.1f} s (limit {self._stall_seconds:g} s)"

@@ -65,6 +65,9 @@ def service_main(name: str, settings_type: type[S], lifespan: Lifespan[S], argv:
     except BusError as exc:
         log.error("cannot start: %s", exc)
         sys.exit(EXIT_BUS)
+    except Fatal as exc:
+        log.error("exiting, to be started again: %s", exc)
+        sys.exit(EXIT_BUS)
     except StartupError as exc:
         log.error("cannot start: %s", exc, extra={"exit_code": exc.exit_code})
         sys.exit(exc.exit_code)
@@ -82,27 +85,56 @@ async def _serve(name: str, settings: S, lifespan: Lifespan[S], *, stall_seconds
     async with probes.heartbeat():
         bus = await Bus.connect(settings, name)
         try:
-            async with AsyncExitStack() as stack:
-                endpoints = await _unless_refused(bus, stack.enter_async_context(lifespan(bus, settings)))
-                metadata = {"pid": str(os.getpid())}
-                if metrics_port is not None:
-                    metadata["metrics"] = f"http://{settings.metrics_host}:{metrics_port}/metrics"
-                await _unless_refused(bus, bus.serve(VERSION, endpoints, metadata))
-                probes.ready(bus.nc)
-                log.info("service ready", extra={"endpoints": [e.name for e in endpoints], **metadata})
-                await stop.wait()
-                probes.stopping()
-                log.info("stopping")
+            await _run(bus, settings, lifespan, probes=probes, stop=stop, metrics_port=metrics_port)
+        except Exception as exc:
+            if not bus.link.failure:
+                raise
+            # The unwinding ran on a dead connection and may have failed for it: the cause is the failure.
+            if not isinstance(exc, Fatal):
+                log.warning("teardown after a fatal failure: %r", exc)
+            raise Fatal(bus.link.failure) from exc
         finally:
             await bus.close()
             provider.shutdown()
+
+
+async def _run(
+    bus: Bus, settings: S, lifespan: Lifespan[S], *, probes: Probes, stop: asyncio.Event, metrics_port: int | None
+) -> None:
+    async with AsyncExitStack() as stack:
+        endpoints = await _unless_refused(bus, stack.enter_async_context(lifespan(bus, settings)))
+        metadata = {"pid": str(os.getpid())}
+        if metrics_port is not None:
+            metadata["metrics"] = f"http://{settings.metrics_host}:{metrics_port}/metrics"
+        await _unless_refused(bus, bus.serve(VERSION, endpoints, metadata))
+        probes.ready(bus.nc)
+        log.info("service ready", extra={"endpoints": [e.name for e in endpoints], **metadata})
+        await _first(stop.wait(), bus.link.failed.wait())
+        if bus.link.failure:
+            probes.fatal(bus.link.failure)
+            raise Fatal(bus.link.failure)
+        probes.stopping()
+        log.info("stopping")
+
+
+class Fatal(Exception):
+    """Only a restart cures it (probes.py says what): the process exits with ``EXIT_BUS``."""
+
+
+async def _first(*waits: Awaitable[object]) -> None:
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 async def _unless_refused(bus: Bus, starting: Awaitable[T]) -> T:
     """A start-up step, ended at once when the server refuses us something: a refused request would otherwise
     only time out, and no restart can grant a permission. A missing stream or bucket ends it too."""
     step = asyncio.ensure_future(starting)
-    refused = asyncio.create_task(bus.refusals.changed.wait())
+    refused = asyncio.create_task(bus.link.refused.wait())
     try:
         await asyncio.wait({step, refused}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -111,7 +143,7 @@ async def _unless_refused(bus: Bus, starting: Awaitable[T]) -> T:
         step.cancel()
         with contextlib.suppress(BaseException):
             await step
-        raise StartupError(EXIT_PERMISSION, f"NATS refused {bus.refusals.subjects[0]}: {NOT_PERMITTED}")
+        raise StartupError(EXIT_PERMISSION, f"NATS refused {bus.link.refusals[0]}: {NOT_PERMITTED}")
     try:
         return step.result()
     except NotFoundError as exc:

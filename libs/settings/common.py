@@ -20,12 +20,11 @@ class CommonSettings(msgspec.Struct, kw_only=True, frozen=True):
         str,
         _doc("token file for the NATS auth callout (a projected ServiceAccount token), read at each connect"),
     ] = ""
+    nats_user: Annotated[str, _doc("NATS user name, with --nats-password-file (the auth callout's own login)")] = ""
+    nats_password_file: Annotated[str, _doc("file holding the password of --nats-user")] = ""
     nats_tls_ca: Annotated[str, _doc("CA bundle to verify the NATS server")] = ""
     nats_tls_cert: Annotated[str, _doc("client certificate for NATS mutual TLS")] = ""
     nats_tls_key: Annotated[str, _doc("client key for NATS mutual TLS")] = ""
-    stream_replicas: Annotated[
-        int, _doc("JetStream replicas: 1 standalone, 3 on a NATS cluster"), msgspec.Meta(ge=1, le=5)
-    ] = 1
     node_name: Annotated[
         str,
         _doc("this node's Kubernetes name"),

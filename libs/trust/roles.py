@@ -102,6 +102,15 @@ SERVICE_ROLES: dict[str, tuple[Role, ...]] = {
 }
 """The roles each service may hold; health's settings (``--role``) pick the node side, the controller or both."""
 
+PRINCIPALS: dict[str, tuple[Role, ...]] = {
+    **SERVICE_ROLES,
+    "bootstrap": (Role.BOOTSTRAP,),
+    "operator": (Role.OPERATOR,),
+    "extender": (Role.EXTENDER,),
+}
+"""Every client name (its inbox prefix's first token) and the roles that name may hold: the services, ``gpudra
+bus bootstrap``, the ``gpudra`` CLI and extenders."""
+
 EVENT_STREAMS = tuple(spec.name for spec in topology.STREAMS)
 
 

@@ -1,4 +1,5 @@
-"""What the deploy tests share: the repository root and every service's settings struct."""
+"""What the deploy tests share: the repository root, every service's settings struct, and what the
+``gpudra bus bootstrap`` step reads."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import importlib
 from functools import cache
 from pathlib import Path
 
-from libs.settings import CommonSettings
+import msgspec
+
+from libs.bus.topology import BusLimits
+from libs.settings import CommonSettings, env_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,3 +23,11 @@ def service_settings() -> dict[str, type[CommonSettings]]:
         module = importlib.import_module(f"services.{path.parent.name}.settings")
         found[path.parent.name] = module.Settings
     return found
+
+
+BOOTSTRAP_SETTINGS: tuple[type[msgspec.Struct], ...] = (CommonSettings, BusLimits)
+"""What ``gpudra bus bootstrap`` reads from ``GPUDRA_*`` variables: how to reach NATS, and the bus's limits."""
+
+
+def bootstrap_env_names() -> frozenset[str]:
+    return frozenset(env_name(f.name) for struct in BOOTSTRAP_SETTINGS for f in msgspec.structs.fields(struct))

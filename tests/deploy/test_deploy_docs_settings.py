@@ -1,4 +1,5 @@
-"""docs/deploy.md lists every setting of every service, with the services that read it and its default.
+"""docs/deploy.md lists every setting of every service, with the services that read it and its default, and
+the bus's limits that ``gpudra bus bootstrap`` (and ``gpudra up``) read.
 
 The table is written from the settings structs; when a field is added, renamed or its default changes, this
 test fails and prints the table as it should be, ready to paste between the markers.
@@ -10,12 +11,16 @@ import re
 
 import msgspec
 
+from libs.bus.topology import BusLimits
 from libs.settings import CommonSettings, env_name, flag_name
-from tests.deploy.deploy_support import ROOT, service_settings
+from tests.deploy.deploy_support import ROOT, bootstrap_env_names, service_settings
 
 DOC = ROOT / "docs" / "deploy.md"
 BEGIN, END = "<!-- settings-table:begin -->", "<!-- settings-table:end -->"
 HEADER = "| Variable | Flag | Services | Default | Description |\n|---|---|---|---|---|"
+# The bus's limits are variables only (no flags), read by the steps that create streams and buckets.
+LIMITS_READERS = "`gpudra bus bootstrap`, `gpudra up`"
+NO_FLAG = "—"
 
 Row = tuple[str, str, str, str]
 
@@ -51,7 +56,12 @@ def expected() -> tuple[list[Row], dict[Row, str]]:
     order = common + sorted({name for name, _ in groups} - set(common))
     rows: list[Row] = []
     texts: dict[Row, str] = {}
-    for name in order:
+    for index, name in enumerate(order):
+        if index == len(common):
+            for field in msgspec.structs.fields(BusLimits):
+                row = (f"`{env_name(field.name)}`", NO_FLAG, LIMITS_READERS, render_default(field.default))
+                rows.append(row)
+                texts[row] = describe(field)
         for (field_name, default), users in groups.items():
             if field_name == name:
                 who = "all" if len(users) == len(services) else ", ".join(users)
@@ -88,13 +98,6 @@ def test_every_setting_is_in_the_deploy_doc_with_its_services_and_default() -> N
 
 def test_every_gpudra_name_in_the_deploy_doc_is_a_setting() -> None:
     known = {env_name(f.name) for settings in service_settings().values() for f in msgspec.structs.fields(settings)}
+    known |= bootstrap_env_names()
     written = set(re.findall(r"GPUDRA_[A-Z0-9_]*[A-Z0-9]", DOC.read_text()))
     assert written - known == set()
-
-
-def test_the_nats_permissions_example_names_every_kv_bucket() -> None:
-    from libs.bus.topology import BUCKETS
-
-    text = DOC.read_text()
-    for bucket in BUCKETS:
-        assert f"$KV.{bucket.bucket}.>" in text, f"docs/deploy.md's NATS permissions miss bucket {bucket.bucket}"

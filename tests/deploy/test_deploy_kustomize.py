@@ -11,30 +11,43 @@ remediation ClusterRole grants, and the NATS permissions docs/deploy.md gives mu
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import base64
+import contextlib
 import copy
+import os
 import re
 import tomllib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import msgspec
 import pytest
+import trustme
 import yaml
 
+from cli import context as cli_context
+from cli.bus import BOOTSTRAP, callout_secret, run_bootstrap
+from cli.main import parser as cli_parser
 from libs.bus import Bus
-from libs.bus.topology import HEALTH_BUCKET, INVENTORY_BUCKET, LEASE_BUCKET, REMEDIATION_BUCKET
+from libs.bus.directory import list_services
+from libs.bus.topology import BusLimits
 from libs.devices import DeviceSettings
-from libs.events import CLUSTER, Domain
 from libs.events.catalogue.remediation import RemediationStateChanged
-from libs.events.registry import COMMANDS, EVENTS
-from libs.events.subjects import event_subject, rpc_subject
-from libs.natsserver import EmbeddedNats
+from libs.natsserver import EmbeddedNats, free_port, nats_server_binary
 from libs.runtime.probes import LIVENESS_PATH, READINESS_PATH
 from libs.settings import CommonSettings, SettingsError, env_name, load_settings
-from tests.deploy.deploy_support import ROOT, service_settings
+from libs.trust.roles import NODE_ROLES, PRINCIPALS, SERVICE_ROLES, Role, permissions
+from libs.version import VERSION
+from services.auth_callout.admission import parse_grants
+from services.auth_callout.service import lifespan as callout_lifespan
+from services.auth_callout.settings import Settings as CalloutSettings
+from tests.deploy.deploy_support import ROOT, bootstrap_env_names, service_settings
 from tests.health_controller.health_controller_support import (
     Feed,
     RecordingReboot,
@@ -58,6 +71,7 @@ K8S_VERSION = "1.34.0"
 IMAGE = "ghcr.io/gpudra/gpudra"
 
 Obj = dict[str, Any]
+S = TypeVar("S", bound=msgspec.Struct)
 
 # Kinds without a namespace; kustomize's namespace transformer leaves them alone.
 CLUSTER_SCOPED = frozenset(
@@ -93,6 +107,12 @@ SAMPLE_FIELDS = {
 }
 NODE_SERVICES = {"kubelet_shim", "discovery", "claim_preparation", "health"}
 CONTROLLER_SERVICES = {"health", "compute_domain"}
+# The NATS auth callout: deployed with the overlays that log in through it, not by the base.
+CALLOUT_SERVICE = "auth_callout"
+CALLOUT_BUNDLE = KUSTOMIZE / "auth-callout"
+STANDALONE = KUSTOMIZE / "overlays" / "standalone-nats"
+EXTERNAL = KUSTOMIZE / "overlays" / "external-nats"
+CLI = "gpudra"
 PRIVILEGED_SERVICES = {"discovery", "claim_preparation", "health"}
 KERNEL_FILESYSTEMS = (Path("/proc"), Path("/sys"))
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
@@ -223,9 +243,18 @@ def kustomization_dirs() -> list[Path]:
 # --- gpudra containers ----------------------------------------------------------------------------------------
 
 
+def cli_args(container: Obj) -> list[str] | None:
+    """The arguments of a container that runs the ``gpudra`` command (the bootstrap step), None otherwise."""
+    command = container.get("command", [])
+    if container["image"].startswith(IMAGE + ":") and command[:1] == [CLI]:
+        return list(command[1:])
+    return None
+
+
 def service_of(container: Obj) -> str | None:
-    """The gpudra service a container runs (``python -m services.<name>``), None for other images."""
-    if not container["image"].startswith(IMAGE + ":"):
+    """The gpudra service a container runs (``python -m services.<name>``), None for other images and for
+    ``gpudra`` commands (``cli_args``)."""
+    if not container["image"].startswith(IMAGE + ":") or cli_args(container) is not None:
         return None
     command = container.get("command", [])
     assert len(command) == 3, f"{container['name']}: expected python -m services.<name>, not {command}"
@@ -386,7 +415,7 @@ def test_config_map_holds_only_settings_every_service_has() -> None:
 
 def test_every_gpudra_name_written_in_deploy_is_a_setting() -> None:
     """Comments and NATS config included: a name in a comment is a promise too."""
-    known = frozenset.union(*(env_names(service) for service in service_settings()))
+    known = frozenset.union(*(env_names(service) for service in service_settings()), bootstrap_env_names())
     for path in sorted(DEPLOY.rglob("*")):
         if path.is_file():
             unknown = set(re.findall(r"GPUDRA_[A-Z0-9_]*[A-Z0-9]", path.read_text())) - known
@@ -410,8 +439,14 @@ def test_every_service_runs_where_it_belongs() -> None:
     controller = {service for obj, _, service in gpudra_containers(objects) if obj["kind"] == "Deployment"}
     assert node == NODE_SERVICES
     assert controller == CONTROLLER_SERVICES
-    assert node | controller == set(service_settings()), "a service is deployed nowhere"
-    for module in node | controller:
+    callout = {
+        obj["metadata"]["name"]
+        for obj, _, service in gpudra_containers(build(STANDALONE))
+        if service == CALLOUT_SERVICE
+    }
+    assert callout == {"gpudra-auth-callout"}, "the in-cluster NATS sends every login to the callout"
+    assert node | controller | {CALLOUT_SERVICE} == set(service_settings()), "a service is deployed nowhere"
+    for module in node | controller | {CALLOUT_SERVICE}:
         assert (ROOT / "services" / module / "__main__.py").is_file()
 
 
@@ -655,9 +690,23 @@ def test_rbac_grants_no_wildcards_and_no_dangerous_verbs(directory: Path) -> Non
             assert "secrets" not in rule.get("resources", []), f"{role['metadata']['name']}: no secrets"
 
 
+# ClusterRoles every cluster has (kube-apiserver's bootstrap policy) that the manifests bind, with their rules.
+BUILTIN_CLUSTER_ROLES: dict[str, Obj] = {
+    "system:auth-delegator": {
+        "kind": "ClusterRole",
+        "metadata": {"name": "system:auth-delegator"},
+        "rules": [
+            {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+            {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+        ],
+    }
+}
+
+
 def grants(objects: list[Obj], service_account: str) -> set[tuple[str, str, str]]:
     """(apiGroup, resource, verb) the ServiceAccount gets from every binding in the build."""
     roles = {(r["kind"], r["metadata"]["name"]): r for r in objects if r["kind"] in ("Role", "ClusterRole")}
+    roles |= {("ClusterRole", name): role for name, role in BUILTIN_CLUSTER_ROLES.items()}
     granted: set[tuple[str, str, str]] = set()
     for binding in objects:
         if binding["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
@@ -678,7 +727,8 @@ def test_bindings_and_workloads_name_objects_that_exist(directory: Path) -> None
         if binding["kind"] in ("RoleBinding", "ClusterRoleBinding"):
             ref = binding["roleRef"]
             namespace = binding["metadata"].get("namespace", "") if ref["kind"] == "Role" else ""
-            assert (ref["kind"], namespace, ref["name"]) in names, f"{binding['metadata']['name']}: no {ref}"
+            builtin = ref["kind"] == "ClusterRole" and ref["name"] in BUILTIN_CLUSTER_ROLES
+            assert builtin or (ref["kind"], namespace, ref["name"]) in names, f"{binding['metadata']['name']}: no {ref}"
             for subject in binding["subjects"]:
                 assert ("ServiceAccount", subject["namespace"], subject["name"]) in names, subject
     for obj in objects:
@@ -784,13 +834,15 @@ def test_base_leaves_nats_to_the_overlays() -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=build_id)
 def test_overlays_say_where_nats_is_and_keep_three_replicas(overlay: Path) -> None:
-    data = one(build(overlay), "ConfigMap", "gpudra-config")["data"]
+    objects = build(overlay)
+    data = one(objects, "ConfigMap", "gpudra-config")["data"]
     assert data["GPUDRA_NATS_URL"]
-    assert data["GPUDRA_STREAM_REPLICAS"] == "3"
+    ((controller, step, _),) = cli_containers(objects)
+    assert load_settings(BusLimits, [], environment(objects, controller, step)).stream_replicas == 3
 
 
 def test_in_cluster_nats_is_a_three_member_jetstream_cluster_gpudra_can_reach() -> None:
-    objects = build(KUSTOMIZE / "overlays" / "standalone-nats")
+    objects = build(STANDALONE)
     nats = one(objects, "StatefulSet", "gpudra-nats")
     assert nats["spec"]["replicas"] == 3
     headless = one(objects, "Service", nats["spec"]["serviceName"])
@@ -798,7 +850,7 @@ def test_in_cluster_nats_is_a_three_member_jetstream_cluster_gpudra_can_reach() 
     assert headless["spec"]["publishNotReadyAddresses"] is True
     pod_labels = nats["spec"]["template"]["metadata"]["labels"]
     url = one(objects, "ConfigMap", "gpudra-config")["data"]["GPUDRA_NATS_URL"]
-    host, port = re.fullmatch(r"nats://([a-z0-9-]+):(\d+)", url).groups()  # type: ignore[union-attr]
+    host, port = re.fullmatch(r"tls://([a-z0-9-]+):(\d+)", url).groups()  # type: ignore[union-attr]
     client = one(objects, "Service", host)
     assert client["spec"]["selector"].items() <= pod_labels.items()
     assert int(port) in [p["port"] for p in client["spec"]["ports"]]
@@ -813,60 +865,68 @@ def test_in_cluster_nats_is_a_three_member_jetstream_cluster_gpudra_can_reach() 
     assert any(m["mountPath"] == "/etc/nats" and m["name"] == config_volume["name"] for m in container["volumeMounts"])
 
 
-def nats_permissions() -> dict[str, list[str]]:
-    """The PUB and SUB subject lists docs/deploy.md gives for the external NATS users (``PUB='a,b'`` then
-    ``PUB="$PUB"',c'``)."""
-    found: dict[str, list[str]] = {"PUB": [], "SUB": []}
-    for name, subjects in re.findall(r"^\s*(PUB|SUB)=(?:\"\$(?:PUB|SUB)\")?'([^']*)'", DOC.read_text(), re.MULTILINE):
-        found[name] += [subject for subject in subjects.split(",") if subject]
+def nats_permissions() -> dict[str, dict[str, list[str]]]:
+    """The subject lists docs/deploy.md gives for the external NATS users, by user (NODE, CONTROLLER,
+    BOOTSTRAP) and direction (PUB, SUB): ``NODE_PUB='a,b'`` then ``NODE_PUB="$NODE_PUB"',c'``."""
+    found: dict[str, dict[str, list[str]]] = {}
+    pattern = r"^\s*([A-Z]+)_(PUB|SUB)=(?:\"\$[A-Z]+_(?:PUB|SUB)\")?'([^']*)'"
+    for user, direction, subjects in re.findall(pattern, DOC.read_text(), re.MULTILINE):
+        found.setdefault(user, {"PUB": [], "SUB": []})[direction] += [s for s in subjects.split(",") if s]
     return found
 
 
-def nats_allows(patterns: list[str], subject: str) -> bool:
-    """NATS matching: ``*`` is one token, ``>`` one or more at the end."""
+def nats_covers(patterns: list[str], subject: str) -> bool:
+    """Whether a permission in ``patterns`` covers ``subject``, itself possibly a wildcard subscription: ``*`` is
+    one token (and covers a ``*``), ``>`` one or more at the end (and covers anything there)."""
     tokens = subject.split(".")
     for pattern in patterns:
         wanted = pattern.split(".")
-        if wanted[-1] == ">" and len(tokens) >= len(wanted):
-            wanted, compared = wanted[:-1], tokens[: len(wanted) - 1]
+        if wanted[-1] == ">":
+            if len(tokens) < len(wanted):
+                continue
+            wanted, tokens_compared = wanted[:-1], tokens[: len(wanted) - 1]
         elif len(wanted) == len(tokens):
-            compared = tokens
+            tokens_compared = tokens
         else:
             continue
-        if all(w in ("*", t) for w, t in zip(wanted, compared, strict=True)):
+        if all(w == t or (w == "*" and t != ">") for w, t in zip(wanted, tokens_compared, strict=True)):
             return True
     return False
 
 
-def test_the_documented_nats_permissions_cover_what_health_publishes_and_serves() -> None:
-    """Both users get the same lists: the node (monitors, GPU reset) and the controller (remediation)."""
-    allowed = nats_permissions()
-    nodes = ("gpu-node-7", CLUSTER)
-    events = [cls for cls in EVENTS.values() if cls.domain in (Domain.HEALTH, Domain.REMEDIATION)]
-    published = {event_subject(node, cls.domain, cls.topic) for node in nodes for cls in events}
-    served = {rpc_subject(node, cls.service, cls.endpoint) for node in nodes for cls in COMMANDS}
-    buckets = {f"$KV.{bucket}.x.y" for bucket in (HEALTH_BUCKET, REMEDIATION_BUCKET, LEASE_BUCKET, INVENTORY_BUCKET)}
-    jetstream = {
-        "$JS.API.CONSUMER.MSG.NEXT.s.c",
-        "$JS.API.DIRECT.GET.KV_b",
-        "$JS.ACK.s.c.1.2.3.4.5",
-        "$JS.FC.s.x.y",
-        "_INBOX.x",
-    }
-    missing_pub = sorted(s for s in published | served | buckets | jetstream if not nats_allows(allowed["PUB"], s))
-    assert missing_pub == []
-    missing_sub = sorted(
-        s for s in published | served | {"_INBOX.x", "$SRV.PING"} if not nats_allows(allowed["SUB"], s)
-    )
-    assert missing_sub == []
-    assert not nats_allows(allowed["PUB"], "$KV.someone_elses.key"), "buckets are listed one by one"
+# Each documented user: the clients that log in with its file, as (principal, roles it holds).
+DOCUMENTED_USERS: dict[str, list[tuple[str, frozenset[Role]]]] = {
+    "NODE": [(service, frozenset(roles) & NODE_ROLES) for service, roles in SERVICE_ROLES.items()],
+    "CONTROLLER": [(service, frozenset(roles) - NODE_ROLES) for service, roles in SERVICE_ROLES.items()],
+    "BOOTSTRAP": [(BOOTSTRAP, frozenset(PRINCIPALS[BOOTSTRAP]))],
+}
+
+
+def test_the_documented_nats_users_may_do_what_their_clients_roles_do() -> None:
+    """The `nsc` lists for credentials files cover every subject the roles of libs/trust/roles.py publish and
+    subscribe to, for the clients that share each file; they are coarser, never narrower."""
+    documented = nats_permissions()
+    assert set(documented) == set(DOCUMENTED_USERS)
+    for user, clients in DOCUMENTED_USERS.items():
+        for principal, roles in clients:
+            if not roles:
+                continue
+            granted = permissions(roles, principal=principal, node="gpu-node-7")
+            for direction, subjects in (("PUB", granted.publish), ("SUB", granted.subscribe)):
+                missing = sorted(s for s in subjects if not nats_covers(documented[user][direction], s))
+                assert missing == [], f"{user}_{direction} misses what {principal} ({sorted(roles)}) needs"
+    assert not nats_covers(documented["NODE"]["PUB"], "$JS.API.STREAM.CREATE.GPUDRA_HEALTH"), "bootstrap's alone"
+    assert not nats_covers(documented["NODE"]["PUB"], "$KV.gpudra_health.n.taints"), "the controller's taints"
+    assert not nats_covers(documented["CONTROLLER"]["PUB"], "$KV.someone_elses.key"), "buckets one by one"
 
 
 def test_external_nats_credentials_and_ca_come_from_the_secret() -> None:
-    objects = build(KUSTOMIZE / "overlays" / "external-nats")
+    """Each workload mounts only its own file; JetStream admin (bootstrap.creds) only in the bootstrap step."""
+    objects = build(EXTERNAL)
     data = one(objects, "ConfigMap", "gpudra-config")["data"]
     creds, ca = Path(data["GPUDRA_NATS_CREDS"]), Path(data["GPUDRA_NATS_TLS_CA"])
     creds_keys = {"DaemonSet": "node.creds", "Deployment": "controller.creds"}
+    checked = set()
     for obj in objects:
         if obj["kind"] not in creds_keys:
             continue
@@ -874,6 +934,516 @@ def test_external_nats_credentials_and_ca_come_from_the_secret() -> None:
         for container in containers(obj):
             (mount,) = [m for m in container["volumeMounts"] if creds.is_relative_to(m["mountPath"])]
             secret = volumes[mount["name"]]["secret"]
+            assert secret["secretName"] == "gpudra-nats-client"
             items = {Path(mount["mountPath"]) / item["path"]: item["key"] for item in secret["items"]}
-            assert items == {creds: creds_keys[obj["kind"]], ca: "ca.crt"}, container["name"]
+            bootstrap = (cli_args(container) or [])[:2] == ["bus", "bootstrap"]
+            wanted = "bootstrap.creds" if bootstrap else creds_keys[obj["kind"]]
+            assert items == {creds: wanted, ca: "ca.crt"}, container["name"]
             assert mount["readOnly"] is True
+            checked.add(wanted)
+    assert checked == {"node.creds", "controller.creds", "bootstrap.creds"}
+
+
+# --- NATS logins: the auth callout, tokens, credentials, the bootstrap step ------------------------------------
+
+
+def expand(text: str, env: dict[str, str]) -> str:
+    """The kubelet's ``$(VAR)`` in command and args: replaced when VAR is in the environment, ``$$`` escapes it."""
+
+    def one_reference(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1), match.group(0))
+
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)", one_reference, text)
+
+
+def cli_containers(objects: list[Obj]) -> Iterator[tuple[Obj, Obj, list[str]]]:
+    """(workload, container, arguments) for every container that runs the ``gpudra`` command."""
+    for obj in objects:
+        for container in containers(obj):
+            args = cli_args(container)
+            if args is not None:
+                yield obj, container, args
+
+
+def run_cli_parser(
+    objects: list[Obj], obj: Obj, container: Obj, monkeypatch: pytest.MonkeyPatch
+) -> tuple[argparse.Namespace, CommonSettings]:
+    """What ``gpudra ...`` makes of the container: its arguments as parsed in its environment, and the settings
+    it connects with."""
+    env = environment(objects, obj, container)
+    for name in [name for name in os.environ if name.startswith("GPUDRA_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    argv = [expand(arg, env) for arg in cli_args(container) or []]
+    assert not [arg for arg in argv if "$(" in arg], f"{container['name']}: {argv} refers to an unset variable"
+    args = cli_parser().parse_args(argv)
+    return args, cli_context.settings(args)
+
+
+def login(settings: CommonSettings, who: str) -> str:
+    """How a client logs in to NATS; exactly one way, or nats-py would send the server a mix."""
+    ways = {
+        "creds": settings.nats_creds,
+        "token": settings.nats_token_file,
+        "password": settings.nats_user and settings.nats_password_file,
+    }
+    used = [way for way, value in ways.items() if value]
+    assert len(used) == 1, f"{who}: logs in {used or 'anonymously'}; exactly one way is needed"
+    return used[0]
+
+
+def mount_of(container: Obj, path: str) -> Obj:
+    """The volume mount a file is on (the deepest one)."""
+    found = [m for m in container.get("volumeMounts", []) if Path(path).is_relative_to(m["mountPath"])]
+    assert found, f"{container['name']}: {path} is on no volume"
+    return max(found, key=lambda m: len(m["mountPath"]))
+
+
+def volume_of(obj: Obj, mount: Obj) -> Obj:
+    volumes: list[Obj] = obj["spec"]["template"]["spec"]["volumes"]
+    (volume,) = [v for v in volumes if v["name"] == mount["name"]]
+    return volume
+
+
+def nats_clients(objects: list[Obj]) -> Iterator[tuple[Obj, Obj, str, CommonSettings]]:
+    """(workload, container, principal, settings) of every gpudra NATS client: services and ``gpudra`` steps.
+    The principal is the client name the connection carries (the service, or ``bootstrap``)."""
+    for obj, container, service in gpudra_containers(objects):
+        yield obj, container, service, settings_of(objects, obj, container, service)
+    for obj, container, args in cli_containers(objects):
+        assert args[:2] == ["bus", BOOTSTRAP], f"{container['name']}: gpudra {args} is not a step deployments run"
+        env = environment(objects, obj, container)
+        yield obj, container, BOOTSTRAP, load_settings(CommonSettings, [], env)
+
+
+def callout_settings(objects: list[Obj]) -> tuple[Obj, Obj, CalloutSettings]:
+    (found,) = [(obj, c) for obj, c, service in gpudra_containers(objects) if service == CALLOUT_SERVICE]
+    settings = settings_of(objects, *found, CALLOUT_SERVICE)
+    assert isinstance(settings, CalloutSettings)
+    return found[0], found[1], settings
+
+
+def uses_callout(directory: Path) -> bool:
+    return any(service == CALLOUT_SERVICE for _, _, service in gpudra_containers(build(directory)))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=build_id)
+def test_every_nats_client_logs_in_and_checks_the_server(overlay: Path) -> None:
+    """Nobody is anonymous: one way to log in per container, its file on a read-only volume, TLS to the server.
+    Where the callout runs, everyone else presents the pod's token; without it, credentials files."""
+    objects = build(overlay)
+    expected = "token" if uses_callout(overlay) else "creds"
+    seen = set()
+    for obj, container, principal, settings in nats_clients(objects):
+        who = f"{build_id(overlay)}:{obj['metadata']['name']}/{container['name']}"
+        way = login(settings, who)
+        assert way == ("password" if principal == CALLOUT_SERVICE else expected), who
+        for path in (settings.nats_creds, settings.nats_token_file, settings.nats_password_file, settings.nats_tls_ca):
+            if path:
+                assert mount_of(container, path).get("readOnly") is True, f"{who}: {path} on a writable volume"
+        assert settings.nats_tls_ca, f"{who}: no CA to check the server with"
+        assert all(url.startswith("tls://") for url in settings.nats_url.split(",")), f"{who}: {settings.nats_url}"
+        seen.add((obj["kind"], principal))
+    assert {("DaemonSet", s) for s in NODE_SERVICES} <= seen
+    assert {("Deployment", s) for s in CONTROLLER_SERVICES | {BOOTSTRAP}} <= seen
+
+
+@pytest.mark.parametrize("directory", BUILDS, ids=build_id)
+def test_pod_tokens_are_projected_for_the_callout_alone(directory: Path) -> None:
+    """Every gpudra pod gets a token of its own ServiceAccount that only the callout accepts (its audience) and
+    that expires within the hour (the kubelet renews it); the callout itself needs none."""
+    objects = build(directory)
+    audience = callout_settings(objects)[2].token_audience if uses_callout(directory) else "gpudra-nats"
+    for obj, container, principal, settings in nats_clients(objects):
+        if principal == CALLOUT_SERVICE:
+            assert not settings.nats_token_file
+            continue
+        # The base projects it for every client; the overlay decides whether they log in with it.
+        path = settings.nats_token_file or "/var/run/secrets/gpudra/nats/token"
+        mount = mount_of(container, path)
+        assert mount.get("readOnly") is True, container["name"]
+        (source,) = volume_of(obj, mount)["projected"]["sources"]
+        token = source["serviceAccountToken"]
+        assert Path(mount["mountPath"]) / token["path"] == Path(path), container["name"]
+        assert token["audience"] == audience, f"{container['name']}: the callout reviews tokens for {audience}"
+        assert token["expirationSeconds"] <= 3600, container["name"]
+
+
+def test_the_callout_gives_each_client_the_roles_of_its_own_service() -> None:
+    """GPUDRA_SERVICE_ACCOUNTS against the pods that log in: a node pod's service gets its node roles, a
+    controller's its cluster roles, the bootstrap step JetStream admin; the callout's own account none."""
+    objects = build(STANDALONE)
+    callout, _, settings = callout_settings(objects)
+    granted = parse_grants(settings.service_accounts)
+    namespace = callout["metadata"]["namespace"]
+    assert {ns for ns, _ in granted} == {namespace}, "the setting names namespaces that kustomize does not rewrite"
+    assert (namespace, callout["spec"]["template"]["spec"]["serviceAccountName"]) not in granted
+    for obj, container, principal, _ in nats_clients(objects):
+        if principal == CALLOUT_SERVICE:
+            continue
+        account = (obj["metadata"]["namespace"], obj["spec"]["template"]["spec"]["serviceAccountName"])
+        roles = granted.get(account, frozenset()) & frozenset(PRINCIPALS[principal])
+        assert roles, f"{container['name']}: {account} may not act as {principal}"
+        if obj["kind"] == "DaemonSet":
+            assert roles <= NODE_ROLES, f"{container['name']}: a node gets only node roles, not {roles}"
+        else:
+            assert not roles & NODE_ROLES, f"{container['name']}: {roles} would tie it to one node"
+        assert (principal == BOOTSTRAP) == (Role.BOOTSTRAP in roles), container["name"]
+    operator = granted.get((namespace, "gpudra-operator"), frozenset())
+    assert operator == {Role.OPERATOR}, "the account `kubectl create token` makes CLI tokens for (docs/deploy.md)"
+    one(objects, "ServiceAccount", "gpudra-operator")
+
+
+def nats_conf(objects: list[Obj]) -> tuple[Obj, Obj, str]:
+    nats = one(objects, "StatefulSet", "gpudra-nats")
+    (container,) = containers(nats)
+    mount = mount_of(container, container["args"][container["args"].index("--config") + 1])
+    config = one(objects, "ConfigMap", volume_of(nats, mount)["configMap"]["name"])
+    return nats, container, str(config["data"]["nats.conf"])
+
+
+def secret_env(container: Obj) -> dict[str, tuple[str, str]]:
+    """Environment variable -> (Secret, key) of the container's secretKeyRef entries."""
+    return {
+        e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for e in container.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+
+
+def test_in_cluster_nats_sends_every_login_but_the_callouts_to_the_callout() -> None:
+    """nats.conf and the callout agree: its user in the callout account, with the password of the Secret
+    `gpudra bus callout-secret` prints; the issuer the server trusts is the key the callout signs with; the
+    users it makes join an account with JetStream."""
+    objects = build(STANDALONE)
+    _, nats, conf = nats_conf(objects)
+    callout, container, settings = callout_settings(objects)
+    block = re.search(r"auth_callout \{([^}]*)\}", conf)
+    assert block, "nats.conf has no authorization.auth_callout"
+    fields = dict(re.findall(r"(\w+):\s*(.+)", block.group(1)))
+    assert fields["account"] == "AUTH"
+    assert re.fullmatch(r"\[\s*auth\s*\]", fields["auth_users"].strip())
+    assert settings.nats_user == "auth"
+    assert re.search(r"AUTH \{ users: \[ \{ user: auth, password: \$AUTH_PASSWORD \} \] \}", conf)
+    assert re.search(rf"{settings.target_account} \{{ jetstream: enabled \}}", conf)
+    assert re.search(r"system_account: SYS\b", conf)
+    assert re.search(r"\bSYS \{ \}", conf)
+    issuer_variable = fields["issuer"].strip().removeprefix("$")
+    printed = callout_secret("gpudra-system", "gpudra-nats-auth")
+    assert printed["metadata"] == {"name": "gpudra-nats-auth", "namespace": callout["metadata"]["namespace"]} | {
+        "labels": {"app.kubernetes.io/part-of": "gpudra"}
+    }
+    keys = set(cast(Obj, printed["data"]))
+    assert secret_env(nats) == {
+        "AUTH_PASSWORD": ("gpudra-nats-auth", "password"),
+        issuer_variable: ("gpudra-nats-auth", "issuer.pub"),
+    }
+    files: dict[str, str] = {}
+    for path in (settings.issuer_seed_file, settings.nats_password_file):
+        secret = volume_of(callout, mount_of(container, path))["secret"]
+        assert secret["secretName"] == "gpudra-nats-auth"
+        files |= {item["path"]: item["key"] for item in secret["items"]}
+    assert files == {
+        Path(settings.issuer_seed_file).name: "issuer.nk",
+        Path(settings.nats_password_file).name: "password",
+    }
+    assert set(files.values()) | {"issuer.pub"} == keys, "the callout mounts the signing key, never the server's half"
+    assert callout["spec"]["replicas"] >= 2, "no client logs in while no callout runs"
+    budget = [
+        p
+        for p in by_kind(objects, "PodDisruptionBudget")
+        if p["spec"]["selector"]["matchLabels"].items() <= callout["spec"]["template"]["metadata"]["labels"].items()
+    ]
+    assert [p["spec"].get("minAvailable") for p in budget] == [1]
+
+
+def test_in_cluster_nats_serves_clients_over_tls_with_the_secrets_certificate() -> None:
+    """The server's certificate and key from Secret gpudra-nats-tls; clients get only its ca.crt."""
+    objects = build(STANDALONE)
+    nats, container, conf = nats_conf(objects)
+    block = re.search(r"^tls \{([^}]*)\}", conf, re.MULTILINE)
+    assert block, "nats.conf has no top-level tls block: clients would speak plain TCP"
+    tls = dict(re.findall(r"(\w+):\s*(\S+)", block.group(1)))
+    for field, key in (("cert_file", "tls.crt"), ("key_file", "tls.key")):
+        mount = mount_of(container, tls[field])
+        secret = volume_of(nats, mount)["secret"]
+        assert secret["secretName"] == "gpudra-nats-tls"
+        assert {Path(mount["mountPath"]) / i["path"]: i["key"] for i in secret["items"]}[Path(tls[field])] == key
+    for obj, client, principal, settings in nats_clients(objects):
+        secret = volume_of(obj, mount_of(client, settings.nats_tls_ca))["secret"]
+        assert secret["secretName"] == "gpudra-nats-tls", client["name"]
+        assert [item["key"] for item in secret["items"]] == ["ca.crt"], f"{client['name']}: the CA only"
+        assert urlsplit(settings.nats_url).hostname == "gpudra-nats", f"{principal}: the name the certificate carries"
+
+
+@pytest.mark.parametrize("directory", BUILDS, ids=build_id)
+def test_only_the_callout_reviews_tokens(directory: Path) -> None:
+    objects = build(directory)
+    review = ("authentication.k8s.io", "tokenreviews", "create")
+    reviewers = {
+        sa["metadata"]["name"]
+        for sa in by_kind(objects, "ServiceAccount")
+        if review in grants(objects, sa["metadata"]["name"])
+    }
+    if not uses_callout(directory):
+        assert reviewers == set()
+        return
+    callout, _, _ = callout_settings(objects)
+    account = callout["spec"]["template"]["spec"]["serviceAccountName"]
+    assert reviewers == {account}
+    bindings = [
+        b
+        for b in objects
+        if b["kind"] in ("RoleBinding", "ClusterRoleBinding") and any(s["name"] == account for s in b["subjects"])
+    ]
+    assert [(b["kind"], b["roleRef"]["kind"], b["roleRef"]["name"]) for b in bindings] == [
+        ("ClusterRoleBinding", "ClusterRole", "system:auth-delegator")
+    ]
+
+
+@pytest.mark.parametrize("directory", BUILDS, ids=build_id)
+def test_the_controller_bootstraps_the_bus_before_it_starts(directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Services find streams and buckets made or exit: the controller's init step makes them, on the overlay's
+    NATS with its replica count, and nothing else runs the ``gpudra`` command."""
+    objects = build(directory)
+    controller = one(objects, "Deployment", "gpudra-controller")
+    steps = list(cli_containers(objects))
+    assert [(obj["metadata"]["name"], c["name"]) for obj, c, _ in steps] == [("gpudra-controller", "bootstrap")]
+    assert [c["name"] for c in controller["spec"]["template"]["spec"]["initContainers"]] == ["bootstrap"]
+    _, container, _ = steps[0]
+    assert [e for e in container.get("env", []) if e["name"] == "GPUDRA_NODE_NAME"] == [
+        {"name": "GPUDRA_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
+    ]
+    if directory == BASE:
+        return  # no NATS to name yet
+    env = environment(objects, controller, container)
+    unknown = {name for name in env if name.startswith("GPUDRA_")} - bootstrap_env_names()
+    assert not unknown, f"gpudra bus bootstrap has no settings {sorted(unknown)}"
+    load_settings(BusLimits, [], env)
+    args, settings = run_cli_parser(objects, controller, container, monkeypatch)
+    assert args.run is run_bootstrap
+    assert settings.nats_url == one(objects, "ConfigMap", "gpudra-config")["data"]["GPUDRA_NATS_URL"]
+    mounts = [Path(m["mountPath"]) for m in container.get("volumeMounts", [])]
+    for _, path in path_settings(settings):
+        assert any(path.is_relative_to(mount) for mount in mounts), f"bootstrap: {path} is on no volume"
+
+
+def test_every_nats_client_may_pass_the_network_policy() -> None:
+    """Logins are the gate; the policy is a second fence that must not shut gpudra's own clients out (the
+    callout included), and no egress rule may keep the callout from the API server."""
+    objects = build(STANDALONE)
+    policies = by_kind(objects, "NetworkPolicy")
+    nats_labels = one(objects, "StatefulSet", "gpudra-nats")["spec"]["template"]["metadata"]["labels"]
+    (policy,) = [p for p in policies if p["spec"]["podSelector"]["matchLabels"].items() <= nats_labels.items()]
+    client_rules = [r for r in policy["spec"]["ingress"] if {"port": "client"} in r["ports"]]
+    for obj, container, _, _ in nats_clients(objects):
+        labels = obj["spec"]["template"]["metadata"]["labels"]
+        assert any(
+            peer["podSelector"]["matchLabels"].items() <= labels.items()
+            for rule in client_rules
+            for peer in rule["from"]
+        ), f"{obj['metadata']['name']}/{container['name']} may not reach NATS"
+    (routes,) = [r for r in policy["spec"]["ingress"] if {"port": "cluster"} in r["ports"]]
+    assert [peer["podSelector"]["matchLabels"] for peer in routes["from"]] == [
+        {"app.kubernetes.io/name": "gpudra-nats"}
+    ]
+    assert not [p for p in policies if "Egress" in p["spec"].get("policyTypes", [])]
+
+
+# --- the in-cluster overlay, run: nats-server, the callout and every client, with the overlay's own files ----
+
+
+Secrets = dict[str, dict[str, bytes]]
+
+
+class PodFiles:
+    """What the kubelet would mount into one container, under a local directory: Secrets, ConfigMaps, projected
+    tokens, empty directories. ``local`` rewrites a path the container sees into the local one."""
+
+    def __init__(
+        self, root: Path, objects: list[Obj], obj: Obj, container: Obj, *, secrets: Secrets, token: str
+    ) -> None:
+        volumes = {v["name"]: v for v in obj["spec"]["template"]["spec"].get("volumes", [])}
+        self.mounts: dict[str, Path] = {}
+        for mount in container.get("volumeMounts", []):
+            local = root / f"{container['name']}-{mount['name']}"
+            local.mkdir(parents=True, exist_ok=True)
+            volume = volumes.get(mount["name"], {})
+            if "secret" in volume:
+                data = secrets[volume["secret"]["secretName"]]
+                for item in volume["secret"]["items"]:
+                    (local / item["path"]).write_bytes(data[item["key"]])
+            elif "configMap" in volume:
+                for key, value in one(objects, "ConfigMap", volume["configMap"]["name"])["data"].items():
+                    (local / key).write_text(value)
+            elif "projected" in volume:
+                for source in volume["projected"]["sources"]:
+                    (local / source["serviceAccountToken"]["path"]).write_text(token)
+            self.mounts[mount["mountPath"]] = local
+
+    def local(self, text: str) -> str:
+        if not self.mounts:
+            return text
+        paths = "|".join(re.escape(path) for path in sorted(self.mounts, key=len, reverse=True))
+        return re.sub(rf"(?<![\w.-])({paths})(?![\w.-])", lambda m: str(self.mounts[m.group(1)]), text)
+
+
+def documented_secrets() -> Secrets:
+    """The two Secrets docs/deploy.md has you create: `gpudra bus callout-secret`'s, and a certificate for the
+    client Service's name (here also for 127.0.0.1, where the test server listens)."""
+    ca = trustme.CA()
+    server = ca.issue_cert("gpudra-nats", "127.0.0.1")
+    printed = cast(dict[str, str], callout_secret("gpudra-system", "gpudra-nats-auth")["data"])
+    return {
+        "gpudra-nats-auth": {key: base64.b64decode(value) for key, value in printed.items()},
+        "gpudra-nats-tls": {
+            "tls.crt": server.cert_chain_pems[0].bytes(),
+            "tls.key": server.private_key_pem.bytes(),
+            "ca.crt": ca.cert_pem.bytes(),
+        },
+    }
+
+
+class InClusterRun:
+    """The overlay's pods as local processes and connections: their files, their settings, their tokens."""
+
+    def __init__(self, objects: list[Obj], kube_api: KubeApiServer, root: Path) -> None:
+        self.objects = objects
+        self.kube_api = kube_api
+        self.root = root
+        self.secrets = documented_secrets()
+        self.port = free_port()
+        self.url = f"tls://127.0.0.1:{self.port}"
+        self._tokens: dict[str, str] = {}
+
+    def token(self, obj: Obj, audience: str) -> str:
+        """The projected token of this workload's pod on the sample node, as the API server issues it."""
+        name = obj["metadata"]["name"]
+        if name not in self._tokens:
+            spec, namespace = obj["spec"]["template"]["spec"], obj["metadata"]["namespace"]
+            node = SAMPLE_FIELDS["spec.nodeName"]
+            pod = self.kube_api.store.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": f"{name}-x2v9q", "namespace": namespace},
+                    "spec": {
+                        "nodeName": node,
+                        "serviceAccountName": spec["serviceAccountName"],
+                        "containers": [{"name": "c", "image": "i"}],
+                    },
+                }
+            )
+            self._tokens[name] = self.kube_api.tokens.issue(
+                namespace,
+                spec["serviceAccountName"],
+                audiences=(audience,),
+                node=node,
+                pod=pod["metadata"]["name"],
+                pod_uid=pod["metadata"]["uid"],
+            )
+        return self._tokens[name]
+
+    def settings(self, obj: Obj, container: Obj, settings_type: type[S], token: str = "") -> S:
+        """The container's settings, its files written locally and the client Service replaced by the server."""
+        files = PodFiles(
+            self.root / obj["metadata"]["name"], self.objects, obj, container, secrets=self.secrets, token=token
+        )
+        env = environment(self.objects, obj, container)
+        local = {name: files.local(value).replace("tls://gpudra-nats:4222", self.url) for name, value in env.items()}
+        return load_settings(settings_type, [], local)
+
+    @contextlib.asynccontextmanager
+    async def nats(self) -> AsyncIterator[None]:
+        """nats-server with the overlay's nats.conf and environment, but alone: no routes to absent members."""
+        statefulset, container, conf = nats_conf(self.objects)
+        files = PodFiles(self.root / "nats", self.objects, statefulset, container, secrets=self.secrets, token="")
+        conf = re.sub(r"^cluster \{.*?^\}\n", "", files.local(conf), flags=re.DOTALL | re.MULTILINE)
+        conf = conf.replace("listen: 0.0.0.0:4222", f"listen: 127.0.0.1:{self.port}")
+        conf = conf.replace("http: 0.0.0.0:8222", "http: 127.0.0.1:0")
+        assert "cluster {" not in conf
+        assert f":{self.port}" in conf
+        (self.root / "nats.conf").write_text(conf)
+        env = {name: self.secrets[secret][key].decode() for name, (secret, key) in secret_env(container).items()}
+        env |= {"SERVER_NAME": "gpudra-nats-0"}
+        log = self.root / "nats.log"
+        with log.open("wb") as output:
+            server = await asyncio.create_subprocess_exec(
+                nats_server_binary(), "-c", str(self.root / "nats.conf"), env=env, stdout=output, stderr=output
+            )
+        try:
+            async with asyncio.timeout(15):
+                while True:
+                    assert server.returncode is None, f"nats-server exited: {log.read_text()}"
+                    try:
+                        _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                    except OSError:
+                        await asyncio.sleep(0.05)
+                        continue
+                    writer.close()
+                    break
+            yield
+        finally:
+            server.terminate()
+            await server.wait()
+
+    @contextlib.asynccontextmanager
+    async def callout(self) -> AsyncIterator[CalloutSettings]:
+        """The callout with its Deployment's settings; the API server is the test's (in a pod: the pod's)."""
+        obj, container, _ = callout_settings(self.objects)
+        settings = self.settings(obj, container, CalloutSettings)
+        settings = msgspec.structs.replace(settings, kubeconfig=self.kube_api.url)
+        bus = await Bus.connect(settings, CALLOUT_SERVICE)
+        try:
+            async with callout_lifespan(bus, settings):
+                yield settings
+        finally:
+            await bus.close()
+
+
+@pytest.mark.slow
+async def test_in_cluster_overlay_admits_every_workload_through_its_callout(
+    kube_api: KubeApiServer, tmp_path: Path
+) -> None:
+    """nats-server with the overlay's nats.conf (minus routes to members that are not there), the Secrets the docs
+    have you create, the callout with its Deployment's settings, and each client with its container's settings
+    and its pod's token: the bootstrap step makes the bus, every service registers as itself, and a token made
+    with `kubectl create token gpudra-operator` lists them."""
+    run = InClusterRun(build(STANDALONE), kube_api, tmp_path)
+    buses: list[Bus] = []
+    async with run.nats(), run.callout() as callout:
+        try:
+            controller = one(run.objects, "Deployment", "gpudra-controller")
+            (step,) = controller["spec"]["template"]["spec"]["initContainers"]
+            token = run.token(controller, callout.token_audience)
+            bootstrap = await Bus.connect(run.settings(controller, step, CommonSettings, token), BOOTSTRAP)
+            buses.append(bootstrap)
+            limits = run.settings(controller, step, BusLimits, token)
+            # One server here; the overlay's three replicas need its three members.
+            await bootstrap.bootstrap(msgspec.structs.replace(limits, stream_replicas=1))
+            served = []
+            for obj, container, service in gpudra_containers(run.objects):
+                if service == CALLOUT_SERVICE:
+                    continue
+                token = run.token(obj, callout.token_audience)
+                bus = await Bus.connect(run.settings(obj, container, service_settings()[service], token), service)
+                buses.append(bus)
+                await bus.serve(VERSION)  # nats.micro: $SRV.*.<service>, allowed for its own service only
+                await bus.nc.flush()
+                assert bus.link.refusals == [], f"{obj['metadata']['name']}/{container['name']}"
+                served.append(service)
+            token_file, ca_file = tmp_path / "operator.token", tmp_path / "ca.crt"
+            token_file.write_text(kube_api.tokens.issue("gpudra-system", "gpudra-operator", audiences=("gpudra-nats",)))
+            ca_file.write_bytes(run.secrets["gpudra-nats-tls"]["ca.crt"])
+            operator_settings = CommonSettings(
+                nats_url=run.url, nats_token_file=str(token_file), nats_tls_ca=str(ca_file)
+            )
+            operator = await Bus.connect(operator_settings, "operator")
+            buses.append(operator)
+            assert sorted(info.name for info in await list_services(operator.nc)) == sorted(served)
+        finally:
+            for bus in reversed(buses):
+                await bus.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from libs.bus.topology import BusLimits
 from libs.settings import CommonSettings, SettingsError, load_settings
 from services.discovery.settings import Settings as DiscoverySettings
 
@@ -11,13 +12,20 @@ from services.discovery.settings import Settings as DiscoverySettings
 def test_defaults_apply_without_input() -> None:
     settings = load_settings(CommonSettings, [], {})
     assert settings.nats_url == "nats://127.0.0.1:4222"
-    assert settings.stream_replicas == 1
+    assert settings.metrics_port == 0
 
 
 def test_environment_then_flags() -> None:
-    env = {"GPUDRA_NODE_NAME": "gpu-node-1", "GPUDRA_STREAM_REPLICAS": "3"}
-    settings = load_settings(CommonSettings, ["--stream-replicas", "2"], env)
-    assert (settings.node_name, settings.stream_replicas) == ("gpu-node-1", 2)
+    env = {"GPUDRA_NODE_NAME": "gpu-node-1", "GPUDRA_METRICS_PORT": "3"}
+    settings = load_settings(CommonSettings, ["--metrics-port", "2"], env)
+    assert (settings.node_name, settings.metrics_port) == ("gpu-node-1", 2)
+
+
+def test_the_bus_limits_are_settings_too() -> None:
+    limits = load_settings(BusLimits, [], {"GPUDRA_STREAM_REPLICAS": "3", "GPUDRA_STREAM_MAX_BYTES": "1048576"})
+    assert (limits.stream_replicas, limits.stream_max_bytes) == (3, 1048576)
+    with pytest.raises(SettingsError, match="GPUDRA_BUCKET_MAX_BYTES"):
+        load_settings(BusLimits, [], {"GPUDRA_BUCKET_MAX_BYTES": "0"})
 
 
 def test_service_settings_extend_the_common_ones() -> None:
@@ -28,8 +36,8 @@ def test_service_settings_extend_the_common_ones() -> None:
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
-        ([], {"GPUDRA_STREAM_REPLICAS": "many"}, "--stream-replicas / GPUDRA_STREAM_REPLICAS"),
-        (["--stream-replicas", "9"], {}, "Expected `int` <= 5"),
+        ([], {"GPUDRA_METRICS_PORT": "many"}, "--metrics-port / GPUDRA_METRICS_PORT"),
+        (["--metrics-port", "70000"], {}, "Expected `int` <= 65535"),
         (["--node-name", "Not_A_Node"], {}, "--node-name / GPUDRA_NODE_NAME"),
         (["--log-format", "xml"], {}, "--log-format / GPUDRA_LOG_FORMAT"),
     ],

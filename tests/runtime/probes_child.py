@@ -1,7 +1,9 @@
 """Run by test_runtime_probes: a service on the runtime's real start-up path, its lifespan steered over NATS.
 
 Start-up waits for a message on ``START``, a message on ``BLOCK`` holds the event loop for the seconds it
-carries, and the teardown waits for ``RELEASE``: each state the probes report lasts until the test moves on.
+carries, a message on ``OVERSIZE`` makes the child send one over the server's payload limit (the server then
+closes its connection for good), and the teardown waits for ``RELEASE``: each state the probes report lasts
+until the test moves on.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from libs.bus import Bus, Endpoint
-from libs.runtime.service import _serve
+from libs.runtime.service import Fatal, _serve
 from libs.settings import CommonSettings
 from tests.support.nats_fixture import harness_creds
 
 START = "probes-child.start"
 BLOCK = "probes-child.block"
 RELEASE = "probes-child.release"
+OVERSIZE = "probes-child.oversize"
 WAITING = "waiting for start"
 STALL_SECONDS = 0.5
 
@@ -40,9 +43,15 @@ async def lifespan(bus: Bus, settings: CommonSettings) -> AsyncIterator[Sequence
     async def on_release(_msg: Msg) -> None:
         release.set()
 
+    async def on_oversize(_msg: Msg) -> None:
+        oversized = b"x" * (bus.nc.max_payload + 1)
+        bus.nc._max_payload = len(oversized)  # past nats-py's own check, as a header-heavy message gets
+        await bus.nc.publish("probes-child.big", oversized)
+
     await bus.nc.subscribe(START, cb=on_start)
     await bus.nc.subscribe(BLOCK, cb=on_block)
     await bus.nc.subscribe(RELEASE, cb=on_release)
+    await bus.nc.subscribe(OVERSIZE, cb=on_oversize)
     await bus.nc.flush()
     print(WAITING, flush=True)
     await start.wait()
@@ -53,4 +62,8 @@ async def lifespan(bus: Bus, settings: CommonSettings) -> AsyncIterator[Sequence
 if __name__ == "__main__":
     url, port = sys.argv[1:]
     settings = CommonSettings(nats_url=url, metrics_port=int(port), nats_creds=harness_creds(url, "probes_child"))
-    asyncio.run(_serve("probes_child", settings, lifespan, stall_seconds=STALL_SECONDS))
+    try:
+        asyncio.run(_serve("probes_child", settings, lifespan, stall_seconds=STALL_SECONDS))
+    except Fatal as exc:
+        print(f"fatal: {exc}", flush=True)
+        sys.exit(1)

@@ -20,7 +20,8 @@ import pytest
 
 from libs.bus import Bus
 from libs.natsserver import EmbeddedNats, free_port
-from tests.runtime.probes_child import BLOCK, RELEASE, STALL_SECONDS, START, WAITING
+from libs.runtime.probes import Probes
+from tests.runtime.probes_child import BLOCK, OVERSIZE, RELEASE, STALL_SECONDS, START, WAITING
 
 POLL_SECONDS = 0.05
 
@@ -126,3 +127,22 @@ async def test_liveness_fails_while_the_event_loop_is_blocked(child: Child, bus:
     assert body.startswith("event loop unresponsive for "), body
     assert await child.until("/healthz", 200) == "ok\n"
     await _stop(child, bus)
+
+
+async def test_a_connection_the_server_closed_for_good_fails_liveness_and_ends_the_process(
+    child: Child, bus: Bus
+) -> None:
+    """nats-py does not reconnect after some server errors; a restart is the cure, so the process asks for one."""
+    await _start(child, bus)
+    await bus.nc.publish(OVERSIZE)
+    assert await asyncio.wait_for(child.process.wait(), 15) == 1
+    assert child.process.stdout is not None
+    output = (await child.process.stdout.read()).decode()
+    assert "fatal: the NATS connection was closed and will not reconnect: nats: maximum payload violation" in output
+
+
+def test_a_fatal_failure_fails_liveness_until_the_process_is_gone() -> None:
+    probes = Probes()
+    assert probes.liveness() is None
+    probes.fatal("the NATS connection was closed and will not reconnect: nats: maximum payload violation")
+    assert probes.liveness() == "the NATS connection was closed and will not reconnect: nats: maximum payload violation"

@@ -16,7 +16,7 @@ import pytest
 
 from cli import endpoints
 from cli.up import SERVICES
-from libs.bus import Bus
+from libs.bus import Bus, BusError
 from libs.bus.directory import ServiceInfo, list_services
 from libs.events import decode
 from libs.events.catalogue import ClaimRef, ClaimUnprepared, ServiceCrashed
@@ -149,3 +149,42 @@ async def test_commands_without_a_running_system_say_how_to_start_one(tmp_path: 
     assert listing.returncode == 1
     assert "no running gpudra found" in out.decode()
     assert f"gpudra up --state-dir {tmp_path}" in out.decode()
+
+
+async def test_a_killed_nats_server_is_restarted_and_claims_work_again(
+    system: tuple[asyncio.subprocess.Process, endpoints.Endpoints],
+) -> None:
+    """kill -9 of the embedded nats-server: back on the same port and store within seconds, reported, and the
+    services (which reconnect by themselves) prepare claims again without a person."""
+    process, first = system
+    state = ["--state-dir", first.state_dir]
+    create = await gpudra("claim", "create", "after-crash", "--device", "gpu-2", *state)
+    assert await create.wait() == 0
+    os.kill(first.services["nats-server"], signal.SIGKILL)
+    bus = await reconnect_as_operator(first)
+    try:
+        crashes = await bus.js.subscribe(
+            "gpudra.v1.node-0.system.services", stream="GPUDRA_SYSTEM", ordered_consumer=True
+        )
+        crash = decode((msg := await crashes.next_msg(timeout=10)).headers, msg.data).data
+        assert isinstance(crash, ServiceCrashed)
+        assert (crash.service, crash.exit_code) == ("nats-server", -9)
+    finally:
+        await bus.close()
+    prepare = await gpudra("kubelet", "prepare", "after-crash", *state)
+    out, _ = await prepare.communicate()
+    assert prepare.returncode == 0, out.decode()
+    now = endpoints.read(first.state_dir)
+    assert now.services["nats-server"] != first.services["nats-server"]
+    assert now.nats_url == first.nats_url
+    assert process.returncode is None
+
+
+async def reconnect_as_operator(system: endpoints.Endpoints, timeout: float = 15.0) -> Bus:
+    """The first connection to the restarted server (connect retries for a few seconds by itself)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                return await Bus.connect(as_operator(system), "operator")
+            except BusError:
+                continue

@@ -12,18 +12,19 @@ import pytest
 
 from libs.bus import Bus, BusError
 from libs.bus.topology import HEALTH_REMEDIATION, INVENTORY_BUCKET, KUBE_BUCKET, REMEDIATION_BUCKET
+from libs.events import Command, rpc_subject
 from libs.events.catalogue import ClaimUnprepared, InjectFault, ResetBreaker, ResetGpu
 from libs.natsserver import EmbeddedNats
 from libs.settings import CommonSettings
 from libs.trust.roles import Role
 from tests.bus.helpers import unprepared
-from tests.trust.trust_support import allowed, holding, publish, refusal, request, subscribe
+from tests.trust.trust_support import allowed, holding, publish, refusal, subscribe
 
 A, B = "node-a", "node-b"
 
 
-def rpc(node: str, command: type[object], service: str, endpoint: str) -> str:
-    return f"gpudra.v1.{node}.rpc.{service}.{endpoint}"
+def rpc(node: str, command: type[Command]) -> str:
+    return rpc_subject(node, command.service, command.endpoint)
 
 
 async def test_an_anonymous_client_is_refused_at_connect(nats_server: EmbeddedNats) -> None:
@@ -50,13 +51,13 @@ async def test_a_node_publishes_its_own_events_and_no_other_nodes(nats_server: E
 
 async def test_a_node_cannot_call_another_nodes_endpoints(nats_server: EmbeddedNats) -> None:
     async with holding(nats_server.url, "kubelet_shim", [Role.KUBELET_SHIM], A) as shim:
-        refused = await refusal(shim, request(shim, "gpudra.v1.node-b.rpc.claims.prepare"))
+        refused = await refusal(shim, publish(shim, "gpudra.v1.node-b.rpc.claims.prepare"))
         assert 'publish to "gpudra.v1.node-b.rpc.claims.prepare"' in refused
         # Its own node's GPU reset is not the shim's to call either.
-        refused = await refusal(shim, request(shim, "gpudra.v1.node-a.rpc.health.reset-gpu"))
+        refused = await refusal(shim, publish(shim, "gpudra.v1.node-a.rpc.health.reset-gpu"))
         assert "gpudra.v1.node-a.rpc.health.reset-gpu" in refused
     async with holding(nats_server.url, "health", [Role.HEALTH_NODE], A) as health:
-        refused = await refusal(health, request(health, "gpudra.v1.node-b.rpc.health.reset-gpu"))
+        refused = await refusal(health, publish(health, "gpudra.v1.node-b.rpc.health.reset-gpu"))
         assert "gpudra.v1.node-b.rpc.health.reset-gpu" in refused
         # Nor serve them: a subscription to node-b's endpoint would let it answer in node-b's name.
         refused = await refusal(health, subscribe(health, "gpudra.v1.node-b.rpc.health.reset-gpu"))
@@ -81,7 +82,7 @@ async def test_no_node_service_administers_jetstream(nats_server: EmbeddedNats, 
         ("claim_preparation", [Role.CLAIM_PREPARATION]),
     ):
         async with holding(nats_server.url, service, roles, A) as client:
-            assert api.lower() in await refusal(client, request(client, api, b"{}"))
+            assert api.lower() in await refusal(client, publish(client, api, b"{}"))
 
 
 async def test_a_node_writes_only_its_own_kv_keys(nats_server: EmbeddedNats) -> None:
@@ -104,9 +105,9 @@ async def test_only_the_controller_takes_from_its_durable(nats_server: EmbeddedN
     stream, durable = HEALTH_REMEDIATION.stream, HEALTH_REMEDIATION.name
     next_msg = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
     async with holding(nats_server.url, "operator", [Role.OPERATOR], A) as operator:
-        assert next_msg.lower() in await refusal(operator, request(operator, next_msg, b'{"batch":1}'))
+        assert next_msg.lower() in await refusal(operator, publish(operator, next_msg, b'{"batch":1}'))
     async with holding(nats_server.url, "extender", [Role.EXTENDER], A) as extender:
-        assert next_msg.lower() in await refusal(extender, request(extender, next_msg, b'{"batch":1}'))
+        assert next_msg.lower() in await refusal(extender, publish(extender, next_msg, b'{"batch":1}'))
         ack = f"$JS.ACK.{stream}.{durable}.1.1.1.0.0"
         assert ack.lower() in await refusal(extender, publish(extender, ack, b"+TERM"))
 
@@ -121,11 +122,9 @@ async def test_the_extender_reads_events_and_does_nothing_else(nats_server: Embe
         assert "gpudra.v1.node-a.claims.unprepared" in await refusal(
             extender, publish(extender, "gpudra.v1.node-a.claims.unprepared")
         )
-        assert "rpc.devices.inject-fault" in await refusal(
-            extender, request(extender, rpc(A, InjectFault, "devices", "inject-fault"))
-        )
+        assert "rpc.devices.inject-fault" in await refusal(extender, publish(extender, rpc(A, InjectFault)))
         kv_read = f"$JS.API.STREAM.MSG.GET.KV_{INVENTORY_BUCKET}"
-        assert kv_read.lower() in await refusal(extender, request(extender, kv_read))
+        assert kv_read.lower() in await refusal(extender, publish(extender, kv_read))
         assert "gpudra.v1.node-a.rpc.>" in await refusal(extender, subscribe(extender, "gpudra.v1.node-a.rpc.>"))
 
 
@@ -138,14 +137,12 @@ async def test_the_operator_does_what_the_cli_does(nats_server: EmbeddedNats, bu
         assert msgspec.json.decode(entry.value or b"") == {"node": "node-a"}
         await allowed(operator, operator.kv(REMEDIATION_BUCKET))  # gpudra health status
         await allowed(operator, (await operator.kv(KUBE_BUCKET)).put("claims.x", b"{}"))  # gpudra claim create
-        await allowed(operator, publish(operator, rpc(B, InjectFault, "devices", "inject-fault")))  # gpudra faults
-        await allowed(operator, publish(operator, rpc("_cluster", ResetBreaker, "remediation", "reset-breaker")))
+        await allowed(operator, publish(operator, rpc(B, InjectFault)))  # gpudra faults
+        await allowed(operator, publish(operator, rpc("_cluster", ResetBreaker)))
         # But it states no facts and resets no GPU itself: those are the services'.
         refused = await refusal(operator, publish(operator, "gpudra.v1.node-a.health.events"))
         assert "gpudra.v1.node-a.health.events" in refused
-        assert "rpc.health.reset-gpu" in await refusal(
-            operator, publish(operator, rpc(A, ResetGpu, "health", "reset-gpu"))
-        )
+        assert "rpc.health.reset-gpu" in await refusal(operator, publish(operator, rpc(A, ResetGpu)))
 
 
 async def test_the_controller_acts_across_nodes(nats_server: EmbeddedNats) -> None:

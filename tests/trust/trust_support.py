@@ -29,26 +29,22 @@ async def holding(url: str, principal: str, roles: Iterable[Role], node: str) ->
 
 async def refusal(bus: Bus, action: Awaitable[object]) -> str:
     """What the server refused while ``action`` ran ("" when nothing): a refused request only times out."""
-    bus.refusals.changed.clear()
-    before = len(bus.refusals.subjects)
+    bus.link.refused.clear()
+    before = len(bus.link.refusals)
     with suppress(nats.errors.TimeoutError, TimeoutError):
         await action
-    if len(bus.refusals.subjects) == before:
+    if len(bus.link.refusals) == before:
         try:
-            await asyncio.wait_for(bus.refusals.changed.wait(), REFUSAL_WAIT)
+            await asyncio.wait_for(bus.link.refused.wait(), REFUSAL_WAIT)
         except TimeoutError:
             return ""
-    return bus.refusals.subjects[-1]
+    return bus.link.refusals[-1]
 
 
 async def publish(bus: Bus, subject: str, data: bytes = b"{}") -> None:
     """A plain publish, flushed, so a refusal (if any) is on its way back."""
     await bus.nc.publish(subject, data)
     await bus.nc.flush()
-
-
-async def request(bus: Bus, subject: str, data: bytes = b"{}") -> None:
-    await bus.nc.request(subject, data, timeout=0.5)
 
 
 async def subscribe(bus: Bus, subject: str) -> None:
@@ -58,7 +54,7 @@ async def subscribe(bus: Bus, subject: str) -> None:
 
 async def allowed(bus: Bus, action: Awaitable[object]) -> None:
     """``action`` succeeds and the server refused nothing meanwhile."""
-    before = len(bus.refusals.subjects)
+    before = len(bus.link.refusals)
     await action
     await bus.nc.flush()
-    assert bus.refusals.subjects[before:] == []
+    assert bus.link.refusals[before:] == []

@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 
 from libs.bus import Consumer, ConsumerSpec
 from libs.bus.consumer import checked
-from libs.bus.topology import event_stream
+from libs.bus.topology import MAX_EVENT_BYTES, event_stream
 from libs.events import Domain, Envelope, Event, EventError
 from libs.events.catalogue.health import HealthEvent
 from libs.events.subjects import node_from_token
@@ -74,8 +74,17 @@ async def _unused(_: Envelope[Event]) -> None:
 
 
 class HealthConsumer(Consumer):
-    def __init__(self, js: JetStreamContext, spec: ConsumerSpec, dispatch: Dispatch, *, in_flight: int = 4096) -> None:
-        super().__init__(js, spec, _unused)
+    def __init__(
+        self,
+        js: JetStreamContext,
+        spec: ConsumerSpec,
+        dispatch: Dispatch,
+        *,
+        in_flight: int = 4096,
+        max_payload: int = MAX_EVENT_BYTES,
+        on_failure: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__(js, spec, _unused, max_payload=max_payload, on_failure=on_failure)
         self._dispatch = dispatch
         self._room = Room(in_flight)
 

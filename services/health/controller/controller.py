@@ -135,7 +135,13 @@ class Controller:
         stack.push_async_callback(self.election.stop)
         stack.push_async_callback(self._stop_work)
         await self.sweep(own_only=not self.election.is_leader)
-        consumer = HealthConsumer(self.bus.js, health_spec(), self._dispatch)
+        consumer = HealthConsumer(
+            self.bus.js,
+            health_spec(),
+            self._dispatch,
+            max_payload=self.bus.nc.max_payload,
+            on_failure=self.bus.link.fail,
+        )
         await consumer.start()
         self._consumer = consumer
         stack.push_async_callback(consumer.stop)

@@ -25,6 +25,8 @@ from .operations import Operations, matcher, present
 from .resources import ResourceRegistry, ResourceType
 from .selectors import Matcher
 from .store import Store, WatchEvent, raise_injected
+from .tokens import PATH as TOKEN_REVIEWS
+from .tokens import TokenAuthority
 from .validation import Validator
 
 _log = logging.getLogger(__name__)
@@ -74,6 +76,8 @@ class KubeApiServer:
         self.store = Store(self.registry, history_limit)
         self.validator = Validator(version)
         self.ops = Operations(self.store, self.validator)
+        self.tokens = TokenAuthority(self.store)
+        """ServiceAccount tokens tests issue, and the TokenReviews that check them."""
         self.url = ""
         self._runner: web.AppRunner | None = None
 
@@ -147,6 +151,9 @@ class KubeApiServer:
         parts = [p for p in request.path.split("/") if p]
         if parts == ["version"]:
             return web.json_response(self._version_info())
+        if parts == TOKEN_REVIEWS and request.method == "POST":
+            self.store.requests[("create", "tokenreviews")] += 1
+            return web.json_response(self.tokens.review(await self._body(request), self.validator), status=201)
         if not parts or parts[0] not in ("api", "apis"):
             raise no_such_resource()
         if parts[0] == "api":
