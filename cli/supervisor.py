@@ -21,6 +21,7 @@ from typing import Protocol
 
 import msgspec
 
+from libs.lifetime import dies_with_parent
 from libs.natsserver import EmbeddedNats
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class Supervised:
                 stdout=logfile,
                 stderr=logfile,
                 start_new_session=True,
+                preexec_fn=dies_with_parent(),
             )
 
     async def terminate(self, grace: float) -> None:

@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 import nats
 
+from libs.lifetime import dies_with_parent
+
 log = logging.getLogger(__name__)
 
 
@@ -121,7 +123,12 @@ class EmbeddedNats:
             handle.write(self._config())
         logfile = (self.store_dir / "nats-server.log").open("ab")
         self._process = await asyncio.create_subprocess_exec(
-            nats_server_binary(), "-c", str(config_file), stdout=logfile, stderr=logfile
+            nats_server_binary(),
+            "-c",
+            str(config_file),
+            stdout=logfile,
+            stderr=logfile,
+            preexec_fn=dies_with_parent(),
         )
         logfile.close()
         await self._wait_ready(timeout)

@@ -188,3 +188,32 @@ async def reconnect_as_operator(system: endpoints.Endpoints, timeout: float = 15
                 return await Bus.connect(as_operator(system), "operator")
             except BusError:
                 continue
+
+
+async def test_nothing_outlives_a_killed_supervisor(
+    system: tuple[asyncio.subprocess.Process, endpoints.Endpoints],
+) -> None:
+    """kill -9 of ``gpudra up``: its services and its nats-server go with it (the kernel kills them)."""
+    process, started = system
+    children = list(started.services.values())
+    assert len(children) == len(SERVICES) + 1  # and the nats-server
+    process.kill()
+    await process.wait()
+    async with asyncio.timeout(10):
+        await asyncio.gather(*(exited(pid) for pid in children))
+
+
+async def exited(pid: int) -> None:
+    """Until ``pid`` has exited (its pidfd becomes readable then; a zombie has exited)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(fd, done.set)
+    try:
+        await done.wait()
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
