@@ -21,7 +21,7 @@ from typing import Protocol
 
 import msgspec
 
-from libs.lifetime import dies_with_parent
+from libs.lifetime import bound_to_parent
 from libs.natsserver import EmbeddedNats
 
 log = logging.getLogger(__name__)
@@ -89,13 +89,12 @@ class Supervised:
         Path(self.spec.log_file).parent.mkdir(parents=True, exist_ok=True)
         with open(self.spec.log_file, "ab") as logfile:  # noqa: ASYNC230 - once per (re)start
             self.process = await asyncio.create_subprocess_exec(
-                *self.spec.argv,
+                *bound_to_parent(self.spec.argv),
                 env={**os.environ, **self.spec.env},
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=logfile,
                 stderr=logfile,
                 start_new_session=True,
-                preexec_fn=dies_with_parent(),
             )
 
     async def terminate(self, grace: float) -> None:

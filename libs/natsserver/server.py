@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import nats
 
-from libs.lifetime import dies_with_parent
+from libs.lifetime import bound_to_parent
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +123,7 @@ class EmbeddedNats:
             handle.write(self._config())
         logfile = (self.store_dir / "nats-server.log").open("ab")
         self._process = await asyncio.create_subprocess_exec(
-            nats_server_binary(),
-            "-c",
-            str(config_file),
-            stdout=logfile,
-            stderr=logfile,
-            preexec_fn=dies_with_parent(),
+            *bound_to_parent([nats_server_binary(), "-c", str(config_file)]), stdout=logfile, stderr=logfile
         )
         logfile.close()
         await self._wait_ready(timeout)

@@ -16,7 +16,8 @@ import pytest
 from nats.js import api
 
 from libs.bus import Bus
-from libs.bus.topology import DEADLETTER_STREAM, REMEDIATION_BUCKET
+from libs.bus.deadletter import header_size
+from libs.bus.topology import DEADLETTER_STREAM, MAX_EVENT_BYTES, REMEDIATION_BUCKET
 from libs.events import encode
 from libs.events.catalogue.health import EntityRef, FaultClassified, HealthEvent
 from libs.natsserver import EmbeddedNats
@@ -90,6 +91,23 @@ async def test_unreadable_and_foreign_events_go_to_the_dead_letters_and_the_next
     assert "unknown event type 'io.gpudra.Nope.v1'" in reasons[2]
     assert "needs XID numbers in error_codes" in reasons[3]
     assert "event of node 'node-b' published on node node-a's subject" in reasons[4]
+    assert (verdict.node, verdict.disposition) == ("node-a", "acted")
+
+
+async def test_a_poison_event_at_the_size_limit_is_dead_lettered_and_the_controller_carries_on(
+    nats_server: EmbeddedNats, bus: Bus, kube_api: KubeApiServer, tmp_path: Path
+) -> None:
+    """The attack that silenced health: an undecodable body just under the limit, with CloudEvents headers. Its
+    dead-letter copy would not fit; it is cut to fit, and the controller's connection stays up."""
+    async with one_node(nats_server, bus, kube_api, tmp_path) as (node, feed, controller):
+        headers, _ = encode(health_event("node-a", node.gpu(1)), source="/gpudra/node-a/health")
+        poison = b"\xff" * (MAX_EVENT_BYTES - header_size(headers) - 64)
+        await bus.js.publish(SUBJECT, poison, headers=headers)
+        [reason] = await dead_letters(bus, 1)
+        await node.report(health_event("node-a", node.gpu(1)))
+        verdict = await feed.expect(FaultClassified)
+        assert controller.bus.nc.is_connected
+    assert "data is not JSON" in reason
     assert (verdict.node, verdict.disposition) == ("node-a", "acted")
 
 

@@ -10,8 +10,9 @@ import msgspec
 import pytest
 
 from libs.bus import Bus
-from libs.bus.topology import INVENTORY_BUCKET
-from libs.events import node_token
+from libs.bus.deadletter import header_size
+from libs.bus.topology import INVENTORY_BUCKET, MAX_EVENT_BYTES
+from libs.events import encode, event_subject, node_token
 from libs.events.catalogue import DeviceHealthChanged
 from libs.kubeletclient import DeviceHealth, HealthStatus, KubeletClient
 from libs.natsserver import EmbeddedNats
@@ -147,3 +148,18 @@ async def _until_unhealthy(stream: Stream) -> list[DeviceHealth]:
         if devices and devices[0].health == HealthStatus.UNHEALTHY:
             return devices
     raise AssertionError("stream ended")
+
+
+async def test_poison_at_the_size_limit_is_skipped_and_health_goes_on(bus: Bus, settings: Settings) -> None:
+    """An undecodable event as large as a stream takes, and an inventory value as large as a bucket takes."""
+    await put_inventory(bus, 1)
+    async with health_stream(bus, settings) as (_, stream):
+        await next_list(stream)
+        headers, _ = encode(health_changed("gpu-0", "Unhealthy"), source="/gpudra/node-a/health")
+        poison = b"\xff" * (MAX_EVENT_BYTES - header_size(headers) - 64)
+        await bus.js.publish(event_subject(NODE, "health", "devices"), poison, headers=headers)
+        await (await bus.kv(INVENTORY_BUCKET)).put(node_token(NODE), b"\xff" * (MAX_EVENT_BYTES - 4096))
+        await bus.publish(health_changed("gpu-0", "Unhealthy", "after the poison"))
+        latest = await next_list(stream)
+    assert states(latest) == {"gpu-0": HealthStatus.UNHEALTHY}
+    assert bus.nc.is_connected
