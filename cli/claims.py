@@ -20,6 +20,7 @@ import yaml
 from cli import context, endpoints
 from libs.bus import Bus
 from libs.kube import RESOURCE_CLAIMS, KubeApi, KubeError, LocalKube, NotFound
+from libs.kube.resources import is_dns_label
 from services.claim_preparation.configapi import DecodeProblem, decode_parameters
 
 DEFAULT_NODE = "node-0"
@@ -66,13 +67,20 @@ class UsageError(ValueError):
 
 
 def parse_devices(specs: Sequence[str]) -> list[tuple[str, str]]:
-    """``[REQUEST:]DEVICE`` -> (request, device); a bare MIG device goes to request ``mig``, a GPU to ``gpu``."""
+    """``[REQUEST:]DEVICE`` -> (request, device); a bare MIG device goes to request ``mig``, a GPU to ``gpu``.
+
+    Both must be DNS labels, as the API server requires of request and device names; the store would keep
+    anything, and text that is not UTF-8 (from a non-UTF-8 argv) could not even be written to it."""
     pairs = []
     for spec in specs:
         request, _, device = spec.rpartition(":")
         if not device:
             raise UsageError(f"--device {spec!r}: name a device, e.g. gpu-0 or train:gpu-0")
-        pairs.append((request or ("mig" if "-mig-" in device else "gpu"), device))
+        request = request or ("mig" if "-mig-" in device else "gpu")
+        for what, name in (("request", request), ("device", device)):
+            if not is_dns_label(name):
+                raise UsageError(f"--device {spec!r}: the {what} name {name!r} must be a DNS label (a-z, 0-9, '-')")
+        pairs.append((request, device))
     return pairs
 
 
@@ -126,6 +134,8 @@ def read_config(path: Path | None, check: bool) -> Any:
         config = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise UsageError(f"--config {path}: {exc}") from None
+    except RecursionError:  # PyYAML constructs recursively: about a thousand nested lists exhaust the stack
+        raise UsageError(f"--config {path}: lists or mappings are nested too deeply") from None
     if check:
         try:
             decode_parameters(config)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
+from collections.abc import Callable
 
 from cli import context, endpoints
 from libs.events.catalogue import InjectFault, InjectFaultReply
+from libs.events.subjects import node_token
+from libs.kube.resources import is_dns_label
 
 KINDS = ("xid", "ecc-single", "ecc-double", "gpu-lost", "gpu-back", "nvlink-down", "thermal")
 
@@ -29,13 +31,51 @@ def add_parser(
         help="make a simulated GPU report a fault",
         description="e.g. gpudra faults inject --gpu 3 --xid 79 (GPU fallen off the bus: the node is rebooted)",
     )
-    inject.add_argument("--node", default="", help="node name (default: the standalone system's)")
-    inject.add_argument("--gpu", required=True, help="GPU minor or device name (3, gpu-3; a MIG device for --xid)")
+    inject.add_argument("--node", type=node_arg, default="", help="node name (default: the standalone system's)")
+    inject.add_argument(
+        "--gpu", type=gpu_arg, required=True, help="GPU minor or device name (3, gpu-3; a MIG device for --xid)"
+    )
     what = inject.add_mutually_exclusive_group(required=True)
-    what.add_argument("--xid", type=int, help="an XID error (48: double-bit ECC, 79: fallen off the bus, ...)")
+    what.add_argument("--xid", type=at_least(0), help="an XID error (48: double-bit ECC, 79: fallen off the bus, ...)")
     what.add_argument("--kind", choices=KINDS[1:], help="another kind of fault (gpu-back brings a lost GPU back)")
-    inject.add_argument("--count", type=int, default=1, help="errors to count (ECC faults)")
+    inject.add_argument("--count", type=at_least(1), default=1, help="errors to count (ECC faults)")
     inject.set_defaults(run=run)
+
+
+# Argument types: a bad value is argparse's usage error (exit 2) naming the option, never a traceback later
+# (a node name that cannot be a subject token, text that is not UTF-8 and cannot be sent, a negative count).
+
+
+def node_arg(text: str) -> str:
+    """A node name that can be a subject token; empty means the standalone system's."""
+    if text:
+        try:
+            node_token(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def gpu_arg(text: str) -> str:
+    """A minor or a device name; device names are DNS labels (ResourceSlices publish no others)."""
+    if not is_dns_label(device_name(text)):
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a GPU minor nor a device name (3, gpu-3, gpu-0-mig-…)")
+    return text
+
+
+def at_least(least: int) -> Callable[[str], int]:
+    """An argument type: a decimal number, at least ``least``."""
+
+    def number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, not {value}")
+        return value
+
+    return number
 
 
 def device_name(gpu: str) -> str:
@@ -71,7 +111,4 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.count < 1:
-        print("gpudra faults inject: --count must be at least 1", file=sys.stderr)
-        return 2
     return asyncio.run(_run(args))

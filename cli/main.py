@@ -39,8 +39,21 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line; a usage error exits 2 with argparse's message.
+
+    Python 3.11's argparse turns ``--option=--`` into ``[]`` instead of the text ``--`` (later versions do not);
+    no option here takes a list, so such a value is refused here rather than crashing the command later."""
+    root = parser()
+    args = root.parse_args(argv)
+    for name, value in vars(args).items():
+        if value == [] or (isinstance(value, list) and [] in value):
+            root.error(f"argument --{name.replace('_', '-')}: expected a value, not '--'")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parser().parse_args(argv)
+    args = parse(argv)
     level = "INFO" if args.command == "up" and args.log_level == "WARNING" else args.log_level
     configure_logging(level.upper(), "text")
     try:

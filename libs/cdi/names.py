@@ -11,24 +11,24 @@ import re
 from libs.cdi.errors import CdiError
 
 # Vendor and class: start with a letter, end with a letter or digit; letters, digits, '-', '_', '.' between.
-_VENDOR_OR_CLASS = re.compile(r"^[A-Za-z]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
+_VENDOR_OR_CLASS = re.compile(r"[A-Za-z]([A-Za-z0-9_.-]*[A-Za-z0-9])?")
 # Device names: start and end with a letter or digit; letters, digits, '-', '_', '.', ':' between.
-_DEVICE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.:-]*[A-Za-z0-9])?$")
+_DEVICE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.:-]*[A-Za-z0-9])?")
 
 
 def kind_problem(kind: str) -> str | None:
     vendor, slash, device_class = kind.partition("/")
     if not slash:
         return f"kind {kind!r} must be vendor/class"
-    if not _VENDOR_OR_CLASS.match(vendor):
+    if not _VENDOR_OR_CLASS.fullmatch(vendor):
         return f"kind {kind!r}: vendor {vendor!r} must start with a letter and hold only letters, digits, - _ ."
-    if not _VENDOR_OR_CLASS.match(device_class):
+    if not _VENDOR_OR_CLASS.fullmatch(device_class):
         return f"kind {kind!r}: class {device_class!r} must start with a letter and hold only letters, digits, - _ ."
     return None
 
 
 def device_name_problem(name: str) -> str | None:
-    if not _DEVICE.match(name):
+    if not _DEVICE.fullmatch(name):
         return f"device name {name!r} must start and end with a letter or digit and hold only letters, digits, - _ . :"
     return None
 
@@ -48,6 +48,6 @@ def qualified_name(kind: str, device: str) -> str:
 def transient_spec_name(kind: str, transient_id: str) -> str:
     """``<vendor>-<class>_<id>``, the CDI convention for a spec that lives as long as one claim."""
     vendor, _, device_class = check_kind(kind).partition("/")
-    if not _DEVICE.match(transient_id):
+    if not _DEVICE.fullmatch(transient_id):
         raise CdiError(f"transient spec id {transient_id!r} is not usable in a file name")
     return f"{vendor}-{device_class}_{transient_id}"

@@ -19,6 +19,7 @@ from libs.events.registry import event_class
 SPECVERSION = "1.0"
 CONTENT_TYPE = "application/json"
 REQUIRED = ("ce-specversion", "ce-id", "ce-source", "ce-type")
+OPTIONAL = ("ce-time", "ce-subject")
 
 E = TypeVar("E", bound=Event)
 _encoder = msgspec.json.Encoder()
@@ -91,6 +92,9 @@ def decode(headers: Mapping[str, str] | None, data: bytes) -> Envelope[Event]:
     missing = [name for name in REQUIRED if not headers.get(name)]
     if missing:
         raise MalformedEvent(f"not a CloudEvent: missing header(s) {', '.join(missing)}")
+    not_text = [name for name in (*REQUIRED, *OPTIONAL) if not isinstance(headers.get(name, ""), str)]
+    if not_text:
+        raise MalformedEvent(f"not a CloudEvent: header(s) {', '.join(not_text)} must be text")
     if headers["ce-specversion"] != SPECVERSION:
         raise MalformedEvent(f"unsupported CloudEvents specversion {headers['ce-specversion']!r}")
     ce_type = headers["ce-type"]

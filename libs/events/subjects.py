@@ -16,7 +16,7 @@ DEADLETTER_ROOT = "gpudra.deadletter"
 # Not a valid Kubernetes node name (those cannot start with "_"): the token of cluster-wide facts.
 CLUSTER = "_cluster"
 
-_NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 
 
 class Domain(enum.StrEnum):
@@ -32,7 +32,7 @@ def node_token(node: str) -> str:
     """Kubernetes node names may contain dots, NATS tokens may not; "_" never occurs in a node name."""
     if node == CLUSTER:
         return node
-    if not _NODE_NAME.match(node):
+    if not _NODE_NAME.fullmatch(node):
         raise ValueError(f"node name {node!r} is not a valid Kubernetes node name")
     return node.replace(".", "_")
 

@@ -15,8 +15,15 @@ from libs.kube.errors import Invalid
 
 Obj = dict[str, Any]
 
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def is_dns_label(text: str) -> bool:
+    """Whether ``text`` is an RFC 1123 label (what Kubernetes requires of namespaces, request and device names).
+
+    ``fullmatch``: with ``match`` and ``$``, a trailing newline would pass."""
+    return len(text) <= 63 and _DNS_LABEL.fullmatch(text) is not None
 
 
 @dataclass(frozen=True)
@@ -107,9 +114,9 @@ def check_object(resource: Resource, obj: Obj) -> tuple[str, str | None]:
         )
     if not name:
         problems.append("metadata.name is required")
-    elif len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+    elif len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
         problems.append(f"metadata.name {name!r} is not a DNS subdomain")
-    if resource.namespaced and not (namespace and len(namespace) <= 63 and _DNS_LABEL.match(namespace)):
+    if resource.namespaced and not (namespace and is_dns_label(namespace)):
         problems.append(f"metadata.namespace {namespace!r} must be a DNS label for a namespaced {resource.kind}")
     if problems:
         raise Invalid(what, "; ".join(problems))

@@ -13,10 +13,10 @@ from typing import Any
 from libs.slices.layout import consumed_counters
 from libs.slices.limits import SliceLimits, limits_for
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_C_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
 _VALUE_KINDS = ("bool", "int", "string", "version")
 _NODE_CHOICES = ("nodeName", "nodeSelector", "allNodes", "perDeviceNodeSelection")
 
@@ -65,7 +65,7 @@ def _pool_consistency(slices: Sequence[dict[str, Any]]) -> list[str]:
 
 def _slice_level(name: str, spec: dict[str, Any], limits: SliceLimits) -> list[str]:
     problems = []
-    if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+    if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
         problems.append(f"{name}: slice name is not a DNS subdomain")
     if sum(1 for key in _NODE_CHOICES if spec.get(key) not in (None, False, "")) != 1:
         problems.append(f"{name}: needs exactly one of {', '.join(_NODE_CHOICES)}")
@@ -90,7 +90,7 @@ def _slice_level(name: str, spec: dict[str, Any], limits: SliceLimits) -> list[s
 
 def device_problems(device: dict[str, Any], limits: SliceLimits) -> list[str]:
     problems = []
-    if not _DNS_LABEL.match(device["name"]) or len(device["name"]) > 63:
+    if not _DNS_LABEL.fullmatch(device["name"]) or len(device["name"]) > 63:
         problems.append("device name is not a DNS label")
     attributes = device.get("attributes") or {}
     capacity = device.get("capacity") or {}
@@ -105,9 +105,9 @@ def device_problems(device: dict[str, Any], limits: SliceLimits) -> list[str]:
 
 def _qualified_name_problems(key: str) -> list[str]:
     domain, _, identifier = key.rpartition("/")
-    if domain and (len(domain) > 63 or not _DNS_SUBDOMAIN.match(domain)):
+    if domain and (len(domain) > 63 or not _DNS_SUBDOMAIN.fullmatch(domain)):
         return [f"{key}: the domain is not a DNS subdomain of at most 63 characters"]
-    if len(identifier) > 32 or not _C_IDENTIFIER.match(identifier):
+    if len(identifier) > 32 or not _C_IDENTIFIER.fullmatch(identifier):
         return [f"{key}: the name is not a C identifier of at most 32 characters"]
     return []
 
@@ -119,7 +119,7 @@ def _value_problems(key: str, value: dict[str, Any], limits: SliceLimits) -> lis
     kind, item = kinds[0], value[kinds[0]]
     if kind in ("string", "version") and len(item) > limits.max_string_length:
         return [f"{key}: {kind} longer than {limits.max_string_length} characters"]
-    if kind == "version" and not _SEMVER.match(item):
+    if kind == "version" and not _SEMVER.fullmatch(item):
         return [f"{key}: {item!r} is not a semantic version"]
     return []
 
@@ -158,6 +158,6 @@ def _counter_set_problems(counter_set: dict[str, Any], limits: SliceLimits) -> l
 
 
 def _counter_name_problems(name: str) -> list[str]:
-    if len(name) > 63 or not _DNS_LABEL.match(name):
+    if len(name) > 63 or not _DNS_LABEL.fullmatch(name):
         return [f"counter name {name} is not a DNS label"]
     return []

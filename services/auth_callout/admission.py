@@ -24,7 +24,7 @@ from libs.trust.roles import NODE_ROLES, PRINCIPALS, Role
 NODE_GROUP = "node"
 """In the setting: every node role."""
 
-_CLIENT_NAME = re.compile(r"^gpudra-(?P<principal>[a-z_]+)@(?P<node>[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)$")
+_CLIENT_NAME = re.compile(r"gpudra-(?P<principal>[a-z_]+)@(?P<node>[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)")
 
 Grants = dict[tuple[str, str], frozenset[Role]]
 """(namespace, ServiceAccount) -> the roles its tokens may hold."""
@@ -81,7 +81,7 @@ def admit(review: TokenReviewStatus, audience: str, client_name: str, grants: Gr
     granted = grants.get(account)
     if granted is None:
         return Refused(reason=f"ServiceAccount {who} may not use the bus (setting --service-accounts)")
-    named = _CLIENT_NAME.match(client_name)
+    named = _CLIENT_NAME.fullmatch(client_name)
     if named is None or named["principal"] not in PRINCIPALS:
         return Refused(reason=f"{who}: client name {client_name!r} is not gpudra-<client>@<node> of a known client")
     principal, claimed = named["principal"], named["node"]

@@ -73,13 +73,15 @@ def pinned_limits(mps: MpsConfig, members: Sequence[Target]) -> dict[str, int]:
 
 
 def _device_for(key: str, members: Sequence[Target], by_uuid: Mapping[str, str]) -> str:
-    if key.isdigit():
-        if int(key) >= len(members):
+    # ASCII digits only: "²" is a digit to str.isdigit() but not to int(); and no int() of thousands of digits.
+    if key.isascii() and key.isdigit():
+        index = key.lstrip("0") or "0"
+        if len(index) > 9 or int(index) >= len(members):
             raise ConfigError(
-                f"sharing.mpsConfig.defaultPerDevicePinnedMemoryLimit: device index {key} is out of range; "
+                f"sharing.mpsConfig.defaultPerDevicePinnedMemoryLimit: device index {key[:20]} is out of range; "
                 f"the config applies to {len(members)} device(s)"
             )
-        return members[int(key)].name
+        return members[int(index)].name
     if key in by_uuid:
         return by_uuid[key]
     raise ConfigError(

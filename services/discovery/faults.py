@@ -20,7 +20,7 @@ from libs.events.catalogue import InjectFault, InjectFaultReply
 
 log = logging.getLogger(__name__)
 
-_GPU_NAME = re.compile(r"^(?:gpu-)?(\d+)$")
+_GPU_NAME = re.compile(r"(?:gpu-)?(\d+)")
 NVLINK_LINK = 0
 """The link an ``nvlink-down`` fault takes down: the command has no link field (yet)."""
 INVENTORY_FAULTS = frozenset({"gpu-lost", "gpu-back"})
@@ -29,7 +29,7 @@ INVENTORY_FAULTS = frozenset({"gpu-lost", "gpu-back"})
 
 def gpu_minor(node: str, device: str) -> int:
     """The minor number of ``gpu-3`` (or ``3``); a MIG device or any other name is refused with a clear error."""
-    match = _GPU_NAME.match(device)
+    match = _GPU_NAME.fullmatch(device)
     if match is None:
         raise CommandError(400, f"node {node}: {device!r} is not a GPU name; use gpu-<minor> (e.g. gpu-0)")
     return int(match.group(1))

@@ -205,3 +205,5 @@ def test_admission_is_a_plain_function() -> None:
     )
     nodeless = TokenReviewStatus(authenticated=True, audiences=[AUDIENCE], user=ReviewedUser(username=user.username))
     assert isinstance(admit(nodeless, AUDIENCE, "gpudra-health@gpu-1.rack-2", grants), Refused)
+    # The whole name is the claim: a trailing newline (which "$" would let through) names no node.
+    assert isinstance(admit(review, AUDIENCE, "gpudra-health@gpu-1.rack-2\n", grants), Refused)

@@ -35,7 +35,11 @@ def load_profile(spec: str) -> MachineProfile:
         raise ProfileError(
             spec, f"no such built-in profile or file; built-in profiles: {', '.join(builtin_profiles())}"
         )
-    return parse_profile(path.read_text(), source=str(path))
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ProfileError(spec, f"cannot read it as a YAML file: {error}") from None
+    return parse_profile(text, source=str(path))
 
 
 def parse_profile(text: str, source: str) -> MachineProfile:
@@ -107,7 +111,12 @@ def _at(text: str, path: str, problem: str) -> str:
 
 
 def _line_of(text: str, path: str) -> int | None:
-    node: yaml.Node | None = yaml.compose(text, Loader=yaml.SafeLoader)
+    """The line ``path`` is on, if PyYAML can say: msgspec reads YAML with libyaml, which accepts text PyYAML's
+    composer refuses (a tab after a plain scalar) and nests deeper than PyYAML's recursion can follow."""
+    try:
+        node: yaml.Node | None = yaml.compose(text, Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, RecursionError):
+        return None
     for key, index in _PATH_PART.findall(path):
         node = _child(node, key, index)
     return node.start_mark.line + 1 if node is not None else None

@@ -22,7 +22,7 @@ class ClaimRef(msgspec.Struct, frozen=True, kw_only=True):
 
 
 MAX_UID_LENGTH = 128
-_SAFE_UID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SAFE_UID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def uid_problem(uid: str) -> str | None:
@@ -34,7 +34,7 @@ def uid_problem(uid: str) -> str | None:
         return f"the claim UID {uid[:80]!r} is path-like ('/' or '..'); it would name a file elsewhere"
     if len(uid) > MAX_UID_LENGTH:
         return f"the claim UID is {len(uid)} characters long, over {MAX_UID_LENGTH}"
-    if not _SAFE_UID.match(uid):
+    if not _SAFE_UID.fullmatch(uid):
         return f"the claim UID {uid!r} may hold only letters, digits, '.', '_' and '-', starting with a letter or digit"
     return None
 

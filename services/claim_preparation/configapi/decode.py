@@ -36,13 +36,13 @@ def decode_parameters(parameters: Any) -> DeviceConfig:
     """The typed config, or ``DecodeProblem``."""
     if not isinstance(parameters, dict):
         raise DecodeProblem(f"parameters must be a JSON object, not {type(parameters).__name__}")
-    size = len(msgspec.json.encode(parameters))
+    size = len(_as_json(parameters))
     if size > MAX_PARAMETERS_BYTES:
         raise DecodeProblem(f"parameters are {size} bytes, over the {MAX_PARAMETERS_BYTES}-byte limit")
     api_version, kind = parameters.get("apiVersion"), parameters.get("kind")
     if api_version != API_VERSION:
         raise DecodeProblem(f"apiVersion {api_version!r} is not supported; use {API_VERSION!r}")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise DecodeProblem(f"kind {kind!r} is not one of {', '.join(KINDS)}")
     try:
         config: DeviceConfig = msgspec.convert(parameters, KINDS[kind], strict=True)
@@ -54,6 +54,15 @@ def decode_parameters(parameters: Any) -> DeviceConfig:
     if problems:
         raise DecodeProblem(f"{kind}: {'; '.join(problems)}")
     return config
+
+
+def _as_json(parameters: dict[Any, Any]) -> bytes:
+    """The parameters as JSON; what has no JSON form (from YAML: a null or date key, a list that contains itself
+    through an alias; text that is not UTF-8) is refused here, as the API server would never have stored it."""
+    try:
+        return msgspec.json.encode(parameters)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise DecodeProblem(f"parameters are not JSON: {exc}") from None
 
 
 def explain(message: str) -> str:

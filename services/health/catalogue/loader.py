@@ -36,6 +36,8 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _CHECK_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _CODE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 _BLOCKING_TAINTS = ("NoSchedule", "NoExecute")
+MAX_WINDOW_SECONDS = 3650 * 86400
+"""Ten years: far beyond any useful window, far within what a ``timedelta`` (and the rules' arithmetic) holds."""
 
 
 def default_catalogue() -> Catalogue:
@@ -56,6 +58,8 @@ def load_catalogue(path: str | Path | None = None) -> Catalogue:
         text = Path(path).read_text()
     except OSError as exc:
         raise YamlError(f"{path}: cannot read the fault catalogue: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise YamlError(f"{path}: the fault catalogue is not UTF-8 text: {exc}") from None
     return parse_catalogue(text, str(path), default_catalogue())
 
 
@@ -77,6 +81,8 @@ def _decode_duration(kind: type, value: Any) -> Any:
         raise ValueError(f"{value!r} is not a window (write 90s, 3m, 24h, 7d or a number of seconds)")
     if seconds <= 0:
         raise ValueError(f"window {value!r} must be longer than zero")
+    if seconds > MAX_WINDOW_SECONDS:
+        raise ValueError(f"window {value!r} is longer than {MAX_WINDOW_SECONDS // 86400}d")
     return Duration(seconds=seconds)
 
 

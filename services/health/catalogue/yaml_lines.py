@@ -49,7 +49,10 @@ def decode_yaml(
 ) -> tuple[T, LineIndex]:
     """Parse ``text`` as one ``into``; an empty document is an empty mapping (a file that changes nothing)."""
     index = LineIndex(source)
-    data = _plain(_compose(text, source), (), index, yaml.SafeLoader(""))
+    try:
+        data = _plain(_compose(text, source), (), index, yaml.SafeLoader(""))
+    except RecursionError:  # PyYAML composes recursively, as does _plain: hundreds of nested lists exhaust the stack
+        raise YamlError(f"{source}: lists or mappings are nested too deeply") from None
     try:
         return msgspec.convert({} if data is None else data, into, dec_hook=dec_hook), index
     except msgspec.ValidationError as exc:
@@ -66,27 +69,45 @@ def _compose(text: str, source: str) -> yaml.Node | None:
         raise YamlError(f"{source}: {exc}") from None
 
 
-def _plain(node: yaml.Node | None, path: Path, index: LineIndex, loader: yaml.SafeLoader) -> Any:
+def _plain(
+    node: yaml.Node | None, path: Path, index: LineIndex, loader: yaml.SafeLoader, above: frozenset[int] = frozenset()
+) -> Any:
+    """``above``: the collections this one is inside; an alias to one of them would nest without end."""
     if node is None:
         return None
-    index.values[path] = node.start_mark.line + 1
+    line = node.start_mark.line + 1
+    index.values[path] = line
+    if id(node) in above:
+        raise YamlError(f"{index.source} line {line}: an alias refers to a list or mapping that contains it")
     if isinstance(node, yaml.MappingNode):
-        return _mapping(node, path, index, loader)
+        return _mapping(node, path, index, loader, above | {id(node)})
     if isinstance(node, yaml.SequenceNode):
-        return [_plain(item, (*path, i), index, loader) for i, item in enumerate(node.value)]
-    return loader.construct_object(node)
+        return [_plain(item, (*path, i), index, loader, above | {id(node)}) for i, item in enumerate(node.value)]
+    return _scalar(node, index, loader)
 
 
-def _mapping(node: yaml.MappingNode, path: Path, index: LineIndex, loader: yaml.SafeLoader) -> dict[Any, Any]:
+def _scalar(node: yaml.Node, index: LineIndex, loader: yaml.SafeLoader) -> Any:
+    """A tag PyYAML's safe loader does not know (``!foo``) or a value its tag refuses (``!!binary x``)."""
+    try:
+        return loader.construct_object(node)
+    except yaml.MarkedYAMLError as exc:
+        raise YamlError(f"{index.source} line {node.start_mark.line + 1}: {exc.problem or exc.context}") from None
+
+
+def _mapping(
+    node: yaml.MappingNode, path: Path, index: LineIndex, loader: yaml.SafeLoader, above: frozenset[int]
+) -> dict[Any, Any]:
     result: dict[Any, Any] = {}
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node)
-        where = (*path, str(key))
         line = key_node.start_mark.line + 1
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise YamlError(f"{index.source} line {line}: a key must be a plain value, not a list or mapping")
+        key = _scalar(key_node, index, loader)
+        where = (*path, str(key))
         if where in index.keys:
             raise YamlError(f"{index.source} line {line}: duplicate key '{key}' (first at line {index.keys[where]})")
         index.keys[where] = line
-        result[key] = _plain(value_node, where, index, loader)
+        result[key] = _plain(value_node, where, index, loader, above)
     return result
 
 
