@@ -16,6 +16,10 @@ checkpoint) would never hear of it. The outbox closes the gap without one more f
 - A send the bus refuses is kept and retried every ``RETRY_SECONDS``. When the record that would otherwise bring
   it back is about to go (an unprepare while the bus is down), the event itself is written to ``outbox.json``
   first.
+- One claim's events are stored in the order they happened: a claim's sends take turns, each first sends again
+  what the claim still owes, and one that cannot is kept behind it. Otherwise a failover could store a claim's
+  ``ClaimUnprepared`` before the retry of its ``ClaimPrepared`` (or a new ``ClaimPrepared`` before the retry of
+  the last ``ClaimUnprepared``), and a consumer would take the released claim for prepared, or the reverse.
 
 The file is small (a watermark and the events still owed), replaced atomically (see ``libs.files``).
 """
@@ -23,9 +27,11 @@ The file is small (a watermark and the events still owed), replaced atomically (
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
@@ -68,6 +74,14 @@ class Owed:
     since: float
 
 
+@dataclass
+class _Turns:
+    """One claim's sends, one at a time, in the order they were asked for (``asyncio.Lock`` is fair)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class Outbox:
     def __init__(self, bus: Bus, directory: Path) -> None:
         self._bus = bus
@@ -81,6 +95,7 @@ class Outbox:
         self._owed_written: frozenset[str] = frozenset()
         self._lock = asyncio.Lock()
         self._in_flight: set[asyncio.Task[bool]] = set()
+        self._turns: dict[str, _Turns] = {}
 
     # --- the fast path -------------------------------------------------------------------------------------
 
@@ -96,22 +111,57 @@ class Outbox:
         self._expected.pop(event_id, None)
 
     async def send(self, event: Event, event_id: str) -> bool:
-        """Publish; a refusal keeps the event owed (retried) and returns False, never raises."""
+        """Publish after what the claim still owes from before (sent again first); a refusal, of this event or
+        of one before it, keeps the event owed (retried, in order) and returns False. Never raises."""
+        claim = event.ce_subject()
+        async with self._turn(claim):
+            for earlier_id, earlier in self._owed_before(claim, event_id):
+                if not await self._publish(earlier.event, earlier_id):
+                    self._owe(event, event_id, f"{type(earlier.event).__name__} {earlier_id} before it is owed")
+                    return False
+            return await self._publish(event, event_id)
+
+    async def _publish(self, event: Event, event_id: str) -> bool:
         since = self._expected.get(event_id, time.time())
         try:
             await self._bus.publish(event, event_id=event_id)
         except Exception as exc:
-            self._owed[event_id] = Owed(event, since)
-            metrics.EVENTS_OWED.set(len(self._owed))
-            log.warning(
-                "could not publish %s; kept to retry: %s",
-                type(event).__name__,
-                exc,
-                extra={"event": event.ce_type(), "event_id": event_id, "claim": event.ce_subject()},
-            )
+            self._owe(event, event_id, str(exc), since)
             return False
         self._settled(event_id)
         return True
+
+    def _owe(self, event: Event, event_id: str, reason: str, since: float | None = None) -> None:
+        self._owed[event_id] = Owed(event, since if since is not None else self._expected.get(event_id, time.time()))
+        metrics.EVENTS_OWED.set(len(self._owed))
+        log.warning(
+            "could not publish %s; kept to retry: %s",
+            type(event).__name__,
+            reason,
+            extra={"event": event.ce_type(), "event_id": event_id, "claim": event.ce_subject()},
+        )
+
+    def _owed_before(self, claim: str, event_id: str) -> list[tuple[str, Owed]]:
+        """The claim's owed events older than ``event_id`` (all of them when it is not owed itself)."""
+        before: list[tuple[str, Owed]] = []
+        for owed_id, owed in self._owed.items():
+            if owed_id == event_id:
+                break
+            if owed.event.ce_subject() == claim:
+                before.append((owed_id, owed))
+        return before
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, claim: str) -> AsyncIterator[None]:
+        turns = self._turns.setdefault(claim, _Turns())
+        turns.users += 1
+        try:
+            async with turns.lock:
+                yield
+        finally:
+            turns.users -= 1
+            if not turns.users:
+                del self._turns[claim]
 
     async def send_ahead(self, event: Event, event_id: str) -> None:
         """Put the event on the wire now and wait for JetStream's confirmation in the background.
@@ -150,8 +200,11 @@ class Outbox:
         Idle, it writes nothing: only a confirmed announcement or a change in what is owed makes a write."""
         await asyncio.gather(*self._in_flight)
         if retry:
+            refused: set[str] = set()  # claims whose oldest owed event was refused: the rest of theirs waits
             for event_id, owed in list(self._owed.items()):
-                await self.send(owed.event, event_id)
+                claim = owed.event.ce_subject()
+                if claim not in refused and event_id in self._owed and not await self.send(owed.event, event_id):
+                    refused.add(claim)
         async with self._lock:
             owed_ids = frozenset(self._owed)
             if not self._confirmed and owed_ids == self._owed_written:

@@ -51,12 +51,12 @@ STATIC_MIG = "gpu-0-mig-1g10gb-19-0"
 DYNAMIC_MIG = "gpu-3-mig-3g40gb-9-0"
 
 
-def service_settings(root: Path, nats_url: str, **overrides: object) -> Settings:
+def node_fields(root: Path) -> dict[str, object]:
+    """claim_preparation's settings for a simulated ``mixed-mig`` node under ``root``, all but the connection."""
     boot_id = root / "boot_id"
     if not boot_id.exists():
         boot_id.write_text("boot-1\n")
-    values: dict[str, object] = {
-        **service_fields(nats_url, NODE, "claim_preparation"),
+    return {
         "state_dir": str(root / "state"),
         "cdi_dir": str(root / "cdi"),
         "simulated_dir": str(root / "simulated"),
@@ -66,8 +66,11 @@ def service_settings(root: Path, nats_url: str, **overrides: object) -> Settings
         "kube_mode": "local",
         "boot_id_path": str(boot_id),
         "metrics_port": -1,
-        **overrides,
     }
+
+
+def service_settings(root: Path, nats_url: str, **overrides: object) -> Settings:
+    values = {**service_fields(nats_url, NODE, "claim_preparation"), **node_fields(root), **overrides}
     return Settings(**values)  # type: ignore[arg-type]
 
 

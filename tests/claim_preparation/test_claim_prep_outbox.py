@@ -7,13 +7,14 @@ from pathlib import Path
 import msgspec
 
 from libs.bus import Bus
-from libs.events.catalogue import ClaimUnprepared
+from libs.events.catalogue import ClaimPrepared, ClaimRef, ClaimUnprepared
 from libs.kube import KubeApi
 from libs.natsserver import EmbeddedNats
 from services.claim_preparation.outbox import FILE_NAME, Outbox, OutboxFile
 from services.claim_preparation.settings import Settings
 from tests.claim_preparation.claim_prep_crash_support import ClaimEvent, claim_events
 from tests.claim_preparation.claim_prep_support import (
+    NODE,
     EventLog,
     prepare,
     serving,
@@ -48,6 +49,26 @@ async def test_an_unprepare_while_the_bus_is_down_keeps_its_event_on_disk_until_
         assert service.preparer.parts.outbox.owed == {}
         assert outbox_file(settings).owed == []
     assert (await claim_events(bus.js)).count(ClaimEvent("ClaimUnprepared", ref.uid)) == 1
+
+
+async def test_a_claims_events_are_stored_in_the_order_they_happened_when_an_earlier_one_was_refused(
+    nats_server: EmbeddedNats, bus: Bus, tmp_path: Path
+) -> None:
+    """A failover refuses a ClaimPrepared; the ClaimUnprepared after it must not be stored first, or a consumer
+    would take the released claim for prepared."""
+    outbox = Outbox(bus, tmp_path)
+    claim = ClaimRef(namespace="default", name="ordered-0", uid="ordered-0-uid")
+    prepared_id, _ = outbox.expect()
+    await nats_server.stop()
+    assert not await outbox.send(ClaimPrepared(node=NODE, claim=claim, devices=[]), prepared_id)
+    await nats_server.start()
+    unprepared_id, _ = outbox.expect()
+    assert await outbox.send(ClaimUnprepared(node=NODE, claim=claim), unprepared_id)
+    assert outbox.owed == {}
+    assert await claim_events(bus.js) == [
+        ClaimEvent("ClaimPrepared", claim.uid),
+        ClaimEvent("ClaimUnprepared", claim.uid),
+    ]
 
 
 async def test_a_restart_after_a_clean_stop_announces_nothing_again(
