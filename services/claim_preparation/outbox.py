@@ -194,6 +194,16 @@ class Outbox:
         """Write the owed events now: the record that would bring one back is about to go."""
         await self.flush(retry=False)
 
+    async def secure(self, event: Event, event_id: str) -> None:
+        """The record that would announce ``event`` again after a crash is about to change (a completed claim
+        whose unprepare begins): unless JetStream confirmed it, the file holds the event first. Its send may
+        still be in flight; a confirmation settles the copy, a crash sends it again (JetStream drops a repeat).
+        """
+        if event_id not in self._expected and event_id not in self._owed:
+            return
+        self._owed.setdefault(event_id, Owed(event, self._expected.get(event_id, time.time())))
+        await self._write()
+
     async def flush(self, *, retry: bool = True) -> None:
         """Retry owed events, then write the file if the watermark can move or what is owed changed.
 
@@ -205,6 +215,9 @@ class Outbox:
                 claim = owed.event.ce_subject()
                 if claim not in refused and event_id in self._owed and not await self.send(owed.event, event_id):
                     refused.add(claim)
+        await self._write()
+
+    async def _write(self) -> None:
         async with self._lock:
             owed_ids = frozenset(self._owed)
             if not self._confirmed and owed_ids == self._owed_written:

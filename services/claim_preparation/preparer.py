@@ -362,6 +362,9 @@ class Preparer:
             with clock.phase("wait"):
                 await stack.enter_async_context(self._devices.hold(keys, self._waiting(record.ref)))
             if record.state == PREPARE_COMPLETED:
+                # Its ClaimPrepared, if unconfirmed, goes to the outbox file: no start announces an unprepare's.
+                with failures_as(CheckpointFailure, "keeping the unconfirmed ClaimPrepared event"):
+                    await self.parts.outbox.secure(self._prepared_event(record), record.event_id)
                 record = record.with_state(UNPREPARE_STARTED, new_event_id())
                 await self._save(record, clock)
             await self._undo(record, clock)
@@ -479,9 +482,12 @@ class Preparer:
         watermark = self.parts.outbox.watermark
         for record in list(self._records.values()):
             if record.state == PREPARE_COMPLETED and record.event_id and (record.completed_at or 0) >= watermark:
-                event = ClaimPrepared(node=self.parts.node, claim=record.ref, devices=list(record.prepared))
-                await self.parts.outbox.send(event, record.event_id)
+                await self.parts.outbox.send(self._prepared_event(record), record.event_id)
         await self.parts.outbox.flush()
+
+    def _prepared_event(self, record: ClaimRecord) -> ClaimPrepared:
+        """The announcement of a completed record, as sent again (the timings were the first send's)."""
+        return ClaimPrepared(node=self.parts.node, claim=record.ref, devices=list(record.prepared))
 
     async def _forget_after_reboot(self, record: ClaimRecord) -> None:
         """A reboot took MIG devices, daemons and sharing settings with it: drop the record, touch no device."""

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from libs.bus import Bus
+from libs.bus.topology import event_stream
+from libs.events import Domain
 from libs.events.catalogue import ClaimPrepared, ClaimRef, ClaimUnprepared
 from libs.kube import KubeApi
 from libs.natsserver import EmbeddedNats
 from services.claim_preparation.outbox import FILE_NAME, Outbox, OutboxFile
+from services.claim_preparation.record import UNPREPARE_STARTED, ClaimRecord
 from services.claim_preparation.settings import Settings
 from tests.claim_preparation.claim_prep_crash_support import ClaimEvent, claim_events
 from tests.claim_preparation.claim_prep_support import (
@@ -19,6 +24,7 @@ from tests.claim_preparation.claim_prep_support import (
     prepare,
     serving,
     store_claim,
+    unprepare,
     until_answering,
 )
 
@@ -69,6 +75,32 @@ async def test_a_claims_events_are_stored_in_the_order_they_happened_when_an_ear
         ClaimEvent("ClaimPrepared", claim.uid),
         ClaimEvent("ClaimUnprepared", claim.uid),
     ]
+
+
+async def test_an_unprepare_keeps_the_unconfirmed_claimprepared_before_its_record_stops_announcing_it(
+    nats_server: EmbeddedNats, bus: Bus, kube: KubeApi, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start announces again only completed records: from the moment UnprepareStarted is durable, a crash would
+    lose a ClaimPrepared JetStream never confirmed, unless the outbox file holds it by then."""
+    ref = await store_claim(kube, "unconfirmed-0", [("gpu", "gpu-2")])
+    async with serving(nats_server.url, settings) as service:
+        await until_answering(bus)
+        claims = await bus.js.stream_info(event_stream(Domain.CLAIMS))
+        await bus.js.update_stream(dataclasses.replace(claims.config, sealed=True))  # every event is refused
+        assert (await prepare(bus, ref)).results[ref.uid].error == ""
+        prepared_id = service.preparer.records[ref.uid].event_id
+        held_at_unprepare: list[set[str]] = []
+        checkpoint = service.preparer.parts.checkpoint
+        save = checkpoint.save
+
+        def save_and_look(record: ClaimRecord) -> None:
+            if record.state == UNPREPARE_STARTED:  # a kill -9 after this write leaves only the file
+                held_at_unprepare.append({letter.id for letter in outbox_file(settings).owed})
+            save(record)
+
+        monkeypatch.setattr(checkpoint, "save", save_and_look)
+        assert (await unprepare(bus, ref)).results[ref.uid].error == ""
+    assert held_at_unprepare == [{prepared_id}]
 
 
 async def test_a_restart_after_a_clean_stop_announces_nothing_again(
