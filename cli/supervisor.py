@@ -30,9 +30,9 @@ STABLE_AFTER = 60.0
 """A service that ran this long before crashing starts its backoff afresh."""
 
 
-def restart_delay(restarts: int) -> float:
-    """0.5 s, 1 s, 2 s ... capped at 30 s: quick recovery from a one-off crash, no hot crash loop."""
-    return float(min(0.5 * 2 ** max(restarts - 1, 0), 30.0))
+def restart_delay(restarts: int, cap: float = 30.0) -> float:
+    """0.5 s, 1 s, 2 s ... capped at ``cap``: quick recovery from a one-off crash, no hot crash loop."""
+    return float(min(0.5 * 2 ** max(restarts - 1, 0), cap))
 
 
 class ServiceSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,6 +54,8 @@ class Child(Protocol):
     restarts: int
     reports_after_restart: bool
     """Its crash can only be told once it runs again (the nats-server: the bus needs it)."""
+    longest_delay: float
+    """The restart back-off's cap."""
 
     @property
     def pid(self) -> int: ...
@@ -69,6 +71,7 @@ class Supervised:
     """A service process."""
 
     reports_after_restart = False
+    longest_delay = 30.0
 
     def __init__(self, spec: ServiceSpec) -> None:
         self.spec = spec
@@ -115,6 +118,9 @@ class SupervisedNats:
 
     name = "nats-server"
     reports_after_restart = True
+    longest_delay = 2.0
+    """Every service waits on it, and a start that fails costs little: the system is back within seconds of
+    its last kill, however many came before."""
 
     def __init__(self, server: EmbeddedNats) -> None:
         self.server = server
@@ -168,7 +174,7 @@ class Supervisor:
             if time.monotonic() - started > STABLE_AFTER:
                 child.restarts = 0
             child.restarts += 1
-            delay = restart_delay(child.restarts)
+            delay = restart_delay(child.restarts, child.longest_delay)
             log.error(
                 "%s exited with %d; restarting in %.1fs (restart %d); log: %s; last line: %s",
                 child.name,

@@ -47,6 +47,7 @@ def test_structured_mode_is_cloudevents_json() -> None:
 def test_restart_backoff_grows_and_is_capped() -> None:
     assert [restart_delay(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
     assert restart_delay(50) == 30.0
+    assert restart_delay(50, cap=2.0) == 2.0  # the nats-server: every service waits on it
 
 
 def test_standalone_layout_and_environment(tmp_path: Path) -> None:
