@@ -26,8 +26,11 @@ from libs.natsserver import EmbeddedNats
 
 log = logging.getLogger(__name__)
 
-STABLE_AFTER = 60.0
-"""A service that ran this long before crashing starts its backoff afresh."""
+STABLE_AFTER = 5.0
+"""A service that ran this long before crashing starts its backoff afresh. A crash loop (a bad setting, a
+missing file) dies within the second or two a start takes and still backs off to the cap; a process killed
+after it was serving (the OOM killer, the chaos soak) is back at once. The soak's long form measured the
+outage this costs: with 60 s here, services killed every 6-18 s reached the 30-s cap."""
 
 
 def restart_delay(restarts: int, cap: float = 30.0) -> float:
