@@ -40,12 +40,8 @@ NODE = "node-a"
 DRIVER = "gpu.gpudra.io"
 PROFILE = "mixed-mig"
 """GPUs 0-2 hold static MIG devices, GPU 3 has MIG on and nothing created (dynamic), GPUs 4-7 are whole."""
-_REPO = Path(__file__).resolve().parents[2]
-CDI_SCHEMA = next(
-    (path for path in (_REPO.parent / "shared/schemas/cdi", _REPO / "shared/schemas/cdi") if path.is_dir()),
-    _REPO.parent / "shared/schemas/cdi",
-)
-"""The CDI project's schema, beside the repository (``../shared``) or inside a checkout's ``shared/``."""
+CDI_SCHEMA = Path(__file__).resolve().parents[1] / "cdi" / "schema"
+"""The CDI project's JSON schema (Apache-2.0), copied byte for byte: tests/cdi/schema/SOURCE.txt says from where."""
 
 STATIC_MIG = "gpu-0-mig-1g10gb-19-0"
 DYNAMIC_MIG = "gpu-3-mig-3g40gb-9-0"
