@@ -15,7 +15,8 @@ import msgspec
 import pytest
 
 from libs.bus import Bus
-from libs.bus.topology import LEASE_BUCKET
+from libs.bus.election import Election
+from libs.bus.topology import LEASE_BUCKET, REMEDIATION_LEASE_PREFIX
 from libs.events.catalogue.health import EntityRef, HealthEvent
 from libs.kube import ClusterKube
 from services.health.catalogue import default_catalogue
@@ -25,7 +26,6 @@ from services.health.controller.config import read_drain_policy
 from services.health.controller.gpu_reset import RepairFailed
 from services.health.controller.kube_actions import Drainer, NodePatch, parent_gpu
 from services.health.controller.lanes import Lanes
-from services.health.controller.leader import Election
 from services.health.controller.live import LiveView, blocking, observe
 from services.health.controller.outbox import pending, prune
 from services.health.controller.reboot import CommandReboot, NoReboot, SimulatedReboot, reboot_hook
@@ -212,11 +212,28 @@ async def test_all_books_are_read_at_once_by_node_name(bus: Bus) -> None:
     ]
 
 
+PREFIX = REMEDIATION_LEASE_PREFIX
+
+
 async def test_one_replica_leads_and_another_takes_over_when_it_leaves(bus: Bus) -> None:
     kv = await bus.kv(LEASE_BUCKET)
     changes: list[tuple[str, bool]] = []
-    one = Election(kv, "ctl-1", "i1", 60.0, lambda leader: changes.append(("ctl-1", leader)))
-    two = Election(kv, "ctl-2", "i2", 60.0, lambda leader: changes.append(("ctl-2", leader)))
+    one = Election(
+        kv,
+        PREFIX,
+        replica="ctl-1",
+        incarnation="i1",
+        renew_seconds=60.0,
+        on_change=lambda leader: changes.append(("ctl-1", leader)),
+    )
+    two = Election(
+        kv,
+        PREFIX,
+        replica="ctl-2",
+        incarnation="i2",
+        renew_seconds=60.0,
+        on_change=lambda leader: changes.append(("ctl-2", leader)),
+    )
     await one.start()
     await two.start()
     assert (one.is_leader, two.is_leader) == (True, False)
@@ -226,7 +243,9 @@ async def test_one_replica_leads_and_another_takes_over_when_it_leaves(bus: Bus)
     await one.stop()
     await two._round()  # the renewal the loop would do
     assert two.is_leader
-    restarted = Election(kv, "ctl-2", "i3", 60.0, lambda leader: None)
+    restarted = Election(
+        kv, PREFIX, replica="ctl-2", incarnation="i3", renew_seconds=60.0, on_change=lambda leader: None
+    )
     await restarted.start()  # the same replica, started again, takes its own lease back at once
     assert restarted.is_leader
     for election in (two, restarted):

@@ -22,7 +22,8 @@ from nats.aio.msg import Msg
 from opentelemetry.trace import SpanKind
 
 from libs.bus import Bus, rpc
-from libs.bus.topology import LEASE_BUCKET
+from libs.bus.election import Election, owner_of
+from libs.bus.topology import LEASE_BUCKET, REMEDIATION_LEASE_PREFIX
 from libs.bus.tracing import extract, messaging_span
 from libs.events import CLUSTER, Envelope, Event
 from libs.kube import KubeApi, open_kube, resolve_mode
@@ -48,7 +49,6 @@ from services.health.controller.executor import Executor, failure
 from services.health.controller.gpu_reset import GpuResetter
 from services.health.controller.kube_actions import Drainer, NodeActions, parent_gpu
 from services.health.controller.lanes import Lanes
-from services.health.controller.leader import Election, owner_of
 from services.health.controller.outbox import Pending
 from services.health.controller.reboot import RebootHook, reboot_hook
 from services.health.controller.taints_store import TaintStore
@@ -126,10 +126,11 @@ class Controller:
         self.view.on_node = self._node_changed
         self.election = Election(
             await self.bus.kv(LEASE_BUCKET),
-            self.config.replica_id,
-            self.config.incarnation,
-            self.config.timing.lease_renew,
-            self._leading,
+            REMEDIATION_LEASE_PREFIX,
+            replica=self.config.replica_id,
+            incarnation=self.config.incarnation,
+            renew_seconds=self.config.timing.lease_renew,
+            on_change=self._leading,
         )
         await self.election.start()
         stack.push_async_callback(self.election.stop)
@@ -383,6 +384,7 @@ class Controller:
     # --- leadership -----------------------------------------------------------------------------------
 
     def _leading(self, leader: bool) -> None:
+        metrics.LEADER.set(leader)
         if leader:
             self._spawn(self._sweeping())
 

@@ -1,10 +1,11 @@
 """Leadership and liveness of controller replicas, in the ``gpudra_leases`` KV bucket (entries expire after
-30 s unless renewed).
+30 s unless renewed). Each controller has its own key prefix there (``remediation.``, ``computedomains.``:
+``libs.bus.topology``), which its role may write and no other.
 
-- ``leader``: held by one replica, renewed with compare-and-set. The leader does what must be done once for
+- ``<prefix>leader``: held by one replica, renewed with compare-and-set. The leader does what must be done once for
   the cluster: it turns Node changes into inputs at once and takes over work a dead replica left behind.
   A replica that restarts under the same identity (a pod name) takes its lease back at once.
-- ``replicas.<id>``: each replica's presence, with its incarnation (new at every start). Work in an outbox
+- ``<prefix>replicas.<id>``: each replica's presence, with its incarnation (new at every start). Work in an outbox
   names the replica and incarnation that does it; when that pair is no longer present, the work is an
   orphan and the leader adopts it.
 
@@ -23,12 +24,8 @@ import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
-from services.health.controller import metrics
-
 log = logging.getLogger(__name__)
 
-LEASE_KEY = "remediation.leader"
-PRESENCE_PREFIX = "remediation.replicas."
 _KEY_SAFE = re.compile(r"[^-_A-Za-z0-9]")
 
 
@@ -48,9 +45,18 @@ def key_safe(replica: str) -> str:
 
 class Election:
     def __init__(
-        self, kv: KeyValue, replica: str, incarnation: str, renew_seconds: float, on_change: Callable[[bool], None]
+        self,
+        kv: KeyValue,
+        prefix: str,
+        *,
+        replica: str,
+        incarnation: str,
+        renew_seconds: float,
+        on_change: Callable[[bool], None],
     ) -> None:
         self._kv = kv
+        self._lease_key = f"{prefix}leader"
+        self._presence = f"{prefix}replicas."
         self.replica = key_safe(replica)
         self.incarnation = incarnation
         self._renew = renew_seconds
@@ -62,7 +68,7 @@ class Election:
     async def start(self) -> None:
         """One round now (so a lone replica leads from its first moment), then renewals in the background."""
         await self._round()
-        self._task = asyncio.create_task(self._loop(), name="controller lease")
+        self._task = asyncio.create_task(self._loop(), name=f"lease {self._lease_key}")
 
     async def stop(self) -> None:
         """Hands the lease back and says this incarnation is gone, so others need not wait 30 s."""
@@ -71,9 +77,9 @@ class Election:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         with contextlib.suppress(Exception):
-            await self._kv.delete(PRESENCE_PREFIX + self.replica)
+            await self._kv.delete(self._presence + self.replica)
             if self.is_leader:
-                await self._kv.delete(LEASE_KEY, last=self._revision)
+                await self._kv.delete(self._lease_key, last=self._revision)
         self._set(False)
 
     async def alive(self) -> dict[str, str]:
@@ -84,10 +90,10 @@ class Election:
             return {}
         present: dict[str, str] = {}
         for key in keys:
-            if key.startswith(PRESENCE_PREFIX):
+            if key.startswith(self._presence):
                 with contextlib.suppress(KeyNotFoundError):
                     entry = await self._kv.get(key)
-                    present[key.removeprefix(PRESENCE_PREFIX)] = (entry.value or b"").decode()
+                    present[key.removeprefix(self._presence)] = (entry.value or b"").decode()
         return present
 
     def orphaned(self, alive: dict[str, str]) -> Callable[[str], bool]:
@@ -105,21 +111,21 @@ class Election:
             try:
                 await self._round()
             except Exception as exc:
-                log.warning("lease renewal failed: %s", exc, extra={"replica": self.replica})
+                log.warning("lease renewal failed: %s", exc, extra={"replica": self.replica, "lease": self._lease_key})
                 self._set(False)
 
     async def _round(self) -> None:
-        await self._kv.put(PRESENCE_PREFIX + self.replica, self.incarnation.encode())
+        await self._kv.put(self._presence + self.replica, self.incarnation.encode())
         self._set(await self._hold())
 
     async def _hold(self) -> bool:
         value = msgspec.json.encode(Holder(self.replica, self.incarnation))
         try:
             if self.is_leader:
-                self._revision = await self._kv.update(LEASE_KEY, value, last=self._revision)
+                self._revision = await self._kv.update(self._lease_key, value, last=self._revision)
                 return True
             try:
-                entry = await self._kv.get(LEASE_KEY)
+                entry = await self._kv.get(self._lease_key)
             except KeyNotFoundError as exc:
                 last = (exc.entry.revision or 0) if exc.entry is not None else 0
             else:
@@ -127,7 +133,7 @@ class Election:
                 if holder.replica != self.replica:
                     return False
                 last = entry.revision or 0
-            self._revision = await self._kv.update(LEASE_KEY, value, last=last)
+            self._revision = await self._kv.update(self._lease_key, value, last=last)
             return True
         except (KeyWrongLastSequenceError, msgspec.DecodeError):
             return False
@@ -135,6 +141,5 @@ class Election:
     def _set(self, leader: bool) -> None:
         if leader != self.is_leader:
             self.is_leader = leader
-            metrics.LEADER.set(leader)
-            log.info("leader" if leader else "not leader", extra={"replica": self.replica})
+            log.info("leader" if leader else "not leader", extra={"replica": self.replica, "lease": self._lease_key})
             self._on_change(leader)
