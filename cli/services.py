@@ -20,10 +20,11 @@ def add_parser(
 
 
 def table(services: list[ServiceInfo]) -> str:
-    rows = [("NODE", "SERVICE", "VERSION", "ID", "ENDPOINTS", "METRICS")]
+    rows = [("NODE", "SERVICE", "VERSION", "PID", "ID", "ENDPOINTS", "METRICS")]
     for info in services:
         endpoints = ",".join(str(endpoint.get("name", "")) for endpoint in info.endpoints) or "-"
-        rows.append((info.node, info.name, info.version, info.id, endpoints, info.metadata.get("metrics", "-")))
+        pid, metrics = info.metadata.get("pid", "-"), info.metadata.get("metrics", "-")
+        rows.append((info.node, info.name, info.version, pid, info.id, endpoints, metrics))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
