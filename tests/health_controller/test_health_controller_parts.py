@@ -168,21 +168,26 @@ async def test_a_drain_sees_which_pods_hold_which_of_the_nodes_gpus(kube_api: Ku
 
 async def test_lanes_keep_each_nodes_order_batch_what_piles_up_and_run_nodes_side_by_side() -> None:
     seen: list[tuple[str, list[int]]] = []
-    gate = asyncio.Event()
+    gate, a_running, b_ran = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def run(node: str, items: list[int]) -> None:
         seen.append((node, items))
+        if node == "b":
+            b_ran.set()
         if node == "a" and items == [1]:
+            a_running.set()
             await gate.wait()
 
     lanes = Lanes[int](run, workers=4)
     lanes.submit("a", 1)
-    await asyncio.sleep(0)
+    async with asyncio.timeout(5):
+        await a_running.wait()
     for item in (2, 3, 4):
         lanes.submit("a", item)
     lanes.submit("b", 1)
-    await asyncio.sleep(0.01)
-    assert seen == [("a", [1]), ("b", [1])]  # b is not held up by a
+    async with asyncio.timeout(5):  # b is not held up by a, which waits on the gate all along
+        await b_ran.wait()
+    assert seen == [("a", [1]), ("b", [1])]
     gate.set()
     await lanes.wait_idle()
     assert seen[-1] == ("a", [2, 3, 4])

@@ -4,9 +4,11 @@ one that resumes from KV where the first left off, doing nothing twice; two repl
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -29,6 +31,7 @@ from tests.health_controller.health_controller_support import (
 from tests.support.kubeapi import KubeApiServer
 
 pytestmark = pytest.mark.slow
+T = TypeVar("T")
 
 
 def state_label(kube_api: KubeApiServer) -> str | None:
@@ -102,20 +105,39 @@ async def test_a_controller_killed_during_a_blocked_drain_is_followed_by_one_tha
     assert new == ["remediating", "verifying", "healthy"]  # any event published again carried its first id
 
 
+def quarantined(node: str) -> Callable[[RemediationStateChanged], bool]:
+    return lambda event: event.node == node and event.state == "quarantined"
+
+
 async def test_two_replicas_share_the_work_and_do_each_thing_once(
-    nats_server: EmbeddedNats, bus: Bus, kube_api: KubeApiServer, tmp_path: Path
+    nats_server: EmbeddedNats, bus: Bus, kube_api: KubeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     names = ("node-a", "node-b", "node-c", "node-d", "node-e", "node-f")
     feed = await Feed.subscribe(bus)
+    taken: dict[str, list[str]] = {"ctl-1": [], "ctl-2": []}
     async with (
         nodes(nats_server, kube_api, tmp_path, *names) as lights,
         controller_process(controller_settings(nats_server.url, kube_api, controller_id="ctl-1")) as one,
         controller_process(controller_settings(nats_server.url, kube_api, controller_id="ctl-2")) as two,
     ):
         assert one.election.is_leader != two.election.is_leader
-        for light in lights:
+        for replica, controller in (("ctl-1", one), ("ctl-2", two)):
+            monkeypatch.setattr(controller.lanes, "submit", _noting(controller.lanes.submit, taken[replica]))
+        for light in lights:  # one at a time: both replicas wait for the next event, and take turns
             await light.report(health_event(light.name, light.gpu(2)))
+            await feed.changed.until(partial(feed.ids_of, RemediationStateChanged, quarantined(light.name)))
         await feed.changed.until(lambda: len(feed.ids_of(RemediationStateChanged, device_healthy)) == len(names))
+    assert all(taken.values()), f"one replica did all the work: {taken}"
     assert [light.resets for light in lights] == [["gpu-2"]] * len(names)
     per_node = {name: [e.state for e in feed.of(RemediationStateChanged) if e.node == name] for name in names}
     assert set(map(tuple, per_node.values())) == {("quarantined", "draining", "remediating", "verifying", "healthy")}
+
+
+def _noting(submit: Callable[[str, T], None], nodes: list[str]) -> Callable[[str, T], None]:
+    """The lanes' submit, noting which nodes' work this replica took."""
+
+    def noted(node: str, item: T) -> None:
+        nodes.append(node)
+        submit(node, item)
+
+    return noted
