@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from libs.bus import Bus, PermanentError, RetryableError
+from libs.bus.topology import DEADLETTER_STREAM
 from libs.events import Envelope, Event
 from libs.events.catalogue import ClaimPrepared, ClaimUnprepared
 from libs.natsserver import EmbeddedNats
@@ -165,3 +167,46 @@ async def _publish_when_reconnected(bus: Bus, event: ClaimUnprepared, timeout: f
                 return
             except Exception:
                 await asyncio.sleep(0.1)
+
+
+async def test_a_failed_delivery_waits_its_backoff_before_the_next(bus: Bus) -> None:
+    """The delay comes from the spec's backoff (a nak with a delay), not from the server's ack wait."""
+    attempts: list[float] = []
+    inbox = Inbox()
+
+    async def fails_once(envelope: Envelope[Event]) -> None:
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:
+            raise RetryableError("not yet")
+        await inbox.put(envelope)
+
+    await bus.consume(claims_consumer("backing-off", backoff=(0.5,), ack_wait=30.0), fails_once)
+    await bus.publish(unprepared("late"))
+    await inbox.wait_for(1)
+    assert 0.45 <= attempts[1] - attempts[0] < 5.0
+
+
+async def test_an_event_whose_dead_letter_cannot_be_stored_is_kept_for_redelivery(
+    bus: Bus, nats_server: EmbeddedNats
+) -> None:
+    """Losing the copy must not lose the event: it stays unsettled, comes back, and is dead-lettered once the
+    dead-letter stream takes it again."""
+    config = (await bus.js.stream_info(DEADLETTER_STREAM)).config
+    await bus.js.delete_stream(DEADLETTER_STREAM)  # every dead-letter publish fails now
+    seen: list[int] = []
+    restored = asyncio.Event()
+
+    async def rejects(envelope: Envelope[Event]) -> None:
+        seen.append(1)
+        if len(seen) == 2:  # the second delivery: the redelivery of an event that was not settled
+            await bus.js.add_stream(config)
+            restored.set()
+        raise PermanentError("never acceptable")
+
+    await bus.consume(claims_consumer("no-dead-letters", ack_wait=1.0), rejects)
+    await bus.publish(unprepared("kept"))
+    async with asyncio.timeout(10):
+        await restored.wait()
+    [(_, headers, _)] = await dead_letters(bus, 1)
+    assert headers["gpudra-dlq-reason"] == "rejected by handler: never acceptable"
+    assert len(seen) == 2
