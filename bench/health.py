@@ -50,6 +50,7 @@ from libs.devices.simulated import load_profile
 from libs.devices.simulated.ops import initial_state, inventory_of
 from libs.events import Domain, encode, node_token
 from libs.events.catalogue.health import EntityRef, HealthEvent, ResetGpuReply
+from libs.events.envelope import event_source
 from libs.events.subjects import node_from_token
 from libs.kube import NODES, LocalKube
 from libs.trust.roles import Role
@@ -397,7 +398,7 @@ async def prepublish(bus: Bus, fleet: Fleet, count: int, mix: str) -> None:
         fault = event(
             node, fleet.gpu(node, round_no % 8 if mix == "changes" else 0), codes[check], check=check, healthy=healthy
         )
-        headers, body = encode(fault, source="/bench")
+        headers, body = encode(fault, source=event_source(node, "health"))  # as the node's monitors send it
         sends.append(bus.js.publish(f"gpudra.v1.{node_token(node)}.health.events", body, headers=headers))
         if len(sends) == 1000:
             await asyncio.gather(*sends)

@@ -4,6 +4,15 @@ An event is acked only after its handler returns. A handler that raises is retri
 an event that cannot be decoded, that a handler rejects as permanent, or that failed ``max_deliver``
 times is copied to the dead-letter stream with the reason and its original headers, then terminated.
 If even the dead-letter publish fails the event is left unacked, so the server delivers it again.
+
+One fetch loop serves two ways of handling events:
+
+- a ``Handler`` is awaited for each event in turn, and the consumer settles the event from its outcome;
+- a ``HandOff`` takes each event and returns at once; whoever holds it then settles it with the public
+  ``ack``, ``retry`` or ``reject`` (the remediation controller hands events to per-node lanes this way).
+
+Fetching: when idle the loop waits for one event and returns the moment it arrives (low latency); once events
+are flowing it takes them in batches. At most ``in_flight`` events are in hand (fetched, not yet settled).
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 import msgspec
 from nats.aio.msg import Msg
@@ -33,6 +43,11 @@ from libs.events.subjects import deadletter_subject
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope[Event]], Awaitable[None]]
+HandOff = Callable[[Envelope[Event], Msg], Awaitable[None]]
+"""Takes an event and returns at once; the event is then settled through the consumer's ``ack``/``retry``/
+``reject``."""
+BUSY_FETCH_SECONDS = 0.005
+"""How long a batch fetch waits to fill up while events are flowing."""
 STORE_FULL = 10077
 """JetStream: a stream with discard-new limits refused the message (maximum bytes or messages exceeded)."""
 
@@ -63,24 +78,49 @@ def checked(msg: Msg) -> Envelope[Event]:
     return decode(msg.headers, msg.data)
 
 
+class Room:
+    """How many more events may be taken in hand (a semaphore counted in bulk)."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._freed = asyncio.Event()
+
+    async def take(self, count: int) -> None:
+        while self._free < count:
+            self._freed.clear()
+            await self._freed.wait()
+        self._free -= count
+
+    def release(self, count: int = 1) -> None:
+        self._free += count
+        self._freed.set()
+
+
 class Consumer:
     def __init__(
         self,
         js: JetStreamContext,
         spec: ConsumerSpec,
-        handler: Handler,
+        handler: Handler | HandOff,
         *,
+        hands_off: bool = False,
+        in_flight: int | None = None,
         max_payload: int = MAX_EVENT_BYTES,
         on_failure: Callable[[str], None] | None = None,
     ) -> None:
-        """``max_payload``: the server's (``nc.max_payload``); dead letters are cut to fit it and the stream.
-        ``on_failure``: told when the consumer stops taking events without being asked to (a bug: fatal)."""
+        """``hands_off``: ``handler`` is a ``HandOff`` (else a ``Handler``). ``in_flight``: events in hand at
+        most (default: two batches). ``max_payload``: the server's (``nc.max_payload``); dead letters are cut to
+        fit it and the stream. ``on_failure``: told when the consumer stops taking events without being asked
+        to (a bug: fatal)."""
         self._js = js
         self._on_failure = on_failure
         self._dead_letter_limit = min(max_payload, MAX_EVENT_BYTES)
         self.spec = spec
         self._handler = handler
+        self._hands_off = hands_off
+        self._room = Room(max(in_flight or 2 * spec.batch, spec.batch))
         self._task: asyncio.Task[None] | None = None
+        self._fetching = False
         self._subscription: JetStreamContext.PullSubscription | None = None
         self._stopping = asyncio.Event()
         # Label look-ups cost a lock and a dict each; done once here, not per event.
@@ -124,29 +164,43 @@ class Consumer:
         self._on_failure(reason)
 
     async def stop(self) -> None:
-        """Finish the event in hand, then unsubscribe: unacked fetched events are redelivered later."""
+        """Stop fetching (a fetch waiting for events is cut short), finish the event being handled, then
+        unsubscribe: what is not settled comes again later."""
         self._stopping.set()
         if self._task is not None:
+            if self._fetching:
+                self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._task = None
         if self._subscription is not None:
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()
 
     async def _run(self, subscription: JetStreamContext.PullSubscription) -> None:
-        failures = 0
+        idle, failures = True, 0
         while not self._stopping.is_set():
+            wanted = 1 if idle else self.spec.batch
+            await self._room.take(wanted)
+            self._fetching = True
             try:
-                messages = await subscription.fetch(self.spec.batch, timeout=self.spec.fetch_timeout)
-            except NatsTimeout:
-                failures = 0
+                timeout = self.spec.fetch_timeout if idle else BUSY_FETCH_SECONDS
+                messages = await subscription.fetch(wanted, timeout=timeout)
+            except (NatsTimeout, TimeoutError):  # nats-py raises either when a fetch finds nothing
+                self._room.release(wanted)
+                idle, failures = True, 0
                 continue
             except Exception as exc:
+                self._room.release(wanted)
                 failures += 1
                 log.warning("fetch failed; retrying", extra={"consumer": self.spec.durable, "error": repr(exc)})
                 await self._pause(min(0.1 * 2**failures, 5.0))
                 continue
-            failures = 0
+            finally:
+                self._fetching = False
+            self._room.release(wanted - len(messages))
+            # One event ended the wait: take what follows in a batch; a batch that did not fill: wait again.
+            idle, failures = (not idle) and len(messages) < wanted, 0
             for message in messages:
                 await self.process(message)
 
@@ -155,41 +209,66 @@ class Consumer:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def process(self, msg: Msg) -> None:
+        """One fetched event: checked, then handed off or handled and settled."""
         spec = self.spec
         try:
             envelope = checked(msg)
         except EventError as exc:
-            await self._dead_letter(msg, str(exc))
+            await self.reject(msg, str(exc))
             return
         if spec.accept is not None and not isinstance(envelope.data, spec.accept):
             self._counted["ignored"].inc()
-            await msg.ack()
+            await self.ack(msg, counted=False)
             return
+        if self._hands_off:
+            await cast(HandOff, self._handler)(envelope, msg)
+            return
+        await self._handle(cast(Handler, self._handler), envelope, msg)
+
+    async def _handle(self, handler: Handler, envelope: Envelope[Event], msg: Msg) -> None:
         attrs = tracing.attributes(
             msg.subject,
             "process",
             message_id=envelope.id,
             body_size=len(msg.data),
-            consumer=spec.durable,
+            consumer=self.spec.durable,
             event_type=envelope.type,
         )
         parent = tracing.extract(msg.headers)
         with tracing.messaging_span(f"process {msg.subject}", SpanKind.CONSUMER, attrs, parent) as span:
             started = time.perf_counter()
             try:
-                await self._handler(envelope)
+                await handler(envelope)
             except PermanentError as exc:
                 tracing.mark_error(span, str(exc))
-                await self._dead_letter(msg, f"rejected by handler: {exc}")
+                await self.reject(msg, f"rejected by handler: {exc}")
                 return
             except Exception as exc:
                 tracing.mark_error(span, repr(exc))
-                await self._retry_or_give_up(msg, envelope, exc)
+                await self.retry(msg, envelope, exc)
                 return
             finally:
                 self._handler_seconds.observe(time.perf_counter() - started)
+        await self.ack(msg)
+
+    # --- settling: each event in hand exactly once ---------------------------------------------------------
+
+    async def ack(self, msg: Msg, *, counted: bool = True) -> None:
+        """Done with it: the server forgets it."""
+        self._room.release()
         await msg.ack()
-        self._counted["acked"].inc()
+        if counted:
+            self._counted["acked"].inc()
+
+    async def retry(self, msg: Msg, envelope: Envelope[Event], error: Exception) -> None:
+        """Failed for now: delivered again after the spec's back-off, or dead-lettered after ``max_deliver``."""
+        self._room.release()
+        await self._retry_or_give_up(msg, envelope, error)
+
+    async def reject(self, msg: Msg, reason: str) -> None:
+        """Never acceptable: copied to the dead letters with ``reason``, then terminated."""
+        self._room.release()
+        await self._dead_letter(msg, reason)
 
     async def _retry_or_give_up(self, msg: Msg, envelope: Envelope[Event], exc: Exception) -> None:
         deliveries = msg.metadata.num_delivered

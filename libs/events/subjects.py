@@ -41,6 +41,15 @@ def node_from_token(token: str) -> str:
     return token if token == CLUSTER else token.replace("_", ".")
 
 
+def node_of_subject(subject: str) -> str:
+    """The node an event or command subject (``gpudra.v1.<node>.…``) is about."""
+    root, _, rest = subject.partition(f"{ROOT}.")
+    token = rest.partition(".")[0]
+    if root or not token:
+        raise ValueError(f"{subject!r} is not a gpudra subject ({ROOT}.<node>.…)")
+    return node_from_token(token)
+
+
 def event_subject(node: str, domain: str, topic: str) -> str:
     return f"{ROOT}.{node_token(node)}.{domain}.{topic}"
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from nats.aio.msg import Msg
 from opentelemetry.trace import SpanKind
 
-from libs.bus import Bus, rpc
+from libs.bus import Bus, Consumer, rpc
 from libs.bus.election import Election, owner_of
 from libs.bus.topology import LEASE_BUCKET, REMEDIATION_LEASE_PREFIX
 from libs.bus.tracing import extract, messaging_span
@@ -34,7 +34,7 @@ from services.health.controller.books import BookStore, BreakerStore, StaleEntry
 from services.health.controller.cluster_view import ClusterView, NodeState
 from services.health.controller.commands import Commands
 from services.health.controller.config import ControllerConfig
-from services.health.controller.consumer import HealthConsumer, health_spec
+from services.health.controller.consumer import intake
 from services.health.controller.engine import (
     Adopt,
     Engine,
@@ -106,7 +106,7 @@ class Controller:
         self.executor: Executor
         self.election: Election
         self.commands: Commands
-        self._consumer: HealthConsumer | None = None
+        self._consumer: Consumer | None = None
 
     # --- life -----------------------------------------------------------------------------------------
 
@@ -136,12 +136,8 @@ class Controller:
         stack.push_async_callback(self.election.stop)
         stack.push_async_callback(self._stop_work)
         await self.sweep(own_only=not self.election.is_leader)
-        consumer = HealthConsumer(
-            self.bus.js,
-            health_spec(),
-            self._dispatch,
-            max_payload=self.bus.nc.max_payload,
-            on_failure=self.bus.link.fail,
+        consumer = intake(
+            self.bus.js, self._dispatch, max_payload=self.bus.nc.max_payload, on_failure=self.bus.link.fail
         )
         await consumer.start()
         self._consumer = consumer
@@ -257,6 +253,7 @@ class Controller:
                 case HealthItem(message=Msg() as msg) if consumer is not None:
                     metrics.EVENTS.labels(item.outcome).inc()
                     if item.outcome == "rejected":
+                        metrics.EVENTS.labels("dead_lettered").inc()
                         await consumer.reject(msg, item.reason)
                     else:
                         await consumer.ack(msg)
@@ -274,6 +271,7 @@ class Controller:
         for item in items:
             match item:
                 case HealthItem(message=Msg() as msg) if self._consumer is not None:
+                    metrics.EVENTS.labels("retried").inc()
                     await self._consumer.retry(msg, item.envelope, error)
                 case InputItem(done=done) | MarkStarted(done=done) | ReleaseHeld(done=done) if done is not None:
                     if not done.done():
