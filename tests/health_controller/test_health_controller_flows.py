@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from nats.js.errors import KeyNotFoundError
 
-from libs.bus import Bus
+from libs.bus import Bus, CommandError
 from libs.events import CLUSTER
 from libs.events.catalogue.health import DeviceHealthChanged, FaultClassified
 from libs.events.catalogue.remediation import (
@@ -197,6 +198,9 @@ async def test_a_repair_that_does_not_hold_waits_for_a_person(
         assert failed.attempt == 2
         assert await until(lambda: state_label(kube_api, "node-a") == "remediation-failed", kube_api)
         assert cordoned(kube_api, "node-a")
+        with pytest.raises(CommandError, match="node node-a has no device gpu-99") as refused:
+            await bus.request(CLUSTER, ResetRemediation(node="node-a", device="gpu-99"), ResetRemediationReply)
+        assert refused.value.code == 404
         reply = await bus.request(
             CLUSTER, ResetRemediation(node="node-a", by="alice", note="board swapped"), ResetRemediationReply
         )
