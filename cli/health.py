@@ -82,11 +82,14 @@ def user(args: argparse.Namespace) -> str:
 
 
 async def _status(args: argparse.Namespace) -> int:
-    from services.health.controller.status import read_status
+    from services.health.controller.status import UnknownNode, read_status
 
     bus = await context.connect(args)
     try:
         status = await read_status(bus, args.node or None)
+    except UnknownNode as exc:
+        print(f"gpudra: {exc}", file=sys.stderr)
+        return 1
     finally:
         await bus.close()
     if args.output == "json":

@@ -59,6 +59,9 @@ async def test_an_injected_xid_runs_the_whole_cycle_and_status_shows_the_node_he
     assert lines[0] == "# circuit breaker closed: 1 nodes in the window"
     assert lines[2].split()[:4] == ["node-a", "node", "healthy", "-"]
     assert node.health("gpu-2") == "Healthy"
+    code, out, err = await gpudra("health", "status", *operator_args(nats_server.url), "--node", "nope")
+    assert (code, out) == (1, "")
+    assert err.strip() == "gpudra: no node 'nope' is known to gpudra (no inventory, no remediation record)"
 
 
 async def test_status_shows_a_failed_remediation_and_a_person_resets_it(

@@ -9,10 +9,11 @@ from __future__ import annotations
 import datetime as dt
 
 import msgspec
+from nats.js.errors import KeyNotFoundError
 
 from libs.bus import Bus
-from libs.bus.topology import REMEDIATION_BUCKET
-from services.health.controller.books import BookStore, BreakerStore, StoredNode
+from libs.bus.topology import INVENTORY_BUCKET, REMEDIATION_BUCKET, inventory_key
+from services.health.controller.books import BookStore, BreakerStore, StoredNode, Versioned
 from services.health.remediation import EntityRecord, node_status
 
 
@@ -55,12 +56,26 @@ class Status(msgspec.Struct, frozen=True, kw_only=True):
 async def read_status(bus: Bus, node: str | None = None) -> Status:
     store = BookStore(await bus.kv(REMEDIATION_BUCKET))
     breaker, _ = await BreakerStore(store.kv).load()
-    entries = [(node, await store.load(node))] if node else await store.all()
+    entries = [(node, await _one(bus, store, node))] if node else await store.all()
     nodes = [node_of(name, versioned.stored) for name, versioned in entries]
     return Status(
         breaker=BreakerStatus(state=breaker.state, reason=breaker.reason, quarantined_nodes=len(breaker.recent)),
         nodes=nodes,
     )
+
+
+class UnknownNode(LookupError):
+    """A node gpudra has neither a remediation record nor an inventory of: a typo, not a healthy node."""
+
+
+async def _one(bus: Bus, store: BookStore, node: str) -> Versioned:
+    versioned = await store.load(node)
+    if versioned.revision == 0:
+        try:
+            await (await bus.kv(INVENTORY_BUCKET)).get(inventory_key(node))
+        except KeyNotFoundError:
+            raise UnknownNode(f"no node {node!r} is known to gpudra (no inventory, no remediation record)") from None
+    return versioned
 
 
 def node_of(name: str, stored: StoredNode) -> NodeStatus:
