@@ -1,9 +1,10 @@
-"""``gpudra events tail``: live events, one readable line each (or CloudEvents JSON with ``--json``)."""
+"""``gpudra events tail``: live events, one readable line each (or CloudEvents JSON with ``-o json``)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import logging
@@ -20,7 +21,8 @@ from libs.events.subjects import ROOT
 
 log = logging.getLogger(__name__)
 
-WIDTH = 240
+DECIMALS = 3
+"""Durations and other measurements: milliseconds to the microsecond, not to the float's last digit."""
 
 
 def add_parser(
@@ -30,7 +32,11 @@ def add_parser(
     verbs = events.add_subparsers(dest="verb", required=True)
     tail = verbs.add_parser("tail", parents=[common], help="print live events, one line each")
     tail.add_argument("--subject", default=f"{ROOT}.>", help=f"subject filter (default {ROOT}.>)")
-    tail.add_argument("--json", action="store_true", help="print structured-mode CloudEvents JSON")
+    tail.add_argument(
+        "-o", "--output", choices=("line", "json"), default="line", help="one line per event, or CloudEvents JSON"
+    )
+    tail.add_argument("--json", action="store_const", const="json", dest="output", help="the same as -o json")
+    tail.add_argument("--width", type=int, default=0, help="cut lines at this many characters (default: never)")
     tail.add_argument("--count", type=int, default=0, help="exit after this many events")
     tail.set_defaults(run=run)
 
@@ -51,15 +57,26 @@ def _short(value: Any) -> Any:
     return value
 
 
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, DECIMALS)
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_rounded(item) for item in value]
+    return value
+
+
 def _value(value: Any) -> str:
-    value = _short(value)
+    value = _short(_rounded(value))
     if isinstance(value, str):
         return value if value and " " not in value else repr(value)
     return msgspec.json.encode(value).decode()
 
 
-def format_line(subject: str, headers: Mapping[str, str], data: bytes) -> str:
-    """``time node type subject=… field=value …`` — the fields of the event, compact, cut at WIDTH."""
+def format_line(subject: str, headers: Mapping[str, str], data: bytes, width: int = 0) -> str:
+    """``time node type subject=… field=value …`` — the fields of the event, compact; cut at ``width`` (0:
+    never, so a pipe into grep sees every field)."""
     time = headers.get("ce-time", "")
     with contextlib.suppress(ValueError):
         time = dt.datetime.fromisoformat(time).astimezone().strftime("%H:%M:%S.%f")[:-3]
@@ -75,7 +92,7 @@ def format_line(subject: str, headers: Mapping[str, str], data: bytes) -> str:
     if isinstance(fields, dict):
         parts.extend(f"{key}={_value(value)}" for key, value in fields.items() if value not in ("", [], {}, None))
     line = "  ".join(parts)
-    return line if len(line) <= WIDTH else line[: WIDTH - 1] + "…"
+    return line if not width or len(line) <= width else line[: width - 1] + "…"
 
 
 def structured(headers: Mapping[str, str], data: bytes) -> str:
@@ -85,7 +102,7 @@ def structured(headers: Mapping[str, str], data: bytes) -> str:
     try:
         event["data"] = msgspec.json.decode(data)
     except msgspec.DecodeError:
-        event["data_base64"] = data.hex()
+        event["data_base64"] = base64.b64encode(data).decode()
     return msgspec.json.encode(event).decode()
 
 
@@ -103,7 +120,9 @@ async def _run(args: argparse.Namespace) -> int:
             log.warning("skipped a message a JetStream consumer delivered to %s: not a publish", msg.subject)
             return
         print(
-            structured(headers, msg.data) if args.json else format_line(msg.subject, headers, msg.data),
+            structured(headers, msg.data)
+            if args.output == "json"
+            else format_line(msg.subject, headers, msg.data, args.width),
             flush=True,
         )
         seen += 1

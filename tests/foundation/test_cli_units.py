@@ -22,10 +22,32 @@ def test_event_line_is_one_readable_line() -> None:
     assert "recommended_action=RESTART_BM" in line
 
 
-def test_long_events_are_cut() -> None:
+def test_long_events_are_whole_unless_a_width_is_asked_for() -> None:
     headers, body = encode(FAULT, source="/t")
     long_body = body.replace(b'"xid"', b'"' + b"x" * 1000 + b'"')
-    assert len(format_line("s", headers, long_body)) == 240
+    assert "x" * 1000 in format_line("s", headers, long_body)
+    assert len(format_line("s", headers, long_body, width=240)) == 240
+
+
+def test_measurements_are_rounded_to_the_microsecond() -> None:
+    from libs.events.catalogue.health import EntityRef
+    from libs.events.catalogue.remediation import RemediationStepCompleted
+
+    entity = EntityRef(kind="gpu", id="GPU-1", device="gpu-1")
+    event = RemediationStepCompleted(
+        node="n", entity=entity, step="gpu-reset", outcome="succeeded", duration_ms=2.1451880002132384
+    )
+    assert "duration_ms=2.145" in format_line("s", *encode(event, source="/t"))
+    assert "2.1451880002132384" not in format_line("s", *encode(event, source="/t"))
+
+
+def test_a_body_that_is_not_json_travels_as_base64() -> None:
+    import base64
+    import json
+
+    headers, _ = encode(FAULT, source="/t")
+    event = json.loads(structured(headers, b"\xff\x00binary"))
+    assert base64.b64decode(event["data_base64"]) == b"\xff\x00binary"
 
 
 def test_dead_letters_show_their_reason() -> None:
