@@ -19,7 +19,7 @@ import yaml
 
 from cli import context, endpoints
 from libs.bus import Bus
-from libs.kube import RESOURCE_CLAIMS, KubeApi, KubeError, LocalKube, NotFound
+from libs.kube import RESOURCE_CLAIMS, RESOURCE_SLICES, KubeApi, KubeError, LocalKube, NotFound
 from libs.kube.resources import is_dns_label
 from services.claim_preparation.configapi import DecodeProblem, decode_parameters
 
@@ -57,6 +57,10 @@ def add_parser(
     listing.add_argument("-n", "--namespace", default="", help="only this namespace (default: all)")
     listing.add_argument("-o", "--output", choices=("table", "json"), default="table")
     listing.set_defaults(run=run)
+    delete = verbs.add_parser("delete", parents=[common], help="delete a ResourceClaim")
+    delete.add_argument("name", help="ResourceClaim name")
+    delete.add_argument("-n", "--namespace", default="default")
+    delete.set_defaults(run=run)
 
 
 # --- building the claim (pure) ----------------------------------------------------------------------------
@@ -180,10 +184,31 @@ async def _with_store(args: argparse.Namespace) -> tuple[Bus, KubeApi]:
         raise
 
 
+async def published_devices(kube: KubeApi, node: str, driver: str) -> set[str]:
+    """The devices ``node`` publishes for ``driver`` in its ResourceSlices: all the scheduler could allocate."""
+    slices = await kube.list(RESOURCE_SLICES, fields={"spec.nodeName": node, "spec.driver": driver})
+    return {device["name"] for item in slices.items for device in item["spec"].get("devices", [])}
+
+
+def unpublished_problem(wanted: Sequence[str], published: set[str], node: str, driver: str) -> str | None:
+    """Why an allocation of ``wanted`` could not have come from the scheduler, or None."""
+    if not published:
+        return f"node {node} publishes no {driver} devices (is discovery running on it?)"
+    missing = [device for device in wanted if device not in published]
+    if not missing:
+        return None
+    return f"node {node} publishes no device {', '.join(missing)}; it has {', '.join(sorted(published))}"
+
+
 async def create_claim(kube: KubeApi, args: argparse.Namespace) -> dict[str, Any]:
     devices = parse_devices(args.device)
     config = read_config(args.config, check=not args.no_check)
     node, driver = _system_defaults(args)
+    problem = unpublished_problem(
+        [device for _, device in devices], await published_devices(kube, node, driver), node, driver
+    )
+    if problem:
+        raise UsageError(problem)
     created = await kube.create(RESOURCE_CLAIMS, claim_object(args.name, args.namespace, devices, config, driver))
     created["status"] = {"allocation": allocation(devices, config, node, driver)}
     stored: dict[str, Any] = await kube.update_status(RESOURCE_CLAIMS, created)
@@ -210,6 +235,15 @@ async def lookup_uid(args: argparse.Namespace, namespace: str, name: str) -> str
     return str(claim["metadata"]["uid"])
 
 
+async def delete_claim(kube: KubeApi, args: argparse.Namespace) -> int:
+    try:
+        await kube.delete(RESOURCE_CLAIMS, args.name, args.namespace)
+    except NotFound:
+        raise UsageError(f"no ResourceClaim {args.namespace}/{args.name} in the standalone store") from None
+    print(f"resourceclaim {args.namespace}/{args.name} deleted")
+    return 0
+
+
 def _print_json(value: object) -> None:
     print(msgspec.json.format(msgspec.json.encode(value)).decode(), flush=True)
 
@@ -228,6 +262,8 @@ async def _run(args: argparse.Namespace) -> int:
                     f"{', '.join(devices_of(claim))}"
                 )
             return 0
+        if args.verb == "delete":
+            return await delete_claim(kube, args)
         claims = (await kube.list(RESOURCE_CLAIMS, args.namespace or None)).items
         if args.output == "json":
             _print_json(claims)

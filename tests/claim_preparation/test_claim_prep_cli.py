@@ -13,11 +13,18 @@ import pytest
 from cli.claims import UsageError, allocation, claim_object, parse_devices, read_config, table
 from cli.main import parser
 from libs.bus import Bus
+from libs.devices.simulated import load_profile
+from libs.devices.simulated.ops import initial_state, inventory_of
+from libs.kube import LocalKube
+from libs.kube.slice_publisher import SlicePublisher
 from libs.natsserver import EmbeddedNats
+from libs.slices.devices import MigMode
 from services.claim_preparation.service import ClaimService
 from services.claim_preparation.settings import Settings
+from services.discovery.settings import STANDALONE_KUBE_MINOR
+from services.discovery.slices_sync import desired_slices
 from services.kubelet_shim.service import serve
-from tests.claim_preparation.claim_prep_support import DRIVER, NODE, STATIC_MIG, cdi_files, gpu_config
+from tests.claim_preparation.claim_prep_support import DRIVER, NODE, PROFILE, STATIC_MIG, cdi_files, gpu_config
 from tests.kubelet_shim.shim_support import shim_settings, short_dir
 from tests.support.nats_fixture import operator_args
 
@@ -63,8 +70,16 @@ def test_the_table_lists_devices() -> None:
     assert table([claim]).splitlines()[1].split() == ["default", "a", "u", "gpu-1"]
 
 
+async def publish_slices(bus: Bus) -> None:
+    """The node's ResourceSlices as discovery publishes them: what ``claim create`` may allocate from."""
+    inventory = inventory_of(initial_state(NODE, load_profile(PROFILE)))
+    desired = desired_slices(inventory, {}, k8s_minor=STANDALONE_KUBE_MINOR, mig_mode=MigMode.DYNAMIC)
+    await SlicePublisher(await LocalKube.open(bus.js), NODE, driver=DRIVER, synthetic_owner=True).publish(desired)
+
+
 @pytest.fixture
 async def registry_dir(bus: Bus, nats_server: EmbeddedNats, service: ClaimService) -> AsyncIterator[Path]:
+    await publish_slices(bus)
     with short_dir("cpc-") as kubelet_dir:
         async with serve(bus, shim_settings(nats_server.url, kubelet_dir)):
             yield kubelet_dir / "plugins_registry"
@@ -94,3 +109,19 @@ async def test_create_list_and_prepare_by_name(
     assert capsys.readouterr().out.strip() == f"default/train-0 (uid {uid}): unprepared"
     assert await _cli("kubelet", "prepare", "ghost", *kubelet) == 1
     assert "no ResourceClaim default/ghost in the standalone store" in capsys.readouterr().err
+
+
+async def test_a_device_the_node_does_not_publish_is_refused_and_claims_can_be_deleted(
+    nats_server: EmbeddedNats, registry_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = operator_args(nats_server.url)
+    for wrong in ("gpu-99", "gpu3"):
+        assert await _cli("claim", "create", "bad", "--device", wrong, "--node", NODE, *url) == 2
+        assert f"node {NODE} publishes no device {wrong}; it has gpu-0" in capsys.readouterr().err
+    assert await _cli("claim", "create", "bad", "--device", "gpu-1", "--node", "elsewhere", *url) == 2
+    assert "node elsewhere publishes no gpu.gpudra.io devices" in capsys.readouterr().err
+    assert await _cli("claim", "create", "short-lived", "--device", "gpu-5", "--node", NODE, *url) == 0
+    assert await _cli("claim", "delete", "short-lived", *url) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "resourceclaim default/short-lived deleted"
+    assert await _cli("claim", "delete", "short-lived", *url) == 2
+    assert "no ResourceClaim default/short-lived in the standalone store" in capsys.readouterr().err
