@@ -19,6 +19,7 @@ from services.health.monitors.counter_rules import Thresholds, assess, compare
 from services.health.monitors.gpu_reset import gpu_minor
 from services.health.monitors.ledger import FILE_NAME, ActiveCondition, ConditionLedger
 from services.health.monitors.watchdog import monitor_status
+from services.health.settings import Settings as HealthSettings
 
 GPU = EntityRef(kind="gpu", id="GPU-0000", device="gpu-3")
 TH = Thresholds(ecc_uncorrected=1, ecc_corrected_rise=10, temperature_c=90, pcie_replay_rise=5)
@@ -226,21 +227,18 @@ async def test_a_ledger_that_cannot_be_written_keeps_working_in_memory(
     assert "cannot save the monitor ledger" in caplog.text
 
 
-class HealthSettingsLike(msgspec.Struct, frozen=True, kw_only=True):
-    """The fields services/health/settings.py is asked to carry, with other values than the defaults."""
-
-    monitor_poll_seconds: float = 2.0
-    monitor_deadline_seconds: float = 8.0
-    monitor_restart_seconds: float = 0.5
-    monitor_inventory_seconds: float = 30.0
-    ecc_uncorrected_threshold: int = 2
-    ecc_corrected_threshold: int = 50
-    temperature_threshold_c: int = 85
-    pcie_replay_threshold: int = 0
-
-
 def test_monitor_settings_come_from_the_service_settings_fields() -> None:
-    settings = MonitorSettings.from_settings(HealthSettingsLike())
+    service = HealthSettings(
+        monitor_poll_seconds=2.0,
+        monitor_deadline_seconds=8.0,
+        monitor_restart_seconds=0.5,
+        monitor_inventory_seconds=30.0,
+        ecc_uncorrected_threshold=2,
+        ecc_corrected_threshold=50,
+        temperature_threshold_c=85,
+        pcie_replay_threshold=0,
+    )
+    settings = MonitorSettings.from_settings(service)
     assert (settings.poll_seconds, settings.deadline_seconds, settings.restart_seconds) == (2.0, 8.0, 0.5)
     assert settings.inventory_seconds == 30.0
     assert settings.thresholds == Thresholds(

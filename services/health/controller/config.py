@@ -12,69 +12,30 @@ import os
 import socket
 import uuid
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import msgspec
 
 from services.health.catalogue import Catalogue, YamlError, decode_yaml, default_catalogue, load_catalogue
 from services.health.remediation import BreakerConfig, DrainPolicy, DrainRule, RemediationConfig
+from services.health.settings import Settings
 
 
 class ConfigError(ValueError):
     """A controller setting or file that cannot be used; the message names it."""
 
 
-class ControllerSettings(Protocol):
-    """The fields of ``services.health.settings.Settings`` the controller reads."""
-
-    @property
-    def dry_run(self) -> bool: ...
-    @property
-    def opt_out_label(self) -> str: ...
-    @property
-    def catalogue_file(self) -> str: ...
-    @property
-    def drain_policy_file(self) -> str: ...
-    @property
-    def breaker_max_share(self) -> float: ...
-    @property
-    def breaker_max_nodes(self) -> int: ...
-    @property
-    def breaker_window_seconds(self) -> float: ...
-    @property
-    def reset_attempts(self) -> int: ...
-    @property
-    def reset_fallback_reboot(self) -> bool: ...
-    @property
-    def verify_seconds(self) -> float: ...
-    @property
-    def reset_timeout_seconds(self) -> float: ...
-    @property
-    def reboot_timeout_seconds(self) -> float: ...
-    @property
-    def drain_pass_seconds(self) -> float: ...
-    @property
-    def drain_timeout_seconds(self) -> float: ...
-    @property
-    def controller_id(self) -> str: ...
-    @property
-    def controller_workers(self) -> int: ...
-    @property
-    def lease_renew_seconds(self) -> float: ...
-    @property
-    def sweep_seconds(self) -> float: ...
-
-
 class Timing(msgspec.Struct, frozen=True, kw_only=True):
-    """How long the executor waits for things; tests shrink these."""
+    """How long the executor waits for things. No defaults here: they are the settings' (``from_settings``),
+    declared once in ``services.health.settings``."""
 
-    verify: float = 30.0
-    reset: float = 120.0
-    reboot: float = 900.0
-    drain_pass: float = 5.0
-    drain_timeout: float = 3600.0
-    lease_renew: float = 10.0
-    sweep: float = 15.0
+    verify: float
+    reset: float
+    reboot: float
+    drain_pass: float
+    drain_timeout: float
+    lease_renew: float
+    sweep: float
 
 
 class ControllerConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -82,7 +43,7 @@ class ControllerConfig(msgspec.Struct, frozen=True, kw_only=True):
     breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
     catalogue: Catalogue = msgspec.field(default_factory=default_catalogue)
     drain: DrainPolicy = msgspec.field(default_factory=DrainPolicy)
-    timing: Timing = msgspec.field(default_factory=Timing)
+    timing: Timing
     replica: str = ""
     """This replica's identity; work it starts is recorded as its own."""
     incarnation: str = msgspec.field(default_factory=lambda: uuid.uuid4().hex[:12])
@@ -99,7 +60,7 @@ def default_replica() -> str:
     return os.environ.get("HOSTNAME") or socket.gethostname() or "controller"
 
 
-def from_settings(settings: ControllerSettings) -> ControllerConfig:
+def from_settings(settings: Settings) -> ControllerConfig:
     """Raises ``ConfigError`` when the catalogue or the drain policy file cannot be used."""
     rules = RemediationConfig(
         dry_run=settings.dry_run,

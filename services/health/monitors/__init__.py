@@ -15,7 +15,7 @@ One module per job, so each reads on its own:
 ``services.health.node_agent`` wires them together.
 """
 
-from services.health.monitors.config import MonitorSettings, MonitorSettingsSource
+from services.health.monitors.config import MonitorSettings
 from services.health.monitors.counter_rules import Thresholds
 
-__all__ = ["MonitorSettings", "MonitorSettingsSource", "Thresholds"]
+__all__ = ["MonitorSettings", "Thresholds"]
