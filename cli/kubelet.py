@@ -39,6 +39,7 @@ def add_parser(
     target = argparse.ArgumentParser(add_help=False)
     target.add_argument("--driver", default="", help="DRA driver name (default: the system's GPU driver)")
     target.add_argument("--registry-dir", default="", help="plugins_registry directory (default: the system's)")
+    target.add_argument("--node", default="", help="whose kubelet to act as (default: the system's first node)")
     target.add_argument("--api", choices=("v1", "v1beta1"), help="speak only this DRA version")
     target.add_argument("-o", "--output", choices=("text", "json"), default="text")
     for verb, text in (("prepare", "NodePrepareResources"), ("unprepare", "NodeUnprepareResources")):
@@ -54,11 +55,13 @@ def add_parser(
 
 
 def _target(args: argparse.Namespace) -> tuple[str, str]:
-    """Registry directory and driver name: flags first, else the running system's endpoints file."""
+    """Registry directory and driver name: flags first, else the running system's endpoints file (the
+    registry of ``--node``: each simulated node has its own kubelet sockets)."""
     if args.registry_dir and args.driver:
         return str(args.registry_dir), str(args.driver)
     system = endpoints.read(args.state_dir)
-    return args.registry_dir or system.kubelet.registration_dir, args.driver or system.drivers["gpu"]
+    registry_dir = args.registry_dir or system.on(args.node).kubelet.registration_dir
+    return registry_dir, args.driver or system.drivers["gpu"]
 
 
 @contextmanager

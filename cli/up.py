@@ -1,4 +1,9 @@
-"""``gpudra up``: the whole system on one machine — embedded NATS, every service, simulated GPUs."""
+"""``gpudra up``: the whole system on one machine — embedded NATS, every service, simulated GPUs.
+
+``--nodes N`` simulates N nodes on the one NATS server: each runs every node service with its own
+credentials (confined to its node's subjects), state directory, CDI directory, simulated machine and kubelet
+sockets. The cluster-wide controllers run as one replica per node and elect a leader through their KV lease.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
@@ -22,13 +28,15 @@ from libs.events.catalogue import ServiceCrashed
 from libs.natsserver import EmbeddedNats
 from libs.settings import CommonSettings, env_name, load_settings
 from libs.trust.authority import Authority
-from libs.trust.roles import PRINCIPALS, Role
+from libs.trust.permissions import union
+from libs.trust.roles import PRINCIPALS, Role, permissions
 
 log = logging.getLogger(__name__)
 
 SERVICES = ("kubelet_shim", "discovery", "claim_preparation", "health", "compute_domain")
 GPU_DRIVER = "gpu.gpudra.io"
 COMPUTE_DOMAIN_DRIVER = "compute-domain.gpudra.io"
+SUPERVISOR_ROLES = (Role.BOOTSTRAP, Role.SUPERVISOR)
 
 
 def add_parser(
@@ -36,6 +44,9 @@ def add_parser(
 ) -> None:
     parser = subparsers.add_parser("up", parents=[common], help="start the whole system in standalone mode")
     parser.add_argument("--node", default="node-0", help="node name (default node-0)")
+    parser.add_argument(
+        "--nodes", type=int, default=1, help="simulated nodes; several are named NODE-0 … NODE-<N-1> (default 1)"
+    )
     parser.add_argument("--profile", default="dgx-h100", help="simulated machine profile or YAML file")
     parser.add_argument("--nats-port", type=int, default=0, help="embedded NATS port (default: a free one)")
     parser.add_argument(
@@ -53,116 +64,204 @@ SOCKET_PATH_MAX = 107
 """sun_path holds 108 bytes with the terminating NUL; the kubelet dials the DRA socket by this path."""
 
 
+def node_names(node: str, count: int) -> list[str]:
+    """One node keeps its name, as before ``--nodes``; several are numbered ``NODE-0`` … ``NODE-<count-1>``."""
+    return [node] if count == 1 else [f"{node}-{index}" for index in range(count)]
+
+
+def kubelet_paths(root: Path) -> endpoints_file.KubeletPaths:
+    return endpoints_file.KubeletPaths(
+        root=str(root),
+        registration_dir=str(root / "plugins_registry"),
+        plugins_dir=str(root / "plugins" / GPU_DRIVER),
+    )
+
+
+def node_layout(state_dir: Path, kubelet_dir: Path | None, node: str, alone: bool) -> endpoints_file.NodeEndpoints:
+    """A lone node lives in the state directory itself, as before ``--nodes``; each of several gets its own
+    ``nodes/<node>/`` (and ``<kubelet-dir>/<node>/``, and credentials), so that their sockets, checkpoints,
+    CDI specs and simulated machines never meet."""
+    users = state_dir / "trust" / "users"
+    if alone:
+        home, kubelet, credentials = state_dir, kubelet_dir or state_dir / "kubelet", users
+    else:
+        home = state_dir / "nodes" / node
+        kubelet = kubelet_dir / node if kubelet_dir else home / "kubelet"
+        credentials = users / node
+    return endpoints_file.NodeEndpoints(
+        kubelet=kubelet_paths(kubelet), state_dir=str(home), cdi_dir=str(home / "cdi"), credentials_dir=str(credentials)
+    )
+
+
 def layout(
-    state_dir: Path, node: str, profile: str, nats_url: str, kubelet_dir: Path | None = None
+    state_dir: Path, node: str, profile: str, nats_url: str, kubelet_dir: Path | None = None, *, count: int = 1
 ) -> endpoints_file.Endpoints:
-    kubelet = kubelet_dir or state_dir / "kubelet"
+    """Where everything of a system of ``count`` nodes is; the top-level node fields are the first node's."""
+    names = node_names(node, count)
+    nodes = {name: node_layout(state_dir, kubelet_dir, name, alone=count == 1) for name in names}
+    first = nodes[names[0]]
     credentials = state_dir / "trust" / "users"
     return endpoints_file.Endpoints(
         nats_url=nats_url,
         nats_creds=str(credentials / "operator.creds"),
         extender_creds=str(credentials / "extender.creds"),
         credentials_dir=str(credentials),
-        node=node,
+        node=names[0],
         profile=profile,
         state_dir=str(state_dir),
-        kubelet=endpoints_file.KubeletPaths(
-            root=str(kubelet),
-            registration_dir=str(kubelet / "plugins_registry"),
-            plugins_dir=str(kubelet / "plugins" / GPU_DRIVER),
-        ),
-        cdi_dir=str(state_dir / "cdi"),
+        kubelet=first.kubelet,
+        cdi_dir=first.cdi_dir,
         drivers={"gpu": GPU_DRIVER, "compute-domain": COMPUTE_DOMAIN_DRIVER},
         services={},
         logs_dir=str(state_dir / "logs"),
+        nodes=nodes,
     )
 
 
 def socket_path_problem(system: endpoints_file.Endpoints) -> str:
-    """A message when the DRA socket path would be too long for a unix socket, else ""."""
-    dra_socket = Path(system.kubelet.plugins_dir) / "dra.sock"
-    if len(str(dra_socket).encode()) <= SOCKET_PATH_MAX:
-        return ""
-    return (
-        f"{dra_socket} is {len(str(dra_socket).encode())} bytes, over the {SOCKET_PATH_MAX}-byte limit of a unix "
-        "socket path: use a shorter --state-dir or give --kubelet-dir"
-    )
+    """A message when a node's DRA socket path would be too long for a unix socket, else ""."""
+    for node in system.node_names():
+        dra_socket = Path(system.on(node).kubelet.plugins_dir) / "dra.sock"
+        size = len(str(dra_socket).encode())
+        if size > SOCKET_PATH_MAX:
+            return (
+                f"{dra_socket} is {size} bytes, over the {SOCKET_PATH_MAX}-byte limit of a unix socket path: use a "
+                "shorter --state-dir or give --kubelet-dir"
+            )
+    return ""
 
 
-def service_env(system: endpoints_file.Endpoints) -> dict[str, str]:
-    """One environment for all services: every setting has a unique GPUDRA_* name."""
+def service_env(system: endpoints_file.Endpoints, node: str = "") -> dict[str, str]:
+    """One environment for all services of a node (default: the first): every setting has a unique GPUDRA_* name."""
+    name = node or system.node
+    paths = system.on(name)
     values = {
         "nats_url": system.nats_url,
-        "node_name": system.node,
-        "state_dir": system.state_dir,
-        "kubelet_dir": system.kubelet.root,
-        "cdi_dir": system.cdi_dir,
+        "node_name": name,
+        "state_dir": paths.state_dir,
+        "kubelet_dir": paths.kubelet.root,
+        "cdi_dir": paths.cdi_dir,
         "backend": "simulated",
         "kube_mode": "local",  # standalone: the KV-backed store, even when run inside a pod
         "profile": system.profile,
         "log_format": "json",
     }
+    if len(system.node_names()) > 1:
+        # Every node's health runs a remediation controller replica; replicas tell each other apart by their
+        # identity, and the default one (the host name) would be the same for all of them.
+        values["controller_id"] = name
     return {env_name(key): value for key, value in values.items()}
 
 
 def credentials_of(system: endpoints_file.Endpoints, principal: str) -> str:
+    """The operator's, the extender's or the supervisor's credentials: one each for the whole system."""
     return str(Path(system.credentials_dir) / f"{principal}.creds")
 
 
+def service_credentials(system: endpoints_file.Endpoints, node: str, service: str) -> str:
+    return str(Path(system.on(node).credentials_dir) / f"{service}.creds")
+
+
+def supervised_name(system: endpoints_file.Endpoints, node: str, service: str) -> str:
+    """A service's name in the supervisor, its log file and its ``ServiceCrashed``: with several nodes the
+    node is part of it (``claim_preparation@node-1``); with one it is the service's name alone, as before."""
+    return service if len(system.node_names()) == 1 else f"{service}@{node}"
+
+
+def homes(system: endpoints_file.Endpoints, names: list[str]) -> dict[str, tuple[str, str]]:
+    """Supervised name → (node, service), for every service of every node, node by node."""
+    return {
+        supervised_name(system, node, service): (node, service) for node in system.node_names() for service in names
+    }
+
+
+def log_file(system: endpoints_file.Endpoints, supervised: str) -> str:
+    return str(Path(system.logs_dir) / f"{supervised}.log")
+
+
 def specs(system: endpoints_file.Endpoints, names: list[str]) -> list[ServiceSpec]:
-    env = service_env(system)
     return [
         ServiceSpec(
-            name=name,
-            argv=python_module(f"services.{name}"),
-            env={**env, env_name("nats_creds"): credentials_of(system, name)},
-            log_file=str(Path(system.logs_dir) / f"{name}.log"),
+            name=supervised,
+            argv=python_module(f"services.{service}"),
+            env={**service_env(system, node), env_name("nats_creds"): service_credentials(system, node, service)},
+            log_file=log_file(system, supervised),
         )
-        for name in names
+        for supervised, (node, service) in homes(system, names).items()
     ]
 
 
 def children(server: EmbeddedNats, system: endpoints_file.Endpoints, names: list[str]) -> list[Child]:
-    """The nats-server first (everything talks over it), then the services."""
+    """The nats-server first (everything talks over it), then the services, node by node."""
     return [SupervisedNats(server), *(Supervised(spec) for spec in specs(system, names))]
 
 
 def issue_credentials(authority: Authority, system: endpoints_file.Endpoints, names: list[str]) -> None:
-    """Fresh owner-only credentials for every client of this system, each with its own roles only."""
-    holders = {name: PRINCIPALS[name] for name in (*names, "operator", "extender")}
-    holders["supervisor"] = (Role.BOOTSTRAP, Role.SUPERVISOR)
-    for principal, roles in holders.items():
-        authority.issue(Path(credentials_of(system, principal)), principal, roles, system.node)
+    """Fresh owner-only credentials for every client of this system, each with its own roles only: a node's
+    services for their node alone; the supervisor, which reports every node's crashes, for each node."""
+    for principal in ("operator", "extender"):
+        authority.issue(Path(credentials_of(system, principal)), principal, PRINCIPALS[principal], system.node)
+    for node in system.node_names():
+        for name in names:
+            authority.issue(Path(service_credentials(system, node, name)), name, PRINCIPALS[name], node)
+    granted = union(
+        permissions(SUPERVISOR_ROLES, principal="supervisor", node=node, local_kube=True)
+        for node in system.node_names()
+    )
+    authority.write(Path(credentials_of(system, "supervisor")), f"supervisor@{system.node}", granted)
 
 
-async def wait_until_registered(bus: Bus, names: list[str], node: str, timeout: float) -> set[str]:
-    """Ready means every service answers ``$SRV.INFO`` for this node: exactly what an operator checks.
+async def wait_until_registered(bus: Bus, expected: set[tuple[str, str]], timeout: float) -> set[tuple[str, str]]:
+    """Ready means every (node, service) answers ``$SRV.INFO``: exactly what an operator checks.
 
-    Returns the services still missing when ``timeout`` ran out (empty when all are up).
+    Returns those still missing when ``timeout`` ran out (empty when all are up).
     """
-    pending = set(names)
+    pending = set(expected)
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout):
             while pending:
                 found = await list_services(bus.nc, quiet=0.1, limit=0.5)
-                pending -= {info.name for info in found if info.node == node}
+                pending -= {(info.node, info.name) for info in found}
     return pending
 
 
 def remove_sockets(system: endpoints_file.Endpoints) -> None:
-    for socket_path in Path(system.kubelet.root).rglob("*.sock"):
-        socket_path.unlink(missing_ok=True)
+    for node in system.node_names():
+        for socket_path in Path(system.on(node).kubelet.root).rglob("*.sock"):
+            socket_path.unlink(missing_ok=True)
+
+
+def with_pids(system: endpoints_file.Endpoints, names: list[str], pids: Mapping[str, int]) -> endpoints_file.Endpoints:
+    """Each node's service pids under the node; the nats-server's and the first node's at the top, as before."""
+    nodes = {
+        node: msgspec.structs.replace(
+            system.on(node), services={service: pids[supervised_name(system, node, service)] for service in names}
+        )
+        for node in system.node_names()
+    }
+    services = {SupervisedNats.name: pids[SupervisedNats.name], **nodes[system.node].services}
+    return msgspec.structs.replace(system, services=services, nodes=nodes)
+
+
+def _announce_nodes(system: endpoints_file.Endpoints) -> None:
+    if len(system.node_names()) == 1:
+        print(f"  kubelet plugins:   {system.kubelet.plugins_dir}")
+        print(f"  plugin registry:   {system.kubelet.registration_dir}")
+        print(f"  CDI specs:         {system.cdi_dir}")
+        return
+    for node in system.node_names():
+        paths = system.on(node)
+        print(f"  {'node ' + node + ':':<19}kubelet {paths.kubelet.root}, state {paths.state_dir}")
 
 
 def _announce(system: endpoints_file.Endpoints, path: Path) -> None:
-    print(f"gpudra is up on node {system.node} (profile {system.profile})")
+    several = len(system.node_names()) > 1
+    print(f"gpudra is up on node{'s' if several else ''} {', '.join(system.node_names())} (profile {system.profile})")
     print(f"  NATS:              {system.nats_url}")
     print(f"  NATS credentials:  {system.nats_creds} (operator; read-only: {system.extender_creds})")
-    print(f"  kubelet plugins:   {system.kubelet.plugins_dir}")
-    print(f"  plugin registry:   {system.kubelet.registration_dir}")
-    print(f"  CDI specs:         {system.cdi_dir}")
+    _announce_nodes(system)
     print(f"  drivers:           {', '.join(system.drivers.values())}")
-    print(f"  service logs:      {system.logs_dir}")
+    print(f"  service logs:      {system.logs_dir}{' (<service>@<node>.log)' if several else ''}")
     print(f"  endpoints:         {path}")
     print("Try `gpudra services` and `gpudra events tail` in another terminal; Ctrl-C stops everything.")
     sys.stdout.flush()
@@ -178,6 +277,7 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
     state_dir: Path
     kubelet_dir: Path | None
     names: list[str]
+    nodes: int
 
 
 def plan(args: argparse.Namespace) -> Plan:
@@ -190,40 +290,42 @@ def plan(args: argparse.Namespace) -> Plan:
     unknown = sorted(set(names) - set(SERVICES))
     if unknown:
         raise UsageError(f"unknown service(s) {', '.join(unknown)}; known: {', '.join(SERVICES)}")
+    if args.nodes < 1:
+        raise UsageError(f"--nodes {args.nodes}: give 1 or more")
     state_dir = Path(args.state_dir).resolve()
     kubelet_dir = Path(args.kubelet_dir).absolute() if args.kubelet_dir else None
-    problem = socket_path_problem(layout(state_dir, args.node, args.profile, "", kubelet_dir))
+    problem = socket_path_problem(layout(state_dir, args.node, args.profile, "", kubelet_dir, count=args.nodes))
     if problem:
         raise UsageError(problem)
-    return Plan(state_dir=state_dir, kubelet_dir=kubelet_dir, names=names)
+    return Plan(state_dir=state_dir, kubelet_dir=kubelet_dir, names=names, nodes=args.nodes)
 
 
 async def _up(args: argparse.Namespace, plan: Plan) -> int:
-    state_dir, kubelet_dir, names = plan.state_dir, plan.kubelet_dir, plan.names
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    authority = Authority.open(state_dir / "trust")
-    server = EmbeddedNats(state_dir / "nats", port=args.nats_port, auth=authority)
-    system = layout(state_dir, args.node, args.profile, server.url, kubelet_dir)
-    issue_credentials(authority, system, names)
+    plan.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    authority = Authority.open(plan.state_dir / "trust")
+    server = EmbeddedNats(plan.state_dir / "nats", port=args.nats_port, auth=authority)
+    system = layout(plan.state_dir, args.node, args.profile, server.url, plan.kubelet_dir, count=plan.nodes)
+    issue_credentials(authority, system, plan.names)
+    placed = homes(system, plan.names)
     bus: Bus | None = None
     announced = False
 
-    async def report(service: str, code: int, restarts: int, delay: float) -> None:
+    async def report(name: str, code: int, restarts: int, delay: float) -> None:
+        """On the crashed service's node; the nats-server's crash on the first node's."""
         assert bus is not None
         if not bus.nc.is_connected:  # the nats-server is back; the supervisor's client follows within a second
             bus.link.reconnected.clear()
             await asyncio.wait_for(bus.link.reconnected.wait(), RECONNECT_WAIT)
-        crash = ServiceCrashed(
-            node=args.node, service=service, exit_code=code, restarts=restarts, restart_in_seconds=delay
-        )
+        node = placed[name][0] if name in placed else system.node
+        crash = ServiceCrashed(node=node, service=name, exit_code=code, restarts=restarts, restart_in_seconds=delay)
         await bus.publish(crash)
 
     def started() -> None:
         """endpoints.json names the processes running now, not those of the first start."""
         if announced:
-            endpoints_file.write(msgspec.structs.replace(system, services=dict(supervisor.pids())))
+            endpoints_file.write(with_pids(system, plan.names, supervisor.pids()))
 
-    supervisor = Supervisor(children(server, system, names), report, started)
+    supervisor = Supervisor(children(server, system, plan.names), report, started)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -231,24 +333,24 @@ async def _up(args: argparse.Namespace, plan: Plan) -> int:
     try:
         await supervisor.start(SupervisedNats.name)
         supervisor_settings = CommonSettings(
-            nats_url=server.url, node_name=args.node, nats_creds=credentials_of(system, "supervisor")
+            nats_url=server.url, node_name=system.node, nats_creds=credentials_of(system, "supervisor")
         )
         bus = await Bus.connect(supervisor_settings, "supervisor")
         await bus.bootstrap(load_settings(BusLimits, [], os.environ))
         await supervisor.start()
-        missing = await wait_until_registered(bus, names, args.node, args.ready_timeout)
+        missing = await wait_until_registered(bus, set(placed.values()), args.ready_timeout)
         if missing:
-            logs = ", ".join(str(Path(system.logs_dir) / f"{name}.log") for name in sorted(missing))
+            logs = ", ".join(log_file(system, supervised_name(system, *where)) for where in sorted(missing))
             print(f"services not ready after {args.ready_timeout:g}s; see {logs}", file=sys.stderr)
             return 1
-        system = msgspec.structs.replace(system, services=dict(supervisor.pids()))
+        system = with_pids(system, plan.names, supervisor.pids())
         _announce(system, endpoints_file.write(system))
         announced = True
         await stop.wait()
         print("stopping ...", flush=True)
     finally:
-        endpoints_file.remove(state_dir)
-        await supervisor.stop(*names)  # the services first, while the bus is there for their last words
+        endpoints_file.remove(plan.state_dir)
+        await supervisor.stop(*placed)  # the services first, while the bus is there for their last words
         remove_sockets(system)
         if bus is not None:
             await bus.close()

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
+import pytest
+
+from cli.endpoints import Endpoints, NoSuchNode
 from cli.events import format_line, structured
 from cli.supervisor import restart_delay
-from cli.up import layout, service_env
+from cli.up import homes, layout, service_env, socket_path_problem
 from libs.events import encode
 from tests.foundation.test_catalogue import FAULT
 
@@ -79,6 +83,43 @@ def test_standalone_layout_and_environment(tmp_path: Path) -> None:
     assert env["GPUDRA_KUBELET_DIR"] == str(tmp_path / "kubelet")
     assert env["GPUDRA_BACKEND"] == "simulated"
     assert env["GPUDRA_NODE_NAME"] == "node-0"
+    assert "GPUDRA_CONTROLLER_ID" not in env  # one node: the settings of before --nodes
+    assert list(system.nodes) == ["node-0"]
+    assert system.on() == system.nodes["node-0"]
+    assert homes(system, ["health"]) == {"health": ("node-0", "health")}
+
+
+def test_several_nodes_each_have_their_own_sockets_state_and_identity(tmp_path: Path) -> None:
+    system = layout(tmp_path, "gb", "gb200-nvl72", "nats://127.0.0.1:4222", tmp_path / "k", count=3)
+    assert system.node_names() == ["gb-0", "gb-1", "gb-2"]
+    assert system.kubelet == system.on("gb-0").kubelet  # the top-level fields are the first node's
+    env = service_env(system, "gb-2")
+    assert env["GPUDRA_NODE_NAME"] == "gb-2"
+    assert env["GPUDRA_STATE_DIR"] == str(tmp_path / "nodes" / "gb-2")
+    assert env["GPUDRA_KUBELET_DIR"] == str(tmp_path / "k" / "gb-2")
+    assert env["GPUDRA_CDI_DIR"] == str(tmp_path / "nodes" / "gb-2" / "cdi")
+    assert env["GPUDRA_CONTROLLER_ID"] == "gb-2"  # health's controller replicas must not share an identity
+    assert system.on("gb-1").credentials_dir == str(tmp_path / "trust" / "users" / "gb-1")
+    assert homes(system, ["health"])["health@gb-1"] == ("gb-1", "health")
+    with pytest.raises(NoSuchNode, match="its nodes: gb-0, gb-1, gb-2"):
+        system.on("gb-3")
+
+
+def test_a_too_long_socket_path_of_any_node_is_found() -> None:
+    """``/<57 d>/nodes/n-9/kubelet/plugins/gpu.gpudra.io/dra.sock`` is 107 bytes, n-10's one more."""
+    state_dir = Path("/" + "d" * 57)
+    assert socket_path_problem(layout(state_dir, "n", "dgx-h100", "", count=10)) == ""
+    assert "/n-10/" in socket_path_problem(layout(state_dir, "n", "dgx-h100", "", count=11))
+
+
+def test_an_endpoints_file_from_before_nodes_still_reads() -> None:
+    old = layout(Path("/s"), "node-0", "dgx-h100", "nats://x")
+    fields = msgspec.to_builtins(old)
+    del fields["nodes"]
+    read = msgspec.convert(fields, Endpoints)
+    assert read.node_names() == ["node-0"]
+    assert read.on().kubelet == old.kubelet
+    assert read.on("node-0").cdi_dir == old.cdi_dir
 
 
 def test_common_shapes_read_like_names() -> None:

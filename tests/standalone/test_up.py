@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import sys
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,42 +18,15 @@ from libs.bus.directory import ServiceInfo, list_services
 from libs.events import decode
 from libs.events.catalogue import ClaimRef, ClaimUnprepared, ServiceCrashed
 from libs.settings import CommonSettings
+from tests.standalone.up_support import System, gpudra, read_until, running_up
 
 pytestmark = pytest.mark.slow
 
 
-async def gpudra(*args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-
-
-async def read_until(process: asyncio.subprocess.Process, marker: str, timeout: float = 90) -> list[str]:
-    assert process.stdout is not None
-    lines: list[str] = []
-    async with asyncio.timeout(timeout):
-        while not lines or marker not in lines[-1]:
-            line = await process.stdout.readline()
-            if not line:
-                raise AssertionError(f"process ended before {marker!r}: {lines}")
-            lines.append(line.decode())
-    return lines
-
-
 @pytest.fixture
-async def system(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, endpoints.Endpoints]]:
-    kubelet_dir = tempfile.mkdtemp(prefix="k", dir="/tmp")  # pytest's tmp_path is too deep for socket paths
-    process = await gpudra(
-        "up", "--state-dir", str(tmp_path), "--kubelet-dir", kubelet_dir, "--node", "node-0", "--profile", "dgx-h100"
-    )
-    try:
-        await read_until(process, "Ctrl-C stops everything")
-        yield process, endpoints.read(tmp_path)
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGINT)
-            await asyncio.wait_for(process.wait(), 60)
-        shutil.rmtree(kubelet_dir, ignore_errors=True)
+async def system(tmp_path: Path) -> AsyncIterator[System]:
+    async with running_up(tmp_path, "--node", "node-0", "--profile", "dgx-h100") as running:
+        yield running
 
 
 def as_operator(system: endpoints.Endpoints) -> CommonSettings:

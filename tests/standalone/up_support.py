@@ -1,0 +1,49 @@
+"""``gpudra up`` as a person runs it, for the standalone tests: started, read until ready, stopped with Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from cli import endpoints
+
+System = tuple[asyncio.subprocess.Process, endpoints.Endpoints]
+
+
+async def gpudra(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+
+
+async def read_until(process: asyncio.subprocess.Process, marker: str, timeout: float = 90) -> list[str]:
+    assert process.stdout is not None
+    lines: list[str] = []
+    async with asyncio.timeout(timeout):
+        while not lines or marker not in lines[-1]:
+            line = await process.stdout.readline()
+            if not line:
+                raise AssertionError(f"process ended before {marker!r}: {lines}")
+            lines.append(line.decode())
+    return lines
+
+
+@asynccontextmanager
+async def running_up(state_dir: Path, *flags: str) -> AsyncIterator[System]:
+    """``gpudra up --state-dir STATE_DIR FLAGS...`` until the block exits, then Ctrl-C and its exit awaited."""
+    kubelet_dir = tempfile.mkdtemp(prefix="k", dir="/tmp")  # pytest's tmp_path is too deep for socket paths
+    process = await gpudra("up", "--state-dir", str(state_dir), "--kubelet-dir", kubelet_dir, *flags)
+    try:
+        await read_until(process, "Ctrl-C stops everything")
+        yield process, endpoints.read(state_dir)
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+            await asyncio.wait_for(process.wait(), 60)
+        shutil.rmtree(kubelet_dir, ignore_errors=True)
