@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import IO
 
 import msgspec
 
@@ -24,6 +26,8 @@ from cli.supervisor import Child, ServiceSpec, Supervised, SupervisedNats, Super
 from libs.bus import Bus
 from libs.bus.directory import list_services
 from libs.bus.topology import BusLimits
+from libs.devices.errors import ProfileError
+from libs.devices.simulated import load_profile
 from libs.events.catalogue import ServiceCrashed
 from libs.natsserver import EmbeddedNats
 from libs.settings import CommonSettings, env_name, load_settings
@@ -292,6 +296,10 @@ def plan(args: argparse.Namespace) -> Plan:
         raise UsageError(f"unknown service(s) {', '.join(unknown)}; known: {', '.join(SERVICES)}")
     if args.nodes < 1:
         raise UsageError(f"--nodes {args.nodes}: give 1 or more")
+    try:
+        load_profile(args.profile)  # every service would fail on it, restart after restart
+    except ProfileError as exc:
+        raise UsageError(f"--profile: {exc}") from None
     state_dir = Path(args.state_dir).resolve()
     kubelet_dir = Path(args.kubelet_dir).absolute() if args.kubelet_dir else None
     problem = socket_path_problem(layout(state_dir, args.node, args.profile, "", kubelet_dir, count=args.nodes))
@@ -359,12 +367,38 @@ async def _up(args: argparse.Namespace, plan: Plan) -> int:
     return 0
 
 
+LOCK_FILE = "up.lock"
+
+
+def hold_state_dir(state_dir: Path) -> IO[str]:
+    """One ``up`` per state directory: a second would start another nats-server on the same store and, when it
+    stopped, delete the first system's endpoints.json and sockets. The lock goes with the process, however it
+    ends (the kernel drops it with the file descriptor)."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    held = (state_dir / LOCK_FILE).open("a+")
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        held.seek(0)
+        owner = held.read().strip() or "unknown"
+        held.close()
+        raise UsageError(
+            f"another gpudra up (pid {owner}) runs on {state_dir}; stop it (Ctrl-C) or give another --state-dir"
+        ) from None
+    held.seek(0)
+    held.truncate()
+    held.write(f"{os.getpid()}\n")
+    held.flush()
+    return held
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         checked = plan(args)
+        held = hold_state_dir(checked.state_dir)
     except UsageError as exc:
         print(f"gpudra up: {exc}", file=sys.stderr)
         return 2
-    with contextlib.suppress(KeyboardInterrupt):
+    with held, contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(_up(args, checked))
     return 130

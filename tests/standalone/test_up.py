@@ -113,6 +113,29 @@ async def test_too_long_socket_paths_are_refused_before_starting(tmp_path: Path)
     assert not deep.exists()
 
 
+async def test_an_unknown_profile_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    process = await gpudra("up", "--state-dir", str(tmp_path / "state"), "--profile", "no-such-profile")
+    out, _ = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 2
+    assert "machine profile no-such-profile: no such built-in profile or file; built-in profiles:" in out.decode()
+    assert "dgx-h100" in out.decode()
+    assert not (tmp_path / "state").exists()
+
+
+async def test_a_second_up_on_the_same_state_dir_is_refused_and_the_first_runs_on(
+    system: System, tmp_path: Path
+) -> None:
+    process, running = system
+    second = await gpudra("up", "--state-dir", str(tmp_path), "--kubelet-dir", str(tmp_path / "k2"))
+    out, _ = await asyncio.wait_for(second.communicate(), 30)
+    assert second.returncode == 2
+    assert f"another gpudra up (pid {process.pid}) runs on {tmp_path}" in out.decode()
+    assert endpoints.read(tmp_path) == running  # its endpoints.json, sockets and services are untouched
+    assert Path(running.kubelet.plugins_dir, "dra.sock").is_socket()
+    listing = await gpudra("services", "--state-dir", str(tmp_path))
+    assert await listing.wait() == 0
+
+
 async def test_commands_without_a_running_system_say_how_to_start_one(tmp_path: Path) -> None:
     listing = await gpudra("services", "--state-dir", str(tmp_path))
     out, _ = await listing.communicate()
