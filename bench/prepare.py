@@ -26,9 +26,11 @@ kubelet with the kubelet-like gRPC client (``libs.kubeletclient``).
 - Memory: VmRSS and VmHWM of both services at the end.
 
 Goals (2-core machine): p50 within 2x the floor, >= 300 prepares/s, each service under 100 MB RSS.
-``--cprofile DIR`` runs both services under cProfile and prints where their CPU time goes.
+``--cprofile DIR`` runs both services under cProfile and prints where their CPU time goes. ``--system up`` runs
+the whole system instead, as ``gpudra up`` starts it (the supervisor, nats-server and every service, which all
+see the claim's events), and reads the CPU time of each of its processes.
 
-    python -m bench prepare [--rounds 30] [--calls 30] [--bursts 60] [--cprofile DIR]
+    python -m bench prepare [--rounds 30] [--calls 30] [--bursts 60] [--cprofile DIR | --system up]
 """
 
 from __future__ import annotations
@@ -55,11 +57,15 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from bench._trust import SecuredServer
+from cli import endpoints
 from cli.claims import allocation, claim_object
 from libs.bus import Bus
 from libs.events.catalogue import ClaimRef, PrepareClaims, PrepareClaimsReply, UnprepareClaims, UnprepareClaimsReply
 from libs.kube import RESOURCE_CLAIMS, LocalKube
 from libs.kubeletclient import KubeletClient
+from libs.settings import CommonSettings
+from libs.trust.authority import Authority
+from libs.trust.permissions import EVERYTHING
 
 NODE = "bench"
 DRIVER = "gpu.gpudra.io"
@@ -308,7 +314,9 @@ class System:
     """The bench's own credentials (it plays the kubelet and the floor's raw clients)."""
     floor_socket: str
     pids: dict[str, int]
-    """claim_preparation, kubelet_shim and nats-server: whose CPU time and memory are read."""
+    """Whose CPU time is read: claim_preparation, kubelet_shim and nats-server, or every process of ``up``."""
+    state_dir: Path
+    cdi_dir: Path
 
 
 @contextlib.asynccontextmanager
@@ -325,11 +333,8 @@ async def system(root: Path, cprofile: Path | None) -> AsyncIterator[System]:
     env = service_env(root, server.url, profile)
     children: dict[str, Child] = {}
     floor_socket = str(root / "floor.sock")
-    floor = "import asyncio, sys; from bench.prepare import serve_floor; asyncio.run(serve_floor(*sys.argv[1:]))"
     try:
-        children["floor"] = await Child.start(
-            "floor", [sys.executable, "-c", floor, floor_socket, server.url, creds], env, "floor ready"
-        )
+        children["floor"] = await Child.start("floor", floor_args(floor_socket, server.url, creds), env, "floor ready")
         for name, ready in (("claim_preparation", "service ready"), ("kubelet_shim", "serving the kubelet")):
             own = {**env, "GPUDRA_NATS_CREDS": secured.creds(name, NODE)}
             children[name] = await Child.start(name, service_args(f"services.{name}", cprofile), own, ready)
@@ -337,13 +342,63 @@ async def system(root: Path, cprofile: Path | None) -> AsyncIterator[System]:
         pids = {name: children[name].pid for name in ("claim_preparation", "kubelet_shim")} | {
             "nats-server": server.pid
         }
-        yield System(bus=bus, nats_url=server.url, creds=creds, floor_socket=floor_socket, pids=pids)
+        yield System(
+            bus=bus,
+            nats_url=server.url,
+            creds=creds,
+            floor_socket=floor_socket,
+            pids=pids,
+            state_dir=root / "state",
+            cdi_dir=root / "cdi",
+        )
     finally:
         for name in ("kubelet_shim", "claim_preparation", "floor"):
             if name in children:
                 await children[name].stop()
         await bus.close()
         await server.stop()
+
+
+@contextlib.asynccontextmanager
+async def up_system(root: Path) -> AsyncIterator[System]:
+    """``gpudra up`` as a user starts it (the supervisor, nats-server, every service) on the bench's machine:
+    what it costs with everything else that reacts to a claim running too."""
+    profile = root / "profile.yaml"
+    profile.write_text(PROFILE)
+    env = {**os.environ, "GPUDRA_MIG_MODE": "static", "GPUDRA_LOG_LEVEL": "INFO"}  # tracing on, as users run it
+    argv = [sys.executable, "-m", "cli", "up", "--state-dir", str(root), "--node", NODE, "--profile", str(profile)]
+    up = await Child.start("gpudra up", argv, env, "Ctrl-C stops everything")
+    floor: Child | None = None
+    bus: Bus | None = None
+    try:
+        running = endpoints.read(root)
+        users = root / "trust" / "users"
+        creds = str(Authority.open(root / "trust").write(users / "bench.creds", "bench", EVERYTHING))
+        bus = await Bus.connect(CommonSettings(nats_url=running.nats_url, node_name=NODE, nats_creds=creds), "bench")
+        floor_socket = str(root / "floor.sock")
+        floor = await Child.start("floor", floor_args(floor_socket, running.nats_url, creds), env, "floor ready")
+        pids = {**running.services, "supervisor": up.pid}
+        yield System(
+            bus=bus,
+            nats_url=running.nats_url,
+            creds=creds,
+            floor_socket=floor_socket,
+            pids=pids,
+            state_dir=Path(running.state_dir),
+            cdi_dir=Path(running.cdi_dir),
+        )
+    finally:
+        if floor is not None:
+            await floor.stop()
+        if bus is not None:
+            await bus.close()
+        await up.stop()
+
+
+def floor_args(socket: str, nats_url: str, creds: str) -> list[str]:
+    """The floor's far end: a bare gRPC server and a bare NATS responder, in a process of its own."""
+    code = "import asyncio, sys; from bench.prepare import serve_floor; asyncio.run(serve_floor(*sys.argv[1:]))"
+    return [sys.executable, "-c", code, socket, nats_url, creds]
 
 
 async def store(kube: LocalKube, name: str, device: str) -> tuple[str, str, str]:
@@ -355,11 +410,11 @@ async def store(kube: LocalKube, name: str, device: str) -> tuple[str, str, str]
     return ("default", name, str(created["metadata"]["uid"]))
 
 
-async def run(rounds: int, calls: int, bursts: int, cprofile: Path | None) -> Results:
+async def run(rounds: int, calls: int, bursts: int, cprofile: Path | None, whole: bool) -> Results:
     results = Results()
     with tempfile.TemporaryDirectory(prefix="gpudra-bench-", dir="/tmp") as tmp:  # short: unix socket paths
         root = Path(tmp)
-        async with system(root, cprofile) as running:
+        async with up_system(root) if whole else system(root, cprofile) as running:
             bus = running.bus
             kube = await LocalKube.open(bus.js)
             one = await store(kube, "latency-0", LATENCY_GPU)
@@ -381,7 +436,7 @@ async def run(rounds: int, calls: int, bursts: int, cprofile: Path | None) -> Re
                     raw=raw,
                     channel=channel,
                     floor_dir=floor_dir,
-                    pids=running.pids,
+                    running=running,
                     phases=phases,
                     rounds=rounds,
                     calls=calls,
@@ -408,7 +463,7 @@ async def measure(
     raw: Client,
     channel: grpc.aio.Channel,
     floor_dir: Path,
-    pids: dict[str, int],
+    running: System,
     phases: PhaseLog,
     rounds: int,
     calls: int,
@@ -447,8 +502,9 @@ async def measure(
         await empty(b"")
         await raw.request(FLOOR_SUBJECT, b"", timeout=5)
     await prepare()
-    state = floor_dir.parent / "state" / "claim_preparation" / "claims" / f"{one[2]}.json"
-    spec = floor_dir.parent / "cdi" / f"k8s.{DRIVER}-claim_{one[2]}.json"
+    state = running.state_dir / "claim_preparation" / "claims" / f"{one[2]}.json"
+    spec = running.cdi_dir / f"k8s.{DRIVER}-claim_{one[2]}.json"
+    pids = running.pids
     checkpoint_bytes, cdi_bytes = state.read_bytes(), spec.read_bytes()
     results.sizes = {"checkpoint": len(checkpoint_bytes), "cdi": len(cdi_bytes)}
     await unprepare()
@@ -628,8 +684,16 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--calls", type=int, default=30, help="calls of each kind per round")
     parser.add_argument("--bursts", type=int, default=60, help=f"bursts of {CALLERS} concurrent prepares")
     parser.add_argument("--cprofile", type=Path, help="run both services under cProfile, write .prof files here")
+    parser.add_argument(
+        "--system",
+        choices=("trimmed", "up"),
+        default="trimmed",
+        help="trimmed: claim_preparation and the shim alone (isolates them); up: the whole system gpudra up starts",
+    )
     args = parser.parse_args(argv)
+    if args.cprofile is not None and args.system == "up":
+        parser.error("--cprofile runs the trimmed system's two services under cProfile; not with --system up")
     if args.cprofile is not None:
         args.cprofile.mkdir(parents=True, exist_ok=True)
-    results = asyncio.run(run(args.rounds, args.calls, args.bursts, args.cprofile))
+    results = asyncio.run(run(args.rounds, args.calls, args.bursts, args.cprofile, args.system == "up"))
     report(results, " ".join(["python -m bench prepare", *argv]))
