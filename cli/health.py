@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import getpass
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -21,6 +23,7 @@ from libs.events import CLUSTER
 from libs.events.catalogue import ResetBreaker, ResetBreakerReply, ResetRemediation, ResetRemediationReply
 
 if TYPE_CHECKING:  # the rules pull in the catalogue and more: imported when the command runs
+    from services.health.controller.history import PastRemediation
     from services.health.controller.status import Status
 
 HEALTHY = "healthy"
@@ -34,6 +37,9 @@ def add_parser(
     status = commands.add_parser("status", parents=[common], help="nodes and devices with state and reason")
     status.add_argument("-o", "--output", choices=("table", "json"), default="table")
     status.add_argument("--node", default="", help="one node (default: every node with a remediation record)")
+    status.add_argument(
+        "--history", type=float, default=24.0, metavar="HOURS", help="remediations of the last HOURS (0: none)"
+    )
     status.set_defaults(run=run_status)
     breaker = commands.add_parser("breaker", help="the quarantine circuit breaker")
     breaker_commands = breaker.add_subparsers(dest="breaker_command", required=True, metavar="COMMAND")
@@ -64,11 +70,33 @@ def table(status: Status) -> str:
                 )
         if node.held:
             rows.append((node.node, "-", "held", "-", "-", "breaker open: " + ", ".join(node.held)))
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    lines += _aligned(rows)
+    if status.recent:
+        lines += ["", f"# recent remediations ({len(status.recent)})"]
+        lines += _aligned(
+            [("NODE", "ENTITY", "FAULT", "STARTED", "TOOK", "OUTCOME", "STEPS"), *map(_past, status.recent)]
+        )
     return "\n".join(lines)
+
+
+def _aligned(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    """Columns padded to their widest cell; the last one (free text) is not."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
+    return [
+        "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]).rstrip()
+        for row in rows
+    ]
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.1f}s"
+
+
+def _past(done: PastRemediation) -> tuple[str, ...]:
+    took = _duration((done.ended - done.started).total_seconds()) if done.ended else "-"
+    steps = ", ".join(f"{s.step} {s.outcome} {_duration(s.duration_ms / 1000)}" for s in done.steps) or "-"
+    started = done.started.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (done.node, done.entity, done.fault or "-", started, took, done.outcome or "in progress", steps)
 
 
 def _reason(reason: str, faults: list[str]) -> str:
@@ -86,7 +114,8 @@ async def _status(args: argparse.Namespace) -> int:
 
     bus = await context.connect(args)
     try:
-        status = await read_status(bus, args.node or None)
+        history = dt.timedelta(hours=args.history) if args.history > 0 else None
+        status = await read_status(bus, args.node or None, history)
     except UnknownNode as exc:
         print(f"gpudra: {exc}", file=sys.stderr)
         return 1

@@ -28,6 +28,7 @@ from tests.support.kubeapi import KubeApiServer
 from tests.support.nats_fixture import operator_args
 
 pytestmark = pytest.mark.slow
+STEPS = {"cordon", "uncordon", "taint", "untaint", "drain", "evict", "gpu-reset", "reboot", "verify"}
 
 
 async def gpudra(*args: str) -> tuple[int, str, str]:
@@ -59,6 +60,13 @@ async def test_an_injected_xid_runs_the_whole_cycle_and_status_shows_the_node_he
     assert lines[0] == "# circuit breaker closed: 1 nodes in the window"
     assert lines[2].split()[:4] == ["node-a", "node", "healthy", "-"]
     assert node.health("gpu-2") == "Healthy"
+    # The book holds nothing of it now; the history does, step by step.
+    past = lines[lines.index("# recent remediations (1)") + 2].split()
+    assert (past[0], past[1], past[2], past[5]) == ("node-a", "gpu-2", "xid-48", "healthy")
+    assert [word for word in past[6:] if word.rstrip(",") in STEPS] == ["drain", "gpu-reset", "verify"]
+    code, out, _ = await gpudra("health", "status", *operator_args(nats_server.url), "-o", "json", "--history", "1")
+    [recent] = msgspec.json.decode(out)["recent"]
+    assert [step["outcome"] for step in recent["steps"]] == ["succeeded"] * len(recent["steps"])
     code, out, err = await gpudra("health", "status", *operator_args(nats_server.url), "--node", "nope")
     assert (code, out) == (1, "")
     assert err.strip() == "gpudra: no node 'nope' is known to gpudra (no inventory, no remediation record)"

@@ -14,6 +14,7 @@ from nats.js.errors import KeyNotFoundError
 from libs.bus import Bus
 from libs.bus.topology import INVENTORY_BUCKET, REMEDIATION_BUCKET, inventory_key
 from services.health.controller.books import BookStore, BreakerStore, StoredNode, Versioned
+from services.health.controller.history import PastRemediation, read_history
 from services.health.remediation import EntityRecord, node_status
 
 
@@ -51,9 +52,12 @@ class BreakerStatus(msgspec.Struct, frozen=True, kw_only=True):
 class Status(msgspec.Struct, frozen=True, kw_only=True):
     breaker: BreakerStatus
     nodes: list[NodeStatus]
+    recent: list[PastRemediation] = msgspec.field(default_factory=list)
+    """Remediations of the history window, finished or not, oldest first (``history``)."""
 
 
-async def read_status(bus: Bus, node: str | None = None) -> Status:
+async def read_status(bus: Bus, node: str | None = None, history: dt.timedelta | None = None) -> Status:
+    """The books now, and the remediations whose events are younger than ``history`` (none when None)."""
     store = BookStore(await bus.kv(REMEDIATION_BUCKET))
     breaker, _ = await BreakerStore(store.kv).load()
     entries = [(node, await _one(bus, store, node))] if node else await store.all()
@@ -61,6 +65,7 @@ async def read_status(bus: Bus, node: str | None = None) -> Status:
     return Status(
         breaker=BreakerStatus(state=breaker.state, reason=breaker.reason, quarantined_nodes=len(breaker.recent)),
         nodes=nodes,
+        recent=await read_history(bus, node, history) if history else [],
     )
 
 
