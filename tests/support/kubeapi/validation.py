@@ -101,7 +101,10 @@ def _path(parts: Iterable[Any]) -> str:
 
 
 def _join(path: str, name: str) -> str:
-    return _path([*([path] if path else []), name]) if _PLAIN_KEY.match(name) else f"{path}[{name}]"
+    """``path`` (already rendered, dots and all) and one more key, as field.Path.Child renders it."""
+    if not _PLAIN_KEY.match(name):
+        return f"{path}[{name}]"
+    return f"{path}.{name}" if path else name
 
 
 def _field_errors(error: ValidationError) -> list[FieldError]:

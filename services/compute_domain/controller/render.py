@@ -1,0 +1,56 @@
+"""The objects the controller owns for a domain: the workload ResourceClaimTemplate its pods name.
+
+Unlike NVIDIA's driver, no DaemonSet of IMEX pods is rendered: gpudra's node service runs a domain's IMEX daemon
+itself when a channel claim of the domain is prepared on the node, so there is no second claim per node, no
+pod to schedule before the workload's, and the daemon's readiness reaches the status as an event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.compute_domain.api import API_VERSION, CHANNEL_CLASS, DOMAIN_LABEL, DRIVER, FINALIZER, ComputeDomain
+
+CHANNEL_REQUEST = "channel"
+CHANNEL_CONFIG_KIND = "ComputeDomainChannelConfig"
+
+
+def owner_reference(domain: ComputeDomain) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ComputeDomain",
+        "name": domain.metadata.name,
+        "uid": domain.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def workload_claim_template(domain: ComputeDomain) -> dict[str, Any]:
+    """``resource.k8s.io/v1`` ResourceClaimTemplate in the domain's namespace: one channel of the domain."""
+    meta = domain.metadata
+    config = {
+        "apiVersion": API_VERSION,
+        "kind": CHANNEL_CONFIG_KIND,
+        "domainID": meta.uid,
+        "allocationMode": domain.spec.channel.allocation_mode,
+    }
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaimTemplate",
+        "metadata": {
+            "name": domain.spec.channel.resource_claim_template.name,
+            "namespace": meta.namespace,
+            "labels": {DOMAIN_LABEL: meta.uid},
+            "finalizers": [FINALIZER],
+            "ownerReferences": [owner_reference(domain)],
+        },
+        "spec": {
+            "spec": {
+                "devices": {
+                    "requests": [{"name": CHANNEL_REQUEST, "exactly": {"deviceClassName": CHANNEL_CLASS}}],
+                    "config": [{"requests": [CHANNEL_REQUEST], "opaque": {"driver": DRIVER, "parameters": config}}],
+                }
+            }
+        },
+    }
