@@ -37,6 +37,8 @@ class ComputeDomainNodeChanged(Event, frozen=True, kw_only=True):
     status: Readiness
     ip_address: str = ""
     reason: str = ""
+    member: bool = True
+    """False when the node left the domain (its last channel claim of it went away)."""
 
     def ce_subject(self) -> str:
         return self.domain_uid

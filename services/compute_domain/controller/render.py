@@ -2,14 +2,16 @@
 
 Unlike NVIDIA's driver, no DaemonSet of IMEX pods is rendered: gpudra's node service runs a domain's IMEX daemon
 itself when a channel claim of the domain is prepared on the node, so there is no second claim per node, no
-pod to schedule before the workload's, and the daemon's readiness reaches the status as an event.
+pod to schedule before the workload's, and the daemon's readiness reaches the status as an event. The template
+carries no finalizer: the domain's own holds the domain until the controller deleted the template, and the
+owner reference lets Kubernetes collect it should the controller be gone.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from services.compute_domain.api import API_VERSION, CHANNEL_CLASS, DOMAIN_LABEL, DRIVER, FINALIZER, ComputeDomain
+from services.compute_domain.api import API_VERSION, CHANNEL_CLASS, DOMAIN_LABEL, DRIVER, ComputeDomain
 
 CHANNEL_REQUEST = "channel"
 CHANNEL_CONFIG_KIND = "ComputeDomainChannelConfig"
@@ -42,7 +44,6 @@ def workload_claim_template(domain: ComputeDomain) -> dict[str, Any]:
             "name": domain.spec.channel.resource_claim_template.name,
             "namespace": meta.namespace,
             "labels": {DOMAIN_LABEL: meta.uid},
-            "finalizers": [FINALIZER],
             "ownerReferences": [owner_reference(domain)],
         },
         "spec": {

@@ -115,6 +115,7 @@ BUILTIN_RESOURCES: tuple[ResourceType, ...] = (
         initial_status={},
     ),
     ResourceType("resource.k8s.io", "v1", "deviceclasses", "DeviceClass", namespaced=False),
+    ResourceType("resource.k8s.io", "v1", "resourceclaimtemplates", "ResourceClaimTemplate", namespaced=True),
     ResourceType(
         "apiextensions.k8s.io",
         "v1",

@@ -1,0 +1,259 @@
+"""The ComputeDomain controller at work: it follows the domains (list, then watch) and the nodes'
+``ComputeDomainNodeChanged`` events, and writes a domain's status the moment its membership changes.
+
+- Membership is event-sourced: the nodes' events, replayed from the stream at start, are the truth, so a
+  restarted controller knows every member without a bucket of its own and without asking any node.
+- Only the leader (``libs.bus.election``, lease prefix ``computedomains.``) writes; every replica follows, so a
+  new leader starts from a full view and writes at once.
+- A domain gets a finalizer and its workload claim template; a deleted one loses the template, then the
+  finalizer. A status is written only when it differs, and a change of Ready/NotReady is also published as
+  ``ComputeDomainStatusChanged`` (on the cluster-wide subjects) for anyone who follows domains.
+- No polling: NVIDIA's controller rebuilds every status every 2 s; here a status changes within one event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from nats.js import api
+
+from libs.bus import Bus
+from libs.bus.topology import stream_of
+from libs.events import CLUSTER, decode
+from libs.events.catalogue.computedomains import ComputeDomainNodeChanged, ComputeDomainStatusChanged
+from libs.kube import AlreadyExists, Conflict, KubeApi, NotFound
+from libs.kube.follow import follow
+from libs.kube.resources import Resource, custom_resource
+from services.compute_domain.api import (
+    FINALIZER,
+    GROUP,
+    KIND,
+    VERSION,
+    ApiObjectError,
+    ComputeDomain,
+    decode_domain,
+    status_object,
+)
+from services.compute_domain.controller.membership import Member
+from services.compute_domain.controller.render import workload_claim_template
+from services.compute_domain.controller.status import domain_status, readiness
+
+log = logging.getLogger(__name__)
+
+COMPUTE_DOMAINS = custom_resource(GROUP, VERSION, "computedomains", KIND)
+CLAIM_TEMPLATES = Resource("resource.k8s.io", "v1", "resourceclaimtemplates", "ResourceClaimTemplate", True)
+MEMBER_EVENTS = "gpudra.v1.*.computedomains.nodes"
+RETRY_SECONDS = 1.0
+CONFLICT_ATTEMPTS = 3
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Domains:
+    def __init__(self, bus: Bus, kube: KubeApi, *, now: Callable[[], str] = utc_now) -> None:
+        self._bus = bus
+        self._kube = kube
+        self._now = now
+        self.domains: dict[str, ComputeDomain] = {}
+        """Domain UID → the domain as last seen."""
+        self.members: dict[str, dict[str, Member]] = {}
+        """Domain UID → node → its member entry, from the nodes' events."""
+        self.leading = False
+        self.changed = asyncio.Condition()
+        """Notified after each input is taken in (a domain, a member event): what tests and probes wait on."""
+        self._lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._retries: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Replays the membership, then follows domains and events in the background."""
+        subscription = await self._bus.js.subscribe(
+            MEMBER_EVENTS,
+            stream=stream_of(ComputeDomainNodeChanged),
+            ordered_consumer=True,
+            deliver_policy=api.DeliverPolicy.ALL,
+            cb=self._member_message,
+        )
+        self._tasks = [
+            asyncio.create_task(follow(self._kube, COMPUTE_DOMAINS, self._domain_changed), name="domains"),
+            asyncio.create_task(self._until_cancelled(subscription), name="domain members"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @staticmethod
+    async def _until_cancelled(subscription: Any) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await subscription.unsubscribe()
+
+    async def lead(self, leading: bool) -> None:
+        """Leadership changed: a new leader brings every domain up to date."""
+        self.leading = leading
+        if leading:
+            for uid in list(self.domains):
+                await self._settle(uid)
+
+    # --- inputs ---------------------------------------------------------------------------------------------
+
+    async def _member_message(self, msg: Any) -> None:
+        try:
+            event = decode(msg.headers, msg.data).data
+        except ValueError as exc:
+            log.warning("unreadable compute-domain membership event: %s", exc, extra={"subject": msg.subject})
+            return
+        if isinstance(event, ComputeDomainNodeChanged):
+            self.apply_member(event)
+            await self._settle(event.domain_uid)
+
+    def apply_member(self, event: ComputeDomainNodeChanged) -> None:
+        members = self.members.setdefault(event.domain_uid, {})
+        if not event.member:
+            members.pop(event.node, None)
+            return
+        members[event.node] = Member(
+            node=event.node,
+            ip_address=event.ip_address,
+            clique_id=event.clique_id,
+            index=event.index,
+            ready=event.status == "Ready",
+            reason=event.reason,
+        )
+
+    async def _domain_changed(self, kind: str, obj: dict[str, Any]) -> None:
+        try:
+            domain = decode_domain(obj)
+        except ApiObjectError as exc:
+            log.error("%s", exc)
+            return
+        uid = domain.metadata.uid
+        if kind == "DELETED":
+            self.domains.pop(uid, None)
+            self.members.pop(uid, None)
+        else:
+            self.domains[uid] = domain
+        await self._settle(uid)
+
+    # --- the leader's writes ------------------------------------------------------------------------------
+
+    async def until(self, check: Callable[[], bool], timeout: float) -> None:
+        async with asyncio.timeout(timeout), self.changed:
+            await self.changed.wait_for(check)
+
+    async def _settle(self, uid: str) -> None:
+        async with self._lock:
+            domain = self.domains.get(uid) if self.leading else None
+            try:
+                for _ in range(CONFLICT_ATTEMPTS):
+                    try:
+                        await self._settle_one(domain)
+                        break
+                    except Conflict:  # the watch had not caught up with a write (ours or another's)
+                        domain = await self._fresh(domain)
+            except Exception as exc:
+                log.warning("%s: not settled; again in %gs: %s", domain, RETRY_SECONDS, exc, extra={"domain": uid})
+                self._later(uid)
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def _settle_one(self, domain: ComputeDomain | None) -> None:
+        if domain is not None and domain.metadata.deletion_timestamp:
+            await self._finalize(domain)
+        elif domain is not None:
+            await self._write_status(await self._own(domain))
+
+    async def _fresh(self, domain: ComputeDomain | None) -> ComputeDomain | None:
+        if domain is None:
+            return None
+        meta = domain.metadata
+        try:
+            fresh = decode_domain(await self._kube.get(COMPUTE_DOMAINS, meta.name, meta.namespace))
+        except NotFound:
+            self.domains.pop(meta.uid, None)
+            return None
+        self.domains[meta.uid] = fresh
+        return fresh
+
+    def _later(self, uid: str) -> None:
+        """Settle again soon (a write lost a race with another writer, the API server was away)."""
+
+        def again() -> None:
+            task = asyncio.create_task(self._settle(uid))
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)
+
+        asyncio.get_running_loop().call_later(RETRY_SECONDS, again)
+
+    async def _own(self, domain: ComputeDomain) -> ComputeDomain:
+        """The domain with the finalizer, and its claim template there."""
+        meta = domain.metadata
+        if FINALIZER not in meta.finalizers:
+            updated = await self._set_finalizers(domain, [*meta.finalizers, FINALIZER])
+            domain = self.domains[meta.uid] = decode_domain(updated)
+        template = workload_claim_template(domain)
+        with contextlib.suppress(AlreadyExists):
+            await self._kube.create(CLAIM_TEMPLATES, template)
+            log.info("%s: claim template %s created", domain, template["metadata"]["name"])
+        return domain
+
+    async def _write_status(self, domain: ComputeDomain) -> None:
+        meta = domain.metadata
+        members = list(self.members.get(meta.uid, {}).values())
+        status = domain_status(domain.spec, members, domain.status, now=self._now(), generation=meta.generation)
+        if status == domain.status:
+            return
+        obj = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "metadata": {"name": meta.name, "namespace": meta.namespace, "resourceVersion": meta.resource_version},
+            "status": status_object(status),
+        }
+        updated = await self._kube.update_status(COMPUTE_DOMAINS, obj)
+        self.domains[meta.uid] = decode_domain(updated)
+        if status.status != domain.status.status or not domain.status.conditions:
+            await self._announce(domain, members)
+
+    async def _announce(self, domain: ComputeDomain, members: list[Member]) -> None:
+        state, _, message = readiness(domain.spec, members)
+        reason = message if state == "NotReady" else ""
+        event = ComputeDomainStatusChanged(
+            node=CLUSTER,
+            namespace=domain.metadata.namespace,
+            name=domain.metadata.name,
+            uid=domain.metadata.uid,
+            status=state,
+            ready_nodes=sum(1 for member in members if member.ready),
+            num_nodes=domain.spec.num_nodes,
+            reason=reason,
+        )
+        await self._bus.publish(event)
+        log.info("%s: %s %s", domain, state, reason, extra={"domain": domain.metadata.uid})
+
+    async def _finalize(self, domain: ComputeDomain) -> None:
+        meta = domain.metadata
+        with contextlib.suppress(NotFound):
+            name = domain.spec.channel.resource_claim_template.name
+            await self._kube.delete(CLAIM_TEMPLATES, name, meta.namespace)
+        if FINALIZER in meta.finalizers:
+            with contextlib.suppress(NotFound):
+                await self._set_finalizers(domain, [f for f in meta.finalizers if f != FINALIZER])
+        log.info("%s: finalized", domain, extra={"domain": meta.uid})
+
+    async def _set_finalizers(self, domain: ComputeDomain, finalizers: list[str]) -> dict[str, Any]:
+        """A conditional merge patch: a domain changed meanwhile is settled again at its next event."""
+        meta = domain.metadata
+        patch = {"metadata": {"finalizers": finalizers, "resourceVersion": meta.resource_version}}
+        return await self._kube.patch(COMPUTE_DOMAINS, meta.name, patch, meta.namespace)
