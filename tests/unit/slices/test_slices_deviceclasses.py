@@ -27,8 +27,10 @@ def test_device_classes_validate(version: str) -> None:
 
 
 def selects(expression: str, device: dict[str, Any]) -> bool:
-    """Enough of CEL for these selectors: the driver check and equality/membership on one attribute."""
-    assert f'device.driver == "{DRIVER_NAME}"' in expression
+    """Enough of CEL for these selectors: the driver check and equality/membership on one attribute. The GPU
+    driver's devices only: a class of another driver (compute domains) selects none of them."""
+    if f'device.driver == "{DRIVER_NAME}"' not in expression:
+        return False
     attributes = {name: next(iter(value.values())) for name, value in device["attributes"].items()}
     matches = EQUALS.findall(expression)
     assert matches, expression
@@ -48,6 +50,7 @@ def test_each_class_selects_the_devices_it_names() -> None:
     assert chosen["gpu.gpudra.io"] == {f"gpu-{i}" for i in range(4, 8)}
     assert chosen["mig.gpudra.io"] == {d["name"] for d in devices if "-mig-" in d["name"]}
     assert chosen["any.gpu.gpudra.io"] == {d["name"] for d in devices}
+    assert chosen["compute-domain-default-channel.gpudra.io"] == set()
     assert classes()["gpu.gpudra.io"]["spec"]["extendedResourceName"] == "gpudra.io/gpu"
 
 
