@@ -45,6 +45,7 @@ from libs.events.catalogue import (
     InjectFault,
     InventoryChanged,
     MonitorStatusChanged,
+    PrepareChannels,
     PrepareClaims,
     RemediationStateChanged,
     RemediationStepCompleted,
@@ -53,6 +54,7 @@ from libs.events.catalogue import (
     ResetRemediation,
     ServiceCrashed,
     SlicesPublished,
+    UnprepareChannels,
     UnprepareClaims,
 )
 from libs.trust.grants import (
@@ -119,12 +121,13 @@ def _local_kube(local_kube: bool) -> Permissions:
 
 
 def _kubelet_shim(node: str, local_kube: bool) -> Permissions:
-    """Asks its node's claim_preparation to prepare and unprepare; reads the node's inventory and the device
+    """Asks its node's claim_preparation (GPU claims) and compute_domain (channel claims) to prepare and
+    unprepare; reads the node's inventory and the device
     health the controller states for it."""
     return union(
         [
             serve("kubelet_shim", node),
-            call(node, PrepareClaims, UnprepareClaims),
+            call(node, PrepareClaims, UnprepareClaims, PrepareChannels, UnprepareChannels),
             kv_read(INVENTORY_BUCKET),
             read_streams(topology.stream_of(DeviceHealthChanged)),
         ]
@@ -162,8 +165,16 @@ def _health_node(node: str, local_kube: bool) -> Permissions:
 
 
 def _compute_domain_node(node: str, local_kube: bool) -> Permissions:
-    """A node reports its own IMEX daemon's membership and readiness."""
-    return serve("compute_domain", node) | publish_events(node, ComputeDomainNodeChanged)
+    """Prepares its node's channel claims, runs and reports its IMEX daemons, reads the domains' membership and
+    publishes its channel slice."""
+    return union(
+        [
+            serve("compute_domain", node, PrepareChannels, UnprepareChannels),
+            publish_events(node, ComputeDomainNodeChanged),
+            kv_read(COMPUTEDOMAIN_BUCKET),
+            _local_kube(local_kube),
+        ]
+    )
 
 
 def _compute_domain_controller(node: str, local_kube: bool) -> Permissions:

@@ -13,7 +13,14 @@ from libs.events.catalogue.claims import (
     UnprepareClaims,
     UnprepareClaimsReply,
 )
-from libs.events.catalogue.computedomains import ComputeDomainNodeChanged, ComputeDomainStatusChanged
+from libs.events.catalogue.computedomains import (
+    ComputeDomainNodeChanged,
+    ComputeDomainStatusChanged,
+    PrepareChannels,
+    PrepareChannelsReply,
+    UnprepareChannels,
+    UnprepareChannelsReply,
+)
 from libs.events.catalogue.health import (
     DeviceHealthChanged,
     EntityRef,
@@ -56,6 +63,8 @@ __all__ = [
     "InjectFaultReply",
     "InventoryChanged",
     "MonitorStatusChanged",
+    "PrepareChannels",
+    "PrepareChannelsReply",
     "PrepareClaims",
     "PrepareClaimsReply",
     "PreparedDevice",
@@ -70,6 +79,8 @@ __all__ = [
     "ResetRemediationReply",
     "ServiceCrashed",
     "SlicesPublished",
+    "UnprepareChannels",
+    "UnprepareChannelsReply",
     "UnprepareClaims",
     "UnprepareClaimsReply",
 ]

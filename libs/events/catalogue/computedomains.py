@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from libs.events.base import Event
+from libs.events.base import Command, Event, Reply
+from libs.events.catalogue.claims import ClaimPrepareResult, ClaimRef, ClaimUnprepareResult
 
 Readiness = Literal["Ready", "NotReady"]
 
@@ -42,3 +43,32 @@ class ComputeDomainNodeChanged(Event, frozen=True, kw_only=True):
 
     def ce_subject(self) -> str:
         return self.domain_uid
+
+
+class PrepareChannelsReply(Reply, frozen=True, kw_only=True):
+    results: dict[str, ClaimPrepareResult]
+
+
+class PrepareChannels(Command, frozen=True, kw_only=True):
+    """The kubelet shim's second driver (``compute-domain.gpudra.io``) forwards its prepare calls here: the same
+    shape as ``PrepareClaims``, served by the node's compute_domain service instead of claim_preparation."""
+
+    service = "computedomains"
+    endpoint = "prepare"
+    reply = PrepareChannelsReply
+    summary = "NodePrepareResources for the IMEX channel claims of one kubelet call."
+
+    claims: list[ClaimRef]
+
+
+class UnprepareChannelsReply(Reply, frozen=True, kw_only=True):
+    results: dict[str, ClaimUnprepareResult]
+
+
+class UnprepareChannels(Command, frozen=True, kw_only=True):
+    service = "computedomains"
+    endpoint = "unprepare"
+    reply = UnprepareChannelsReply
+    summary = "NodeUnprepareResources for the IMEX channel claims of one kubelet call."
+
+    claims: list[ClaimRef]
