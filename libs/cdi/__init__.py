@@ -6,7 +6,7 @@ validates against the CDI JSON Schema (development dependency ``jsonschema``).
 """
 
 from libs.cdi.errors import CdiError
-from libs.cdi.names import qualified_name, transient_spec_name
+from libs.cdi.names import claim_kind, claim_spec_name, claim_spec_prefix, qualified_name, transient_spec_name
 from libs.cdi.spec import ContainerEdits, Device, DeviceNode, Hook, Mount, Spec, decode, encode
 from libs.cdi.version import minimum_version
 from libs.cdi.writer import SpecDir, spec_problems
@@ -20,6 +20,9 @@ __all__ = [
     "Mount",
     "Spec",
     "SpecDir",
+    "claim_kind",
+    "claim_spec_name",
+    "claim_spec_prefix",
     "decode",
     "encode",
     "minimum_version",

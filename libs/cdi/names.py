@@ -51,3 +51,19 @@ def transient_spec_name(kind: str, transient_id: str) -> str:
     if not _DEVICE.fullmatch(transient_id):
         raise CdiError(f"transient spec id {transient_id!r} is not usable in a file name")
     return f"{vendor}-{device_class}_{transient_id}"
+
+
+def claim_kind(driver: str) -> str:
+    """``k8s.<driver>/claim``: the kind of a DRA driver's per-claim specs (the reference driver's layout, so
+    tooling that reads one reads the other)."""
+    return f"k8s.{driver}/claim"
+
+
+def claim_spec_name(driver: str, claim_uid: str) -> str:
+    return transient_spec_name(claim_kind(driver), claim_uid)
+
+
+def claim_spec_prefix(driver: str) -> str:
+    """What every claim spec name of this driver starts with (to find leftovers)."""
+    vendor, _, device_class = claim_kind(driver).partition("/")
+    return f"{vendor}-{device_class}_"

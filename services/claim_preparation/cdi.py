@@ -17,7 +17,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 
-from libs.cdi import ContainerEdits, Device, Spec, minimum_version, qualified_name, transient_spec_name
+from libs.cdi import ContainerEdits, Device, Spec, claim_kind, minimum_version, qualified_name
 from libs.cdi.driver import LIB_DIRS, VERSION_FILE, DriverFiles, discover_driver, driver_edits
 from libs.cdi.nvidia import NodePaths, control_edits, gpu_edits, mig_edits
 from libs.events.catalogue import PreparedDevice
@@ -33,20 +33,6 @@ _HINT = (
 )
 
 log = logging.getLogger(__name__)
-
-
-def cdi_kind(driver: str) -> str:
-    return f"k8s.{driver}/claim"
-
-
-def spec_name(driver: str, claim_uid: str) -> str:
-    return transient_spec_name(cdi_kind(driver), claim_uid)
-
-
-def spec_prefix(driver: str) -> str:
-    """What every claim spec name of this driver starts with (to find leftovers)."""
-    vendor, _, device_class = cdi_kind(driver).partition("/")
-    return f"{vendor}-{device_class}_"
 
 
 def device_edits(target: Target, paths: NodePaths) -> ContainerEdits:
@@ -76,13 +62,13 @@ def claim_spec(
         for name, device in unique.items()
     )
     common = control_edits(paths) + paths.driver + ContainerEdits(env=(VISIBLE_DEVICES_VOID,))
-    spec = Spec(cdi_version="0.3.0", kind=cdi_kind(driver), devices=cdi_devices, container_edits=common)
+    spec = Spec(cdi_version="0.3.0", kind=claim_kind(driver), devices=cdi_devices, container_edits=common)
     return Spec(cdi_version=minimum_version(spec), kind=spec.kind, devices=spec.devices, container_edits=common)
 
 
 def prepared_devices(driver: str, claim_uid: str, devices: Sequence[PlannedDevice]) -> tuple[PreparedDevice, ...]:
     """The kubelet's answer: one entry per allocation result, its request as the kubelet names it."""
-    kind = cdi_kind(driver)
+    kind = claim_kind(driver)
     return tuple(
         PreparedDevice(
             request_names=[device.request.split("/", 1)[0]],

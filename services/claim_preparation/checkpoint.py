@@ -31,8 +31,8 @@ from pathlib import Path
 
 import msgspec
 
+from libs.claims.allocation import check_uid
 from libs.files import remove_durably, remove_temporaries, write_atomically
-from services.claim_preparation.claims import check_uid
 from services.claim_preparation.errors import BadClaimRef
 from services.claim_preparation.record import ClaimRecord
 

@@ -1,40 +1,27 @@
 """Why a claim cannot be prepared or unprepared, as types a caller can branch on and a person can act on.
 
-Pure rule modules raise a ``ClaimProblem`` that says what is wrong without knowing which claim it is; the
-preparer prefixes the claim (``claim default/train-0 (uid …): device gpu-3 is already prepared for claim
-default/eval-1``), which becomes the per-claim error the kubelet shows and the ``ClaimFailed`` event carries.
-``reason`` (the class name) labels metrics and events.
+The problems every driver shares (``ClaimProblem``, a bad reference, a claim not found or not usable, the API
+away) are ``libs.claims.problems``; these are claim_preparation's own, for its devices, configs and files.
 """
 
 from __future__ import annotations
 
+from libs.claims.problems import ApiUnavailable, BadClaimRef, ClaimNotFound, ClaimNotUsable, ClaimProblem
 
-class ClaimProblem(Exception):
-    """Base of every per-claim failure."""
-
-    def __init__(self, problem: str) -> None:
-        super().__init__(problem)
-        self.problem = problem
-
-    @property
-    def reason(self) -> str:
-        return type(self).__name__
-
-
-class BadClaimRef(ClaimProblem):
-    """The kubelet's namespace/name/uid cannot be used (empty, path-like)."""
-
-
-class ClaimNotFound(ClaimProblem):
-    """The ResourceClaim does not exist, or exists under another UID (deleted and recreated)."""
-
-
-class ClaimNotUsable(ClaimProblem):
-    """The claim is not allocated, or not to this node and driver."""
-
-
-class ApiUnavailable(ClaimProblem):
-    """The Kubernetes API (or the standalone store) could not be read; the kubelet retries."""
+__all__ = [
+    "ApiUnavailable",
+    "BadClaimRef",
+    "CdiFailure",
+    "CheckpointFailure",
+    "ClaimNotFound",
+    "ClaimNotUsable",
+    "ClaimProblem",
+    "ConfigError",
+    "DeviceBusy",
+    "DeviceFailure",
+    "RollbackFailed",
+    "UnknownDevice",
+]
 
 
 class ConfigError(ClaimProblem):

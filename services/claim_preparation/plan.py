@@ -12,8 +12,8 @@ from pathlib import Path
 
 import msgspec
 
+from libs.claims.allocation import AllocatedClaim
 from libs.devices.model import Inventory
-from services.claim_preparation.claims import AllocatedClaim
 from services.claim_preparation.configapi import DeviceConfig
 from services.claim_preparation.devices import Target, lock_key, resolve
 from services.claim_preparation.precedence import choose, decoded_candidates

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from services.claim_preparation.claims import AllocatedClaim, AllocationResult, ConfigEntry
+from libs.claims.allocation import AllocatedClaim, AllocationResult, ConfigEntry
 from services.claim_preparation.configapi import (
     DEFAULT_GPU_CONFIG,
     DEFAULT_MIG_CONFIG,

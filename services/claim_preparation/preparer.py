@@ -34,8 +34,9 @@ from typing import Literal
 
 import msgspec
 
-from libs.cdi import CdiError, ContainerEdits, Spec, SpecDir
+from libs.cdi import CdiError, ContainerEdits, Spec, SpecDir, claim_spec_name, claim_spec_prefix
 from libs.cdi.nvidia import NodePaths
+from libs.claims.allocation import AllocatedClaim, check_ref, check_uid, read_allocation
 from libs.devices import DeviceBackend
 from libs.devices.errors import DeviceError, StateError
 from libs.devices.model import Inventory
@@ -43,9 +44,8 @@ from libs.events.catalogue import ClaimFailed, ClaimPrepared, ClaimRef, ClaimUnp
 from libs.events.envelope import new_event_id
 from libs.kube import RESOURCE_CLAIMS, KubeApi, KubeError, NotFound
 from services.claim_preparation import metrics, mig
-from services.claim_preparation.cdi import claim_spec, prepared_devices, spec_name, spec_prefix
+from services.claim_preparation.cdi import claim_spec, prepared_devices
 from services.claim_preparation.checkpoint import CheckpointError, CheckpointStore
-from services.claim_preparation.claims import AllocatedClaim, check_ref, check_uid, read_allocation
 from services.claim_preparation.devices import Holder, MigTarget, check_free, kind_of, lock_key, minor_of
 from services.claim_preparation.errors import (
     ApiUnavailable,
@@ -236,7 +236,7 @@ class Preparer:
         if record is None:
             # Nothing recorded: done already. A spec left by a record lost to corruption goes too.
             with clock.phase("cdi"), failures_as(CdiFailure, "removing a leftover CDI spec"):
-                await asyncio.to_thread(self.parts.specs.remove, spec_name(self.parts.driver, ref.uid))
+                await asyncio.to_thread(self.parts.specs.remove, claim_spec_name(self.parts.driver, ref.uid))
             return ref, (), False
         await self._take_apart(record, clock)
         return record.ref, (), True
@@ -282,7 +282,7 @@ class Preparer:
             started_at=time.time(),
             devices=tuple(devices),
             sharing=tuple(sharing),
-            cdi_spec=spec_name(self.parts.driver, ref.uid),
+            cdi_spec=claim_spec_name(self.parts.driver, ref.uid),
         )
 
     async def _set_up(self, record: ClaimRecord, clock: PhaseClock) -> ClaimRecord:
@@ -503,7 +503,7 @@ class Preparer:
         """Specs of claims the checkpoint does not hold (a crash between spec and record, a lost record)."""
         specs = self.parts.specs
         specs.remove_temporaries()
-        prefix = spec_prefix(self.parts.driver)
+        prefix = claim_spec_prefix(self.parts.driver)
         known = set(self._records) | self._newer
         for name in specs.names(prefix):
             if name.removeprefix(prefix) not in known:

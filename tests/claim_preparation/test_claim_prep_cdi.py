@@ -20,6 +20,7 @@ from libs.cdi import (
     Mount,
     Spec,
     SpecDir,
+    claim_spec_name,
     decode,
     encode,
     minimum_version,
@@ -27,7 +28,7 @@ from libs.cdi import (
 from libs.cdi.nvidia import NodePaths, mps_edits, numbered_mig_minor, parse_mig_minors
 from libs.cdi.writer import spec_problems
 from libs.devices.simulated import SimulatedBackend, load_profile
-from services.claim_preparation.cdi import claim_spec, node_paths, prepared_devices, spec_name
+from services.claim_preparation.cdi import claim_spec, node_paths, prepared_devices
 from services.claim_preparation.devices import FullGpu, MigTarget
 from services.claim_preparation.record import MpsPlan, PlannedDevice
 from services.claim_preparation.settings import Settings
@@ -161,7 +162,7 @@ def test_claim_spec_on_a_gpu_node_has_the_reference_shape_and_validates() -> Non
         "/dev/nvidia-uvm",
         "/dev/nvidia-uvm-tools",
     ]
-    assert spec_name(DRIVER, uid) == f"k8s.gpu.gpudra.io-claim_{uid}"
+    assert claim_spec_name(DRIVER, uid) == f"k8s.gpu.gpudra.io-claim_{uid}"
 
 
 def test_a_uid_starting_with_a_digit_needs_0_5_0() -> None:

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from libs.claims.allocation import AllocatedClaim, AllocationResult, ConfigEntry
 from libs.devices.model import TimeSliceInterval
 from libs.events.catalogue import ClaimRef
-from services.claim_preparation.claims import AllocatedClaim, AllocationResult, ConfigEntry
 from services.claim_preparation.configapi import (
     DEFAULT_GPU_CONFIG,
     DEFAULT_MIG_CONFIG,

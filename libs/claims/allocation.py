@@ -1,4 +1,4 @@
-"""The claim as the kubelet names it and as the API server has it: checks and this driver's share, pure.
+"""The claim as the kubelet names it and as the API server has it: checks and one driver's share, pure.
 
 The kubelet sends only namespace, name and UID; the UID also becomes a file name here (checkpoint record, CDI
 spec), so a path-like UID is refused at the door. The ResourceClaim read from the API must have the same UID
@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 import msgspec
 
+from libs.claims.problems import BadClaimRef, ClaimNotFound, ClaimNotUsable
 from libs.events.catalogue import ClaimRef
 from libs.events.catalogue.claims import uid_problem
-from services.claim_preparation.errors import BadClaimRef, ClaimNotFound, ClaimNotUsable
 
 
 def check_uid(uid: str) -> str:
