@@ -24,9 +24,10 @@ from services.compute_domain.api import (
     status_object,
 )
 from services.compute_domain.configapi import ConfigProblem, decode_channel_config
-from services.compute_domain.controller.membership import Member, Refused, admit
+from services.compute_domain.controller.membership import Refused, admit
 from services.compute_domain.controller.render import workload_claim_template
 from services.compute_domain.controller.status import domain_status
+from services.compute_domain.roster import Member
 from tests.kubeapi.objects import status_of
 from tests.support.kubeapi import KubeApiServer
 

@@ -2,7 +2,10 @@
 ``ComputeDomainNodeChanged`` events, and writes a domain's status the moment its membership changes.
 
 - Membership is event-sourced: the nodes' events, replayed from the stream at start, are the truth, so a
-  restarted controller knows every member without a bucket of its own and without asking any node.
+  restarted controller knows every member without asking any node. Admission (``membership.admit``: one
+  clique, a free IMEX slot) follows the stream's order, so every replica decides the same.
+- The decision goes to the nodes as the domain's roster in KV (``roster``): members with their slots and
+  addresses, and the nodes refused with the reason.
 - Only the leader (``libs.bus.election``, lease prefix ``computedomains.``) writes; every replica follows, so a
   new leader starts from a full view and writes at once.
 - A domain gets a finalizer and its workload claim template; a deleted one loses the template, then the
@@ -21,9 +24,11 @@ from collections.abc import Callable
 from typing import Any
 
 from nats.js import api
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
 
 from libs.bus import Bus
-from libs.bus.topology import stream_of
+from libs.bus.topology import COMPUTEDOMAIN_BUCKET, stream_of
 from libs.events import CLUSTER, decode
 from libs.events.catalogue.computedomains import ComputeDomainNodeChanged, ComputeDomainStatusChanged
 from libs.kube import AlreadyExists, Conflict, KubeApi, NotFound
@@ -39,9 +44,10 @@ from services.compute_domain.api import (
     decode_domain,
     status_object,
 )
-from services.compute_domain.controller.membership import Member
+from services.compute_domain.controller.membership import Refused, admit
 from services.compute_domain.controller.render import workload_claim_template
-from services.compute_domain.controller.status import domain_status, readiness
+from services.compute_domain.controller.status import domain_status, readiness, roster_of
+from services.compute_domain.roster import Member, Roster, encode_roster, roster_key
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +71,10 @@ class Domains:
         """Domain UID → the domain as last seen."""
         self.members: dict[str, dict[str, Member]] = {}
         """Domain UID → node → its member entry, from the nodes' events."""
+        self.refused: dict[str, dict[str, str]] = {}
+        """Domain UID → node → why it was not admitted."""
+        self._rosters: KeyValue | None = None
+        self._written: dict[str, Roster] = {}
         self.leading = False
         self.changed = asyncio.Condition()
         """Notified after each input is taken in (a domain, a member event): what tests and probes wait on."""
@@ -74,6 +84,7 @@ class Domains:
 
     async def start(self) -> None:
         """Replays the membership, then follows domains and events in the background."""
+        self._rosters = await self._bus.kv(COMPUTEDOMAIN_BUCKET)
         subscription = await self._bus.js.subscribe(
             MEMBER_EVENTS,
             stream=stream_of(ComputeDomainNodeChanged),
@@ -103,6 +114,7 @@ class Domains:
     async def lead(self, leading: bool) -> None:
         """Leadership changed: a new leader brings every domain up to date."""
         self.leading = leading
+        self._written.clear()  # another leader may have written meanwhile: write each roster once anew
         if leading:
             for uid in list(self.domains):
                 await self._settle(uid)
@@ -120,15 +132,23 @@ class Domains:
             await self._settle(event.domain_uid)
 
     def apply_member(self, event: ComputeDomainNodeChanged) -> None:
+        """Admits, updates or drops the node (a node's own ``index`` is ignored: the slot is the controller's)."""
         members = self.members.setdefault(event.domain_uid, {})
+        refused = self.refused.setdefault(event.domain_uid, {})
+        refused.pop(event.node, None)
         if not event.member:
             members.pop(event.node, None)
+            return
+        try:
+            index = admit(event.node, event.clique_id, members)
+        except Refused as exc:
+            refused[event.node] = str(exc)
             return
         members[event.node] = Member(
             node=event.node,
             ip_address=event.ip_address,
             clique_id=event.clique_id,
-            index=event.index,
+            index=index,
             ready=event.status == "Ready",
             reason=event.reason,
         )
@@ -143,6 +163,9 @@ class Domains:
         if kind == "DELETED":
             self.domains.pop(uid, None)
             self.members.pop(uid, None)
+            self.refused.pop(uid, None)
+            if self.leading:
+                await self._drop_roster(uid)
         else:
             self.domains[uid] = domain
         await self._settle(uid)
@@ -173,7 +196,9 @@ class Domains:
         if domain is not None and domain.metadata.deletion_timestamp:
             await self._finalize(domain)
         elif domain is not None:
-            await self._write_status(await self._own(domain))
+            domain = await self._own(domain)
+            await self._write_status(domain)
+            await self._write_roster(domain)
 
     async def _fresh(self, domain: ComputeDomain | None) -> ComputeDomain | None:
         if domain is None:
@@ -226,6 +251,21 @@ class Domains:
         if status.status != domain.status.status or not domain.status.conditions:
             await self._announce(domain, members)
 
+    async def _write_roster(self, domain: ComputeDomain) -> None:
+        uid = domain.metadata.uid
+        members = list(self.members.get(uid, {}).values())
+        roster = roster_of(domain, members, self.refused.get(uid, {}))
+        if self._written.get(uid) == roster or self._rosters is None:
+            return
+        await self._rosters.put(roster_key(uid), encode_roster(roster))
+        self._written[uid] = roster
+
+    async def _drop_roster(self, uid: str) -> None:
+        self._written.pop(uid, None)
+        if self._rosters is not None:
+            with contextlib.suppress(KeyNotFoundError):
+                await self._rosters.delete(roster_key(uid))
+
     async def _announce(self, domain: ComputeDomain, members: list[Member]) -> None:
         state, _, message = readiness(domain.spec, members)
         reason = message if state == "NotReady" else ""
@@ -250,6 +290,7 @@ class Domains:
         if FINALIZER in meta.finalizers:
             with contextlib.suppress(NotFound):
                 await self._set_finalizers(domain, [f for f in meta.finalizers if f != FINALIZER])
+        await self._drop_roster(meta.uid)
         log.info("%s: finalized", domain, extra={"domain": meta.uid})
 
     async def _set_finalizers(self, domain: ComputeDomain, finalizers: list[str]) -> dict[str, Any]:

@@ -10,25 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-import msgspec
-
 from services.compute_domain.api import MAX_NODES_PER_CLIQUE
+from services.compute_domain.roster import Member
 
 
 class Refused(ValueError):
     """A node that cannot join; the message says why, naming the node."""
-
-
-class Member(msgspec.Struct, frozen=True, kw_only=True):
-    """One node's daemon in a domain, as the node reports it."""
-
-    node: str
-    ip_address: str
-    clique_id: str
-    index: int
-    ready: bool = False
-    reason: str = ""
-    """Why it is not ready (the daemon's own words), empty when ready."""
 
 
 def domain_clique(members: Iterable[Member]) -> str:

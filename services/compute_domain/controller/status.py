@@ -7,11 +7,18 @@ condition's ``lastTransitionTime`` moves only when its status does, as ``metav1.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from services.compute_domain.api import ComputeDomainSpec, ComputeDomainStatus, Condition, NodeStatus, Readiness
-from services.compute_domain.controller.membership import Member
+from services.compute_domain.api import (
+    ComputeDomain,
+    ComputeDomainSpec,
+    ComputeDomainStatus,
+    Condition,
+    NodeStatus,
+    Readiness,
+)
+from services.compute_domain.roster import Member, Roster
 
 READY = "Ready"
 
@@ -60,3 +67,19 @@ def domain_status(
     ]
     others = [c for c in previous.conditions if c.type != READY]
     return ComputeDomainStatus(status=state, conditions=[condition, *others], nodes=nodes)
+
+
+def roster_of(domain: ComputeDomain, members: Sequence[Member], refused: Mapping[str, str]) -> Roster:
+    """What the nodes read: the members in slot order and the refusals, with the domain's namespace (a channel
+    claim must be in it) and its readiness."""
+    meta = domain.metadata
+    return Roster(
+        uid=meta.uid,
+        namespace=meta.namespace,
+        name=meta.name,
+        num_nodes=domain.spec.num_nodes,
+        allocation_mode=domain.spec.channel.allocation_mode,
+        status=readiness(domain.spec, members)[0],
+        members=sorted(members, key=lambda member: member.index),
+        refused=dict(sorted(refused.items())),
+    )
