@@ -17,8 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
+import socket
 from collections.abc import Callable
+from typing import Annotated, Literal
 
 import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
@@ -27,6 +30,28 @@ from nats.js.kv import KeyValue
 log = logging.getLogger(__name__)
 
 _KEY_SAFE = re.compile(r"[^-_A-Za-z0-9]")
+
+# Settings every controller with replicas declares the same way (one name, one meaning, in every service).
+RoleSetting = Annotated[
+    Literal["node", "controller", "both"],
+    msgspec.Meta(description="node side, cluster controller, or both (one process: standalone)"),
+]
+ControllerIdSetting = Annotated[
+    str, msgspec.Meta(description="this controller replica's identity (default: the host name, i.e. the pod name)")
+]
+LeaseRenewSetting = Annotated[
+    float,
+    msgspec.Meta(
+        description="how often the leader lease and the replica's presence are renewed (they expire after 30 s)",
+        gt=0,
+        lt=30,
+    ),
+]
+
+
+def default_replica() -> str:
+    """The host name (in a pod: the pod name), which stays the same across restarts of one replica."""
+    return os.environ.get("HOSTNAME") or socket.gethostname() or "controller"
 
 
 class Holder(msgspec.Struct, frozen=True):

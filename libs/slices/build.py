@@ -56,14 +56,14 @@ def _with_taints(device: Device, taints: Sequence[DeviceTaint], limits: SliceLim
     return device | {"taints": kept} if kept else device
 
 
-def slice_name(node: str, index: int) -> str:
-    """`<node>-gpu.gpudra.io-<n>`; a node name too long for that is shortened with a hash to stay unique."""
-    prefix = f"{node}-{DRIVER_NAME}"
+def slice_name(node: str, index: int, driver: str = DRIVER_NAME) -> str:
+    """`<node>-<driver>-<n>`; a node name too long for that is shortened with a hash to stay unique."""
+    prefix = f"{node}-{driver}"
     suffix = f"-{index}"
     if len(prefix) + len(suffix) > _MAX_NAME:
         digest = hashlib.sha256(node.encode()).hexdigest()[:10]
-        keep = _MAX_NAME - len(suffix) - len(DRIVER_NAME) - len(digest) - 2
-        prefix = f"{node[:keep].rstrip('.-')}-{digest}-{DRIVER_NAME}"
+        keep = _MAX_NAME - len(suffix) - len(driver) - len(digest) - 2
+        prefix = f"{node[:keep].rstrip('.-')}-{digest}-{driver}"
     return prefix + suffix
 
 

@@ -47,6 +47,10 @@ class Roster(msgspec.Struct, frozen=True, kw_only=True):
     def member(self, node: str) -> Member | None:
         return next((member for member in self.members if member.node == node), None)
 
+    def decided(self, node: str) -> bool:
+        """The controller admitted or refused ``node``."""
+        return node in self.refused or self.member(node) is not None
+
 
 def roster_key(uid: str) -> str:
     if not _UID.fullmatch(uid):

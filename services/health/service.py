@@ -32,9 +32,9 @@ log = logging.getLogger(__name__)
 async def lifespan(bus: Bus, settings: Settings) -> AsyncIterator[Sequence[Endpoint[Any]]]:
     async with AsyncExitStack() as stack:
         endpoints: list[Endpoint[Any]] = []
-        if settings.runs_node:
+        if settings.role in ("node", "both"):
             endpoints += await stack.enter_async_context(node_side(bus, settings))
-        if settings.runs_controller:
+        if settings.role in ("controller", "both"):
             await stack.enter_async_context(controller_side(bus, settings))
         log.info("health started", extra={"role": settings.role, "node": settings.node_name})
         yield endpoints

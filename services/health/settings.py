@@ -9,10 +9,11 @@ asks every service to carry.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
 
+from libs.bus.election import ControllerIdSetting, LeaseRenewSetting, RoleSetting
 from libs.devices.settings import DeviceSettings
 from libs.kube import KubeconfigSetting, KubeModeSetting
 from libs.slices.build import DRIVER_NAME
@@ -28,9 +29,7 @@ Seconds = Annotated[float, msgspec.Meta(gt=0)]
 class Settings(DeviceSettings, kw_only=True, frozen=True):
     """GPU fault detection on the node and the cluster-wide remediation controller."""
 
-    role: Annotated[
-        Literal["node", "controller", "both"], msgspec.Meta(description="node monitors, controller or both")
-    ] = "both"
+    role: RoleSetting = "both"
 
     # --- node monitors (role node; the device backend's fields come from DeviceSettings) -------------------
     monitor_poll_seconds: Annotated[Seconds, _doc("counter poll interval per GPU")] = 5.0
@@ -105,21 +104,7 @@ class Settings(DeviceSettings, kw_only=True, frozen=True):
     drain_timeout_seconds: Annotated[
         Seconds, _doc("a drain still blocked (PodDisruptionBudget, pods that do not finish) after this fails")
     ] = 3600.0
-    controller_id: Annotated[
-        str, _doc("this controller replica's identity (default: the host name, i.e. the pod name)")
-    ] = ""
+    controller_id: ControllerIdSetting = ""
     controller_workers: Annotated[int, _doc("nodes the controller works on at once"), msgspec.Meta(ge=1)] = 128
-    lease_renew_seconds: Annotated[
-        float,
-        _doc("how often the leader lease and the replica's presence are renewed (they expire after 30 s)"),
-        msgspec.Meta(gt=0, lt=30),
-    ] = 10.0
+    lease_renew_seconds: LeaseRenewSetting = 10.0
     sweep_seconds: Annotated[Seconds, _doc("how often the leader looks for work a dead replica left behind")] = 15.0
-
-    @property
-    def runs_node(self) -> bool:
-        return self.role in ("node", "both")
-
-    @property
-    def runs_controller(self) -> bool:
-        return self.role in ("controller", "both")

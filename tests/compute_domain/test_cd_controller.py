@@ -9,10 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import pytest
-import yaml
-from kubernetes_asyncio.client import ApiextensionsV1Api
-
 from libs.bus import Bus
 from libs.events import decode
 from libs.events.catalogue.computedomains import ComputeDomainNodeChanged, ComputeDomainStatusChanged, Readiness
@@ -22,7 +18,7 @@ from libs.settings import CommonSettings
 from libs.trust.roles import Role
 from services.compute_domain.api import FINALIZER
 from services.compute_domain.controller.domains import COMPUTE_DOMAINS, Domains
-from tests.compute_domain.test_cd_api import CLIQUE, CRD_FILE, domain
+from tests.compute_domain.test_cd_api import CLIQUE, domain
 from tests.support.kubeapi import KubeApiServer
 from tests.support.nats_fixture import role_creds
 
@@ -53,14 +49,6 @@ async def leading(bus: Bus, kube: ClusterKube) -> AsyncIterator[Domains]:
         yield domains
     finally:
         await domains.stop()
-
-
-@pytest.fixture
-async def installed(kube_api: KubeApiServer) -> KubeApiServer:
-    async with kube_api.api_client() as client:
-        crds: Any = ApiextensionsV1Api(client)
-        await crds.create_custom_resource_definition(yaml.safe_load(CRD_FILE.read_text()))
-    return kube_api
 
 
 def stored(kube_api: KubeApiServer, name: str = "train") -> dict[str, Any]:

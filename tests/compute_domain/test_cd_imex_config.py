@@ -139,10 +139,10 @@ def test_a_gb200_tray_is_in_its_racks_clique() -> None:
 def test_a_node_without_nvlink_fabric_has_no_clique_and_refuses_channels() -> None:
     clique = node_clique(inventory("dgx-h100"))
     assert clique == ""
-    refusal = channel_refusal(clique, node="tray-1", domain="default/cd", claim="default/channel")
+    refusal = channel_refusal(clique, node="tray-1", domain="default/cd")
     assert refusal is not None
     assert "node tray-1 has no multi-node NVLink" in refusal
-    assert channel_refusal("c.1", node="tray-1", domain="default/cd", claim="default/channel") is None
+    assert channel_refusal("c.1", node="tray-1", domain="default/cd") is None
 
 
 def test_gpus_in_different_cliques_are_an_error_naming_them() -> None:

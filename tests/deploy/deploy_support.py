@@ -31,3 +31,13 @@ BOOTSTRAP_SETTINGS: tuple[type[msgspec.Struct], ...] = (CommonSettings, BusLimit
 
 def bootstrap_env_names() -> frozenset[str]:
     return frozenset(env_name(f.name) for struct in BOOTSTRAP_SETTINGS for f in msgspec.structs.fields(struct))
+
+
+RUNTIME_PROVIDED = (Path("/proc"), Path("/sys"), Path("/etc/hosts"))
+"""Paths a container has without a volume: kernel filesystems, and the hosts file the runtime bind-mounts."""
+
+
+def paths_used(settings: object, field: str) -> bool:
+    """Whether the service, in its role, uses the path setting ``field`` (a controller has no node-side files)."""
+    node_only: frozenset[str] = getattr(type(settings), "NODE_ONLY", frozenset())
+    return not (getattr(settings, "role", "both") == "controller" and field in node_only)

@@ -34,11 +34,10 @@ from libs.natsserver import free_port, nats_server_binary
 from libs.runtime.probes import READINESS_PATH
 from libs.settings import CommonSettings, SettingsError, env_name, load_settings
 from libs.trust.roles import PRINCIPALS
-from tests.deploy.deploy_support import ROOT, bootstrap_env_names, service_settings
+from tests.deploy.deploy_support import ROOT, RUNTIME_PROVIDED, bootstrap_env_names, paths_used, service_settings
 
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-KERNEL_FILESYSTEMS = (Path("/proc"), Path("/sys"))
 CLUSTER_ONLY = {"auth_callout"}
 USERS = Path("/trust/users")
 
@@ -229,10 +228,10 @@ def test_paths_named_by_settings_are_volumes_or_made_by_the_image(name: str) -> 
     places = [*mounts(gpudra_services()[name][0]), *dockerfile_dirs()]
     for field in msgspec.structs.fields(type(settings)):
         value = getattr(settings, field.name)
-        if not (isinstance(value, str) and value.startswith("/")):
+        if not (isinstance(value, str) and value.startswith("/")) or not paths_used(settings, field.name):
             continue
         path = Path(value)
-        if path == Path("/") or any(path.is_relative_to(kernel) for kernel in KERNEL_FILESYSTEMS):
+        if path == Path("/") or any(path.is_relative_to(provided) for provided in RUNTIME_PROVIDED):
             continue
         assert any(path.is_relative_to(place) for place in places), f"{name}: {env_name(field.name)}={value}"
 

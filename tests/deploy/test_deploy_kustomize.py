@@ -49,7 +49,7 @@ from libs.version import VERSION
 from services.auth_callout.admission import parse_grants
 from services.auth_callout.service import lifespan as callout_lifespan
 from services.auth_callout.settings import Settings as CalloutSettings
-from tests.deploy.deploy_support import ROOT, bootstrap_env_names, service_settings
+from tests.deploy.deploy_support import ROOT, RUNTIME_PROVIDED, bootstrap_env_names, paths_used, service_settings
 from tests.health_controller.health_controller_support import (
     Feed,
     RecordingReboot,
@@ -97,8 +97,9 @@ SAMPLE_FIELDS = {
     "metadata.uid": "4f1c2a9e-0b7d-4e55-9c2e-8d1f3a6b7c90",
     "metadata.name": "gpudra-node-x2v9q",
     "metadata.namespace": "gpudra-system",
+    "status.podIP": "10.244.3.17",
 }
-NODE_SERVICES = {"kubelet_shim", "discovery", "claim_preparation", "health"}
+NODE_SERVICES = {"kubelet_shim", "discovery", "claim_preparation", "health", "compute_domain"}
 CONTROLLER_SERVICES = {"health", "compute_domain"}
 # The NATS auth callout: deployed with the overlays that log in through it, not by the base.
 CALLOUT_SERVICE = "auth_callout"
@@ -106,8 +107,7 @@ CALLOUT_BUNDLE = KUSTOMIZE / "auth-callout"
 STANDALONE = KUSTOMIZE / "overlays" / "standalone-nats"
 EXTERNAL = KUSTOMIZE / "overlays" / "external-nats"
 CLI = "gpudra"
-PRIVILEGED_SERVICES = {"discovery", "claim_preparation", "health"}
-KERNEL_FILESYSTEMS = (Path("/proc"), Path("/sys"))
+PRIVILEGED_SERVICES = {"discovery", "claim_preparation", "health", "compute_domain"}  # NVML; IMEX opens /dev/nvidia-caps
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 
 
@@ -583,7 +583,7 @@ def test_nvml_services_see_the_hosts_driver_root_read_only_where_their_settings_
         assert mount.get("readOnly") is True, container["name"]
         assert mount.get("mountPropagation") == "HostToContainer", container["name"]
         checked.append(service)
-    assert sorted(checked) == ["claim_preparation", "discovery", "health"]
+    assert sorted(checked) == ["claim_preparation", "compute_domain", "discovery", "health"]
 
 
 def path_settings(settings: CommonSettings) -> Iterator[tuple[str, Path]]:
@@ -593,8 +593,10 @@ def path_settings(settings: CommonSettings) -> Iterator[tuple[str, Path]]:
         # kubelet_dir only derives the two socket directories, which are set and checked themselves.
         if field.name == "kubelet_dir" or not isinstance(value, str) or not value.startswith("/"):
             continue
+        if not paths_used(settings, field.name):
+            continue
         path = Path(value)
-        if path != Path("/") and not any(path.is_relative_to(kernel) for kernel in KERNEL_FILESYSTEMS):
+        if path != Path("/") and not any(path.is_relative_to(provided) for provided in RUNTIME_PROVIDED):
             yield field.name, path
 
 

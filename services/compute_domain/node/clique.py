@@ -34,7 +34,7 @@ def node_clique(inventory: Inventory) -> str:
     return next(iter(members), "")
 
 
-def channel_refusal(clique: str, *, node: str, domain: str, claim: str) -> str | None:
+def channel_refusal(clique: str, *, node: str, domain: str) -> str | None:
     """Why a channel claim cannot be prepared on a node of ``clique``, or None when it can.
 
     A node outside any clique has no IMEX, so an IMEX channel there would give the workload nothing to share
@@ -43,6 +43,6 @@ def channel_refusal(clique: str, *, node: str, domain: str, claim: str) -> str |
     if clique:
         return None
     return (
-        f"claim {claim}: node {node} has no multi-node NVLink (no GPU reports an NVLink clique), so it cannot "
+        f"node {node} has no multi-node NVLink (no GPU reports an NVLink clique), so it cannot "
         f"join ComputeDomain {domain}; schedule the workload on nodes whose GPUs are in an NVLink clique"
     )

@@ -314,6 +314,11 @@ class ImexDaemon:
             process.kill()
             await process.wait()
             return f"{argv[0]} -q did not answer within {self._timing.query_timeout} s"
+        except asyncio.CancelledError:  # stopping: no query outlives the daemon's supervision
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            raise
         text = output.decode(errors="replace")
         if process.returncode == 0 and text == "READY\n":
             return None

@@ -8,14 +8,13 @@ stops the start with a ``ConfigError`` naming the file, the line and the setting
 from __future__ import annotations
 
 import datetime as dt
-import os
-import socket
 import uuid
 from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
 
+from libs.bus.election import default_replica
 from services.health.catalogue import Catalogue, YamlError, decode_yaml, default_catalogue, load_catalogue
 from services.health.remediation import BreakerConfig, DrainPolicy, DrainRule, RemediationConfig
 from services.health.settings import Settings
@@ -53,11 +52,6 @@ class ControllerConfig(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def replica_id(self) -> str:
         return self.replica or default_replica()
-
-
-def default_replica() -> str:
-    """The host name (in a pod: the pod name), which stays the same across restarts of one replica."""
-    return os.environ.get("HOSTNAME") or socket.gethostname() or "controller"
 
 
 def from_settings(settings: Settings) -> ControllerConfig:

@@ -1,0 +1,200 @@
+"""The compute-domain story end to end, on one nats-server and the test API server: four simulated GB200 trays
+form a four-node domain that becomes Ready; a killed daemon makes it NotReady with the reason and Ready again
+when it is back; a tray of another rack is not admitted; a claim from another namespace is refused; two domains
+on one tray get different channels; unprepare leaves the domain and removes what prepare wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from libs.cdi import claim_spec_name
+from libs.events.catalogue import ClaimRef
+from libs.natsserver import EmbeddedNats
+from services.compute_domain.api import DRIVER
+from services.compute_domain.node.imex_config import domain_files
+from services.compute_domain.node.simulated_imex import STATUS_FILE
+from tests.compute_domain.cd_story_support import (
+    WAIT,
+    Node,
+    channel_claim,
+    create_claim,
+    create_nodes,
+    other_rack_profile,
+    prepare,
+    running_controller,
+    running_node,
+    settings_for,
+    shim_bus,
+    unprepare,
+)
+from tests.compute_domain.test_cd_api import domain
+from tests.compute_domain.test_cd_controller import ready_reason, stored
+from tests.support.kubeapi import KubeApiServer
+
+TRAYS = [f"gb-{index}" for index in range(4)]
+
+
+@pytest.fixture
+async def rack(
+    nats_server: EmbeddedNats,
+    installed: KubeApiServer,
+    tmp_path: Path,
+) -> AsyncIterator[dict[str, Node]]:
+    """The controller and four trays of one rack (IPs 127.0.0.1-4), each with its Node object."""
+    create_nodes(installed, *TRAYS)
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(running_controller(nats_server.url, installed.url))
+        nodes: dict[str, Node] = {}
+        for index, name in enumerate(TRAYS):
+            settings = settings_for(
+                nats_server.url, installed.url, name, tmp_path / name, node_ip=f"127.0.0.{index + 1}"
+            )
+            nodes[name] = await stack.enter_async_context(running_node(settings))
+        yield nodes
+
+
+def create_domain(kube_api: KubeApiServer, name: str, num_nodes: int, namespace: str = "default") -> str:
+    obj = domain(name, numNodes=num_nodes)
+    obj["metadata"]["namespace"] = namespace
+    return str(kube_api.store.create(obj)["metadata"]["uid"])
+
+
+async def status_is(kube_api: KubeApiServer, name: str, state: str, reason: str = "") -> tuple[str, ...]:
+    """The domain's (status, reason, message) once its status is ``state`` (with ``reason``, if given)."""
+
+    def check() -> tuple[str, str, str] | None:
+        found = ready_reason(kube_api.store.get("computedomains", name, "default") or {})
+        return found if found[0] == state and reason in ("", found[1]) else None
+
+    return await kube_api.store.wait_for(check, WAIT)
+
+
+def claim_on(
+    kube_api: KubeApiServer, name: str, uid: str, node: str, *, slot: str = "slot-0", ns: str = "default"
+) -> ClaimRef:
+    return create_claim(kube_api, channel_claim(name, ns, domain_uid=uid, node=node, slot=slot))
+
+
+def spec_of(node: Node, claim: ClaimRef) -> dict[str, Any]:
+    path = Path(node.settings.cdi_dir) / f"{claim_spec_name(DRIVER, claim.uid)}.json"
+    return dict(json.loads(path.read_text()))
+
+
+def channel_paths(spec: dict[str, Any]) -> list[str]:
+    return [n["path"] for device in spec["devices"] for n in device["containerEdits"]["deviceNodes"]]
+
+
+def daemon_pid(node: Node, uid: str) -> int:
+    status = domain_files(node.settings.state_dir, uid).directory / STATUS_FILE
+    return int(json.loads(status.read_text())["pid"])
+
+
+async def test_four_trays_form_a_domain_that_survives_a_killed_daemon(
+    rack: dict[str, Node], installed: KubeApiServer, nats_server: EmbeddedNats
+) -> None:
+    uid = create_domain(installed, "train", 4)
+    assert (await status_is(installed, "train", "NotReady"))[1] == "WaitingForNodes"
+    claims = {name: claim_on(installed, f"train-{name}", uid, name) for name in TRAYS}
+    shims = {name: await shim_bus(nats_server.url, name) for name in TRAYS}
+    try:
+        for name in TRAYS:
+            results = await prepare(shims[name], name, claims[name])
+            assert results[claims[name].uid].error == "", results
+            spec = spec_of(rack[name], claims[name])
+            assert channel_paths(spec) == ["/dev/nvidia-caps-imex-channels/channel0"]
+        assert await status_is(installed, "train", "Ready") == ("Ready", "AllNodesReady", "4 of 4 nodes ready")
+        nodes = stored(installed)["status"]["nodes"]
+        assert [(n["name"], n["index"], n["ipAddress"]) for n in nodes] == [
+            (name, index, f"127.0.0.{index + 1}") for index, name in enumerate(TRAYS)
+        ]
+
+        os.kill(daemon_pid(rack["gb-2"], uid), signal.SIGKILL)
+        _, reason, message = await status_is(installed, "train", "NotReady")
+        assert reason == "NodeNotReady"
+        assert message.startswith("gb-2: ")
+        assert "SIGKILL" in message
+        await status_is(installed, "train", "Ready")  # the node service restarted its daemon
+
+        again = await prepare(shims["gb-0"], "gb-0", claims["gb-0"])  # the kubelet repeats a call: same answer
+        assert again[claims["gb-0"].uid].error == ""
+
+        assert (await unprepare(shims["gb-3"], "gb-3", claims["gb-3"]))[claims["gb-3"].uid].error == ""
+        left = await status_is(installed, "train", "NotReady", "WaitingForNodes")
+        assert left[2] == "3 of 4 nodes joined"
+        assert not Path(rack["gb-3"].settings.cdi_dir, f"{claim_spec_name(DRIVER, claims['gb-3'].uid)}.json").exists()
+        assert not domain_files(rack["gb-3"].settings.state_dir, uid).directory.exists()
+    finally:
+        for bus in shims.values():
+            await bus.close()
+
+
+async def test_a_tray_of_another_rack_is_not_admitted(
+    rack: dict[str, Node], installed: KubeApiServer, nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    uid = create_domain(installed, "train", 2)
+    create_nodes(installed, "rack2-0")
+    settings = settings_for(
+        nats_server.url, installed.url, "rack2-0", tmp_path / "rack2-0", profile=other_rack_profile(tmp_path)
+    )
+    async with running_node(settings) as stranger:
+        first = claim_on(installed, "first", uid, "gb-0")
+        outsider = claim_on(installed, "outsider", uid, "rack2-0")
+        shim0, shim_r = await shim_bus(nats_server.url, "gb-0"), await shim_bus(nats_server.url, "rack2-0")
+        try:
+            assert (await prepare(shim0, "gb-0", first))[first.uid].error == ""
+            refused = (await prepare(shim_r, "rack2-0", outsider))[outsider.uid].error
+            assert "node rack2-0 is in NVLink clique" in refused
+            assert "the domain's is" in refused
+            assert not Path(stranger.settings.cdi_dir, f"{claim_spec_name(DRIVER, outsider.uid)}.json").exists()
+            _, reason, message = await status_is(installed, "train", "NotReady")
+            assert (reason, message) == ("WaitingForNodes", "1 of 2 nodes joined")
+            assert [n["name"] for n in stored(installed)["status"]["nodes"]] == ["gb-0"]
+        finally:
+            await shim0.close()
+            await shim_r.close()
+
+
+async def test_a_claim_from_another_namespace_is_refused(
+    rack: dict[str, Node], installed: KubeApiServer, nats_server: EmbeddedNats
+) -> None:
+    uid = create_domain(installed, "train", 1)
+    installed.store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "intruder"}})
+    stolen = claim_on(installed, "stolen", uid, "gb-0", ns="intruder")
+    shim = await shim_bus(nats_server.url, "gb-0")
+    try:
+        error = (await prepare(shim, "gb-0", stolen))[stolen.uid].error
+    finally:
+        await shim.close()
+    assert "it is in namespace intruder, but ComputeDomain default/train is in default" in error
+    assert not Path(rack["gb-0"].settings.cdi_dir, f"{claim_spec_name(DRIVER, stolen.uid)}.json").exists()
+    assert (await status_is(installed, "train", "NotReady"))[1] == "WaitingForNodes"  # the node never joined
+
+
+async def test_two_domains_on_one_tray_get_different_channels(
+    rack: dict[str, Node], installed: KubeApiServer, nats_server: EmbeddedNats
+) -> None:
+    first, second = create_domain(installed, "first", 1), create_domain(installed, "second", 1)
+    a = claim_on(installed, "a", first, "gb-1", slot="slot-0")
+    b = claim_on(installed, "b", second, "gb-1", slot="slot-1")
+    a2 = claim_on(installed, "a2", first, "gb-1", slot="slot-2")  # a second pod of the first domain
+    shim = await shim_bus(nats_server.url, "gb-1")
+    try:
+        results = await prepare(shim, "gb-1", a, b, a2)
+        assert all(result.error == "" for result in results.values()), results
+        node = rack["gb-1"]
+        paths = {claim.name: channel_paths(spec_of(node, claim)) for claim in (a, b, a2)}
+        assert paths["a"] == paths["a2"] == ["/dev/nvidia-caps-imex-channels/channel0"]
+        assert paths["b"] == ["/dev/nvidia-caps-imex-channels/channel1"]
+        await status_is(installed, "first", "Ready")
+        await status_is(installed, "second", "Ready")
+        assert daemon_pid(node, first) != daemon_pid(node, second)
+    finally:
+        await shim.close()
