@@ -7,15 +7,18 @@ reach it as the kubelet shim forwards them (``PrepareChannels`` over NATS, with 
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import yaml
 
 from libs.bus import Bus
+from libs.cdi import claim_spec_name
 from libs.events.catalogue import ClaimPrepareResult, ClaimRef, ClaimUnprepareResult
 from libs.events.catalogue.computedomains import (
     PrepareChannels,
@@ -25,10 +28,13 @@ from libs.events.catalogue.computedomains import (
 )
 from libs.kube import KubeApi
 from libs.kube.cluster import ClusterKube
+from libs.settings.loader import env_name
 from libs.trust.roles import Role
 from libs.version import VERSION
 from services.compute_domain.api import API_VERSION, CHANNEL_CLASS, DRIVER
 from services.compute_domain.controller.domains import Domains
+from services.compute_domain.node.imex_config import domain_files
+from services.compute_domain.node.simulated_imex import STATUS_FILE
 from services.compute_domain.service import controller_side, node_side
 from services.compute_domain.settings import Settings
 from tests.support.kubeapi import KubeApiServer
@@ -49,8 +55,9 @@ def other_rack_profile(directory: Path) -> str:
     return str(path)
 
 
-def settings_for(url: str, kube_url: str, node: str, home: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
+def node_values(url: str, kube_url: str, node: str, home: Path, **overrides: Any) -> dict[str, Any]:
+    """A node side's settings fields: its own credentials, state and CDI directories, the simulated backend."""
+    return {
         "nats_url": url,
         "node_name": node,
         "nats_creds": role_creds(url, "compute_domain", [Role.COMPUTE_DOMAIN_NODE], node),
@@ -65,7 +72,17 @@ def settings_for(url: str, kube_url: str, node: str, home: Path, **overrides: An
         "channel_ready_timeout_seconds": 10.0,
         **overrides,
     }
-    return Settings(**values)
+
+
+def settings_for(url: str, kube_url: str, node: str, home: Path, **overrides: Any) -> Settings:
+    return Settings(**node_values(url, kube_url, node, home, **overrides))
+
+
+def node_env(url: str, kube_url: str, node: str, home: Path, **overrides: Any) -> dict[str, str]:
+    """The same settings as the environment of a service process (``python -m services.compute_domain``)."""
+    values = node_values(url, kube_url, node, home, log_format="json", **overrides)
+    inherited = {name: value for name, value in os.environ.items() if not name.startswith("GPUDRA_")}
+    return inherited | {env_name(name): str(value) for name, value in values.items()}
 
 
 @dataclass
@@ -163,3 +180,31 @@ def create_claim(kube_api: KubeApiServer, obj: dict[str, Any]) -> ClaimRef:
 def create_nodes(kube_api: KubeApiServer, *names: str) -> None:
     for name in names:
         kube_api.store.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
+
+
+def create_domain(kube_api: KubeApiServer, name: str, num_nodes: int) -> str:
+    """A ComputeDomain in ``default`` (claim template ``<name>-channel``); its UID."""
+    channel = {"resourceClaimTemplate": {"name": f"{name}-channel"}}
+    obj = {
+        "apiVersion": API_VERSION,
+        "kind": "ComputeDomain",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"numNodes": num_nodes, "channel": channel},
+    }
+    return str(kube_api.store.create(obj)["metadata"]["uid"])
+
+
+def claim_on(
+    kube_api: KubeApiServer, name: str, uid: str, node: str, *, slot: str = "slot-0", ns: str = "default"
+) -> ClaimRef:
+    return create_claim(kube_api, channel_claim(name, ns, domain_uid=uid, node=node, slot=slot))
+
+
+def spec_file(settings: Settings, claim: ClaimRef) -> Path:
+    return Path(settings.cdi_dir) / f"{claim_spec_name(DRIVER, claim.uid)}.json"
+
+
+def daemon_pid(settings: Settings, uid: str) -> int:
+    """The simulated IMEX daemon's pid, from the status it serves."""
+    status = domain_files(settings.state_dir, uid).directory / STATUS_FILE
+    return int(msgspec.json.decode(status.read_bytes())["pid"])

@@ -165,7 +165,10 @@ async def test_a_change_while_the_daemon_starts_is_not_signalled_before_it_is_re
     seen = await until_status(tmp_path, lambda s: daemon_name(UID, 1) in s.members)
     await daemon.stop()
     assert seen.members[daemon_name(UID, 1)] == PEER.ip_address
-    assert [state.status for state in states.seen] == ["Ready", "NotReady"], states.seen
+    statuses = [state.status for state in states.seen]
+    starting = statuses.index("Ready")  # a probe before the daemon answers says why it is not ready yet
+    assert all("not ready" in state.reason for state in states.seen[:starting]), states.seen
+    assert statuses[starting:] == ["Ready", "NotReady"], states.seen
 
 
 async def test_a_killed_daemon_is_reported_and_restarted(running: tuple[ImexDaemon, States]) -> None:
@@ -232,4 +235,7 @@ async def test_only_exactly_ready_is_ready(tmp_path: Path) -> None:
         while not probes.exists() or len(probes.read_text().split()) < 3:  # noqa: ASYNC110 - a file: nothing to await
             await asyncio.sleep(0.05)
     await daemon.stop()
-    assert [state.status for state in states.seen] == ["NotReady"]
+    assert [state.status for state in states.seen] == ["NotReady", "NotReady"]  # never Ready
+    assert "not ready" in states.seen[0].reason
+    assert "READY?" in states.seen[0].reason  # what it said, for the domain's status
+    assert states.seen[1].reason == "IMEX daemon stopped"

@@ -15,27 +15,25 @@ from typing import Any
 
 import pytest
 
-from libs.cdi import claim_spec_name
 from libs.events.catalogue import ClaimRef
 from libs.natsserver import EmbeddedNats
-from services.compute_domain.api import DRIVER
 from services.compute_domain.node.imex_config import domain_files
-from services.compute_domain.node.simulated_imex import STATUS_FILE
 from tests.compute_domain.cd_story_support import (
     WAIT,
     Node,
-    channel_claim,
-    create_claim,
+    claim_on,
+    create_domain,
     create_nodes,
+    daemon_pid,
     other_rack_profile,
     prepare,
     running_controller,
     running_node,
     settings_for,
     shim_bus,
+    spec_file,
     unprepare,
 )
-from tests.compute_domain.test_cd_api import domain
 from tests.compute_domain.test_cd_controller import ready_reason, stored
 from tests.support.kubeapi import KubeApiServer
 
@@ -61,12 +59,6 @@ async def rack(
         yield nodes
 
 
-def create_domain(kube_api: KubeApiServer, name: str, num_nodes: int, namespace: str = "default") -> str:
-    obj = domain(name, numNodes=num_nodes)
-    obj["metadata"]["namespace"] = namespace
-    return str(kube_api.store.create(obj)["metadata"]["uid"])
-
-
 async def status_is(kube_api: KubeApiServer, name: str, state: str, reason: str = "") -> tuple[str, ...]:
     """The domain's (status, reason, message) once its status is ``state`` (with ``reason``, if given)."""
 
@@ -77,24 +69,12 @@ async def status_is(kube_api: KubeApiServer, name: str, state: str, reason: str 
     return await kube_api.store.wait_for(check, WAIT)
 
 
-def claim_on(
-    kube_api: KubeApiServer, name: str, uid: str, node: str, *, slot: str = "slot-0", ns: str = "default"
-) -> ClaimRef:
-    return create_claim(kube_api, channel_claim(name, ns, domain_uid=uid, node=node, slot=slot))
-
-
 def spec_of(node: Node, claim: ClaimRef) -> dict[str, Any]:
-    path = Path(node.settings.cdi_dir) / f"{claim_spec_name(DRIVER, claim.uid)}.json"
-    return dict(json.loads(path.read_text()))
+    return dict(json.loads(spec_file(node.settings, claim).read_text()))
 
 
 def channel_paths(spec: dict[str, Any]) -> list[str]:
     return [n["path"] for device in spec["devices"] for n in device["containerEdits"]["deviceNodes"]]
-
-
-def daemon_pid(node: Node, uid: str) -> int:
-    status = domain_files(node.settings.state_dir, uid).directory / STATUS_FILE
-    return int(json.loads(status.read_text())["pid"])
 
 
 async def test_four_trays_form_a_domain_that_survives_a_killed_daemon(
@@ -116,7 +96,7 @@ async def test_four_trays_form_a_domain_that_survives_a_killed_daemon(
             (name, index, f"127.0.0.{index + 1}") for index, name in enumerate(TRAYS)
         ]
 
-        os.kill(daemon_pid(rack["gb-2"], uid), signal.SIGKILL)
+        os.kill(daemon_pid(rack["gb-2"].settings, uid), signal.SIGKILL)
         _, reason, message = await status_is(installed, "train", "NotReady")
         assert reason == "NodeNotReady"
         assert message.startswith("gb-2: ")
@@ -129,7 +109,7 @@ async def test_four_trays_form_a_domain_that_survives_a_killed_daemon(
         assert (await unprepare(shims["gb-3"], "gb-3", claims["gb-3"]))[claims["gb-3"].uid].error == ""
         left = await status_is(installed, "train", "NotReady", "WaitingForNodes")
         assert left[2] == "3 of 4 nodes joined"
-        assert not Path(rack["gb-3"].settings.cdi_dir, f"{claim_spec_name(DRIVER, claims['gb-3'].uid)}.json").exists()
+        assert not spec_file(rack["gb-3"].settings, claims["gb-3"]).exists()
         assert not domain_files(rack["gb-3"].settings.state_dir, uid).directory.exists()
     finally:
         for bus in shims.values():
@@ -153,7 +133,7 @@ async def test_a_tray_of_another_rack_is_not_admitted(
             refused = (await prepare(shim_r, "rack2-0", outsider))[outsider.uid].error
             assert "node rack2-0 is in NVLink clique" in refused
             assert "the domain's is" in refused
-            assert not Path(stranger.settings.cdi_dir, f"{claim_spec_name(DRIVER, outsider.uid)}.json").exists()
+            assert not spec_file(stranger.settings, outsider).exists()
             _, reason, message = await status_is(installed, "train", "NotReady")
             assert (reason, message) == ("WaitingForNodes", "1 of 2 nodes joined")
             assert [n["name"] for n in stored(installed)["status"]["nodes"]] == ["gb-0"]
@@ -174,7 +154,7 @@ async def test_a_claim_from_another_namespace_is_refused(
     finally:
         await shim.close()
     assert "it is in namespace intruder, but ComputeDomain default/train is in default" in error
-    assert not Path(rack["gb-0"].settings.cdi_dir, f"{claim_spec_name(DRIVER, stolen.uid)}.json").exists()
+    assert not spec_file(rack["gb-0"].settings, stolen).exists()
     assert (await status_is(installed, "train", "NotReady"))[1] == "WaitingForNodes"  # the node never joined
 
 
@@ -195,6 +175,6 @@ async def test_two_domains_on_one_tray_get_different_channels(
         assert paths["b"] == ["/dev/nvidia-caps-imex-channels/channel1"]
         await status_is(installed, "first", "Ready")
         await status_is(installed, "second", "Ready")
-        assert daemon_pid(node, first) != daemon_pid(node, second)
+        assert daemon_pid(node.settings, first) != daemon_pid(node.settings, second)
     finally:
         await shim.close()

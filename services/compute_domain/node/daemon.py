@@ -292,8 +292,8 @@ class ImexDaemon:
                     self._process_ready = True
                     self._reread.set()  # membership changes made while it started
                 self._report(READY)
-            elif self._state == READY:
-                self._report(not_ready(f"IMEX daemon not ready: {problem}"))
+            else:  # starting, or no longer ready: either way the domain shows why
+                self._report(not_ready(f"IMEX daemon (pid {process.pid}) not ready: {problem}"))
             await asyncio.sleep(self._timing.probe_interval)
 
     async def _query(self) -> str | None:

@@ -6,7 +6,8 @@ re-read the membership (IMEX re-resolves its peers), SIGTERM or SIGINT make it e
 ``simulated-imex.json`` beside the config, which ``simulated_imex_ctl`` answers queries from and tests read.
 
 To mimic IMEX failing, write a message to ``simulated-imex.fail`` beside the config: the daemon prints it to
-stderr and exits 1, at startup or within a tick while running.
+stderr and exits 1, at startup or within a tick while running. To mimic a daemon that runs but is not ready
+(IMEX waiting for its fabric), create ``simulated-imex.hold``: it reports not ready until the file goes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from services.compute_domain.node.imex_config import SENTINEL_IP, parse_config, 
 
 STATUS_FILE = "simulated-imex.json"
 FAIL_FILE = "simulated-imex.fail"
+HOLD_FILE = "simulated-imex.hold"
 TICK = 0.1
 REQUIRED = {"DAEMONIZE": "0", "IMEX_CMD_ENABLED": "1"}
 
@@ -71,19 +73,28 @@ def check_told_to_fail(config_path: Path) -> None:
         raise ImexExit(fail.read_text().strip() or "told to fail")
 
 
+def held(config_path: Path) -> bool:
+    return config_path.with_name(HOLD_FILE).exists()
+
+
 def publish(config_path: Path, config: dict[str, str], hosts: Path, reloads: int) -> None:
-    status = SimulatedStatus(pid=os.getpid(), ready=True, members=members(config, hosts), reloads=reloads)
+    ready = not held(config_path)
+    status = SimulatedStatus(pid=os.getpid(), ready=ready, members=members(config, hosts), reloads=reloads)
     write_atomically(status_path(config_path), msgspec.json.encode(status), mode=0o644)
 
 
 def serve(config_path: Path, hosts: Path) -> None:
-    """Until SIGTERM or SIGINT: re-read the membership on SIGUSR1, fail when told to."""
+    """Until SIGTERM or SIGINT: re-read the membership on SIGUSR1, fail when told to, hold when told to."""
     config = load(config_path)
     reloads = 0
+    holding = held(config_path)
     publish(config_path, config, hosts, reloads)
     while True:
         check_told_to_fail(config_path)
         received = signal.sigtimedwait({signal.SIGUSR1, signal.SIGTERM, signal.SIGINT}, TICK)
+        if holding != held(config_path):
+            holding = not holding
+            publish(config_path, config, hosts, reloads)
         if received is None:
             continue
         if received.si_signo != signal.SIGUSR1:
