@@ -124,7 +124,7 @@ async def test_a_sigkill_while_a_channel_claim_waits_for_its_daemon_leaves_nothi
         try:
             async with service(env, tmp_path / "first.log") as first:
                 preparing = asyncio.create_task(prepare(shim, NODE, claim))
-                waiting = await next_event(heard, lambda e: e.member and "not ready" in e.reason)
+                waiting = await next_event(heard, lambda e: e.member and "IMEX daemon is not ready" in e.reason)
                 assert waiting.status == "NotReady"
                 pid = daemon_pid(settings, uid)
                 assert Ledger.load(home / "computedomains").records[claim.uid].state == "started"
