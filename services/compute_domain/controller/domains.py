@@ -56,6 +56,7 @@ CLAIM_TEMPLATES = Resource("resource.k8s.io", "v1", "resourceclaimtemplates", "R
 MEMBER_EVENTS = "gpudra.v1.*.computedomains.nodes"
 RETRY_SECONDS = 1.0
 CONFLICT_ATTEMPTS = 3
+STOP_GRACE = 5.0
 
 
 def utc_now() -> str:
@@ -78,9 +79,9 @@ class Domains:
         self.leading = False
         self.changed = asyncio.Condition()
         """Notified after each input is taken in (a domain, a member event): what tests and probes wait on."""
-        self._lock = asyncio.Lock()
+        self._dirty: set[str] = set()
+        self._settling: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._retries: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Replays the membership, then follows domains and events in the background."""
@@ -98,11 +99,17 @@ class Domains:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        """Cancels the follows and settles, waiting at most ``STOP_GRACE`` for them: a cancelled Kubernetes watch
+        sometimes stays parked in its HTTP stream (seen with aiohttp 3.14), and stopping must not hang on it."""
+        tasks = [*self._tasks, *self._settling.values()]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
+        if pending:
+            names = ", ".join(sorted(task.get_name() for task in pending))
+            log.warning("compute-domain controller stopped with tasks still ending: %s", names)
 
     @staticmethod
     async def _until_cancelled(subscription: Any) -> None:
@@ -129,7 +136,7 @@ class Domains:
             return
         if isinstance(event, ComputeDomainNodeChanged):
             self.apply_member(event)
-            await self._settle(event.domain_uid)
+            self._request(event.domain_uid)  # not awaited: the next events are taken in meanwhile
 
     def apply_member(self, event: ComputeDomainNodeChanged) -> None:
         """Admits, updates or drops the node (a node's own ``index`` is ignored: the slot is the controller's)."""
@@ -177,18 +184,37 @@ class Domains:
             await self.changed.wait_for(check)
 
     async def _settle(self, uid: str) -> None:
-        async with self._lock:
-            domain = self.domains.get(uid) if self.leading else None
-            try:
-                for _ in range(CONFLICT_ATTEMPTS):
-                    try:
-                        await self._settle_one(domain)
-                        break
-                    except Conflict:  # the watch had not caught up with a write (ours or another's)
-                        domain = await self._fresh(domain)
-            except Exception as exc:
-                log.warning("%s: not settled; again in %gs: %s", domain, RETRY_SECONDS, exc, extra={"domain": uid})
-                self._later(uid)
+        await self._request(uid)
+
+    def _request(self, uid: str) -> asyncio.Task[None]:
+        """One settling task per domain, which settles again while inputs arrived during a write: a burst of
+        events (18 trays joining) becomes a few writes of the latest state, not one write per event."""
+        self._dirty.add(uid)
+        task = self._settling.get(uid)
+        if task is None or task.done():
+            task = self._settling[uid] = asyncio.create_task(self._settle_until_clean(uid), name=f"settle {uid}")
+        return task
+
+    async def _settle_until_clean(self, uid: str) -> None:
+        while uid in self._dirty:
+            self._dirty.discard(uid)
+            await self._settle_once(uid)
+        self._settling.pop(uid, None)
+
+    async def _settle_once(self, uid: str) -> None:
+        domain = self.domains.get(uid) if self.leading else None
+        try:
+            for _ in range(CONFLICT_ATTEMPTS):
+                try:
+                    await self._settle_one(domain)
+                    break
+                except Conflict:  # the watch had not caught up with a write (ours or another's)
+                    domain = await self._fresh(domain)
+        except NotFound:
+            log.debug("%s: gone while being settled; its deletion event settles the rest", domain)
+        except Exception as exc:
+            log.warning("%s: not settled; again in %gs: %s", domain, RETRY_SECONDS, exc, extra={"domain": uid})
+            asyncio.get_running_loop().call_later(RETRY_SECONDS, self._request, uid)
         async with self.changed:
             self.changed.notify_all()
 
@@ -211,16 +237,6 @@ class Domains:
             return None
         self.domains[meta.uid] = fresh
         return fresh
-
-    def _later(self, uid: str) -> None:
-        """Settle again soon (a write lost a race with another writer, the API server was away)."""
-
-        def again() -> None:
-            task = asyncio.create_task(self._settle(uid))
-            self._retries.add(task)
-            task.add_done_callback(self._retries.discard)
-
-        asyncio.get_running_loop().call_later(RETRY_SECONDS, again)
 
     async def _own(self, domain: ComputeDomain) -> ComputeDomain:
         """The domain with the finalizer, and its claim template there."""
