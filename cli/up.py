@@ -122,16 +122,29 @@ def layout(
     )
 
 
+def channel_plugin_dir(kubelet_root: str) -> str:
+    """Where a standalone node's compute-domain DRA socket lives: ``plugins/cd``, shorter than the driver's name,
+    so that it fits a unix socket address wherever the GPU driver's does (the kubelet is told the path)."""
+    return str(Path(kubelet_root) / "plugins" / "cd")
+
+
 def socket_path_problem(system: endpoints_file.Endpoints) -> str:
-    """A message when a node's DRA socket path would be too long for a unix socket, else ""."""
+    """A message when a node's DRA socket paths would be too long for a unix socket, else ""."""
     for node in system.node_names():
-        dra_socket = Path(system.on(node).kubelet.plugins_dir) / "dra.sock"
-        size = len(str(dra_socket).encode())
-        if size > SOCKET_PATH_MAX:
-            return (
-                f"{dra_socket} is {size} bytes, over the {SOCKET_PATH_MAX}-byte limit of a unix socket path: use a "
-                "shorter --state-dir or give --kubelet-dir"
-            )
+        kubelet = system.on(node).kubelet
+        for directory in (kubelet.plugins_dir, channel_plugin_dir(kubelet.root)):
+            problem = _too_long(Path(directory) / "dra.sock")
+            if problem:
+                return problem
+    return ""
+
+
+def _too_long(dra_socket: Path) -> str:
+    if (size := len(str(dra_socket).encode())) > SOCKET_PATH_MAX:
+        return (
+            f"{dra_socket} is {size} bytes, over the {SOCKET_PATH_MAX}-byte limit of a unix socket path: use a "
+            "shorter --state-dir or give --kubelet-dir"
+        )
     return ""
 
 
@@ -144,6 +157,7 @@ def service_env(system: endpoints_file.Endpoints, node: str = "") -> dict[str, s
         "node_name": name,
         "state_dir": paths.state_dir,
         "kubelet_dir": paths.kubelet.root,
+        "compute_domain_plugin_dir": channel_plugin_dir(paths.kubelet.root),
         "cdi_dir": paths.cdi_dir,
         "backend": "simulated",
         "kube_mode": "local",  # standalone: the KV-backed store, even when run inside a pod

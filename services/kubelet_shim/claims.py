@@ -85,9 +85,9 @@ def _conflict(refs: list[ClaimRef]) -> str | None:
     return f"the call names this UID {len(refs)} times with different claims: {', '.join(names)}"
 
 
-def failure_text(exc: Exception, node: str, timeout: float) -> str:
-    """What the kubelet reads for each forwarded claim when the one NATS request failed as a whole."""
-    target = f"claim_preparation on node {node}"
+def failure_text(exc: Exception, node: str, timeout: float, service: str = "claim_preparation") -> str:
+    """What the kubelet reads for each forwarded claim when the one NATS request to ``service`` failed as a whole."""
+    target = f"{service} on node {node}"
     if isinstance(exc, ServiceUnavailable):
         return f"{target} is unreachable (not running?): {exc.message}"
     if isinstance(exc, ServiceTimeout):
@@ -106,6 +106,7 @@ def merge(
     failure: str | None,
     node: str,
     make_error: Callable[[str], R],
+    service: str = "claim_preparation",
 ) -> dict[str, R]:
     """The answer to the kubelet: one entry per requested UID, no other.
 
@@ -125,7 +126,7 @@ def merge(
         elif uid in results:
             answer[uid] = results[uid]
         else:
-            answer[uid] = make_error(f"claim {claim}: claim_preparation on node {node} sent no result for it")
+            answer[uid] = make_error(f"claim {claim}: {service} on node {node} sent no result for it")
     return answer
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc.aio
@@ -21,11 +22,11 @@ from libs.events.catalogue import (
     ClaimPrepareResult,
     ClaimRef,
     ClaimUnprepareResult,
+    PrepareChannels,
     PrepareClaims,
-    PrepareClaimsReply,
     PreparedDevice,
+    UnprepareChannels,
     UnprepareClaims,
-    UnprepareClaimsReply,
 )
 from libs.telemetry import tracer
 from protos.gen import dra_v1_pb2, dra_v1_pb2_grpc, dra_v1beta1_pb2, dra_v1beta1_pb2_grpc
@@ -55,11 +56,26 @@ MIN_REQUEST_TIMEOUT = 0.1
 _LOGGED_FAILURES = 10
 
 
-class ClaimForwarder:
-    """Checks a call's claims, asks claim_preparation on this node once, and answers every claim."""
+@dataclass(frozen=True)
+class Route:
+    """Where one driver's calls go: the node service that prepares its claims, and the two commands it serves
+    (same fields, ``claims`` in and ``results`` out, for every driver)."""
 
-    def __init__(self, bus: Bus, *, node: str, timeout: float, max_claims: int) -> None:
+    service: str
+    prepare: type[PrepareClaims] | type[PrepareChannels]
+    unprepare: type[UnprepareClaims] | type[UnprepareChannels]
+
+
+GPU_ROUTE = Route("claim_preparation", PrepareClaims, UnprepareClaims)
+CHANNEL_ROUTE = Route("compute_domain", PrepareChannels, UnprepareChannels)
+
+
+class ClaimForwarder:
+    """Checks a call's claims, asks the route's service on this node once, and answers every claim."""
+
+    def __init__(self, bus: Bus, *, node: str, timeout: float, max_claims: int, route: Route = GPU_ROUTE) -> None:
         self._bus = bus
+        self.route = route
         self.node = node
         self.timeout = timeout
         self.max_claims = max_claims
@@ -74,8 +90,10 @@ class ClaimForwarder:
         checked = check_claims(claims, self.max_claims)
 
         async def ask(timeout: float) -> Mapping[str, ClaimPrepareResult]:
-            command = PrepareClaims(claims=checked.forward)
-            return (await self._bus.request(self.node, command, PrepareClaimsReply, timeout=timeout)).results
+            command = self.route.prepare(claims=checked.forward)
+            reply = await self._bus.request(self.node, command, command.reply, timeout=timeout)
+            results: Mapping[str, ClaimPrepareResult] = reply.results  # type: ignore[attr-defined]
+            return results
 
         return await self._forward(PREPARE, checked, ask, time_remaining, _prepare_error)
 
@@ -83,8 +101,10 @@ class ClaimForwarder:
         checked = check_claims(claims, self.max_claims)
 
         async def ask(timeout: float) -> Mapping[str, ClaimUnprepareResult]:
-            command = UnprepareClaims(claims=checked.forward)
-            return (await self._bus.request(self.node, command, UnprepareClaimsReply, timeout=timeout)).results
+            command = self.route.unprepare(claims=checked.forward)
+            reply = await self._bus.request(self.node, command, command.reply, timeout=timeout)
+            results: Mapping[str, ClaimUnprepareResult] = reply.results  # type: ignore[attr-defined]
+            return results
 
         return await self._forward(UNPREPARE, checked, ask, time_remaining, _unprepare_error)
 
@@ -103,14 +123,16 @@ class ClaimForwarder:
             try:
                 results = await ask(timeout)
             except Exception as exc:
-                failure = failure_text(exc, self.node, timeout)
+                failure = failure_text(exc, self.node, timeout, self.route.service)
         extra = unexpected_uids(checked, results)
         if extra:
             log.warning(
-                "claim_preparation answered for claims not asked about; dropped them",
+                "the node service answered for claims not asked about; dropped them",
                 extra={"method": method, "node": self.node, "claims": extra[:_LOGGED_FAILURES]},
             )
-        answer = merge(checked, results, failure=failure, node=self.node, make_error=make_error)
+        answer = merge(
+            checked, results, failure=failure, node=self.node, make_error=make_error, service=self.route.service
+        )
         self._report(method, answer)
         return answer
 

@@ -1,5 +1,10 @@
 """Wiring of kubelet_shim: the health view and its feeds, the DRA server, then the registration socket.
 
+One shim serves both of gpudra's DRA drivers, each with its own registration and DRA sockets: GPU claims
+(``gpu.gpudra.io``, forwarded to claim_preparation) and IMEX channel claims of ComputeDomains
+(``compute-domain.gpudra.io``, forwarded to compute_domain), so the kubelet's face is one process with one set of
+rules for checks, deadlines and per-claim errors.
+
 Start order is what the kubelet needs to see: the device health is loaded before anything is served, and
 the DRA socket answers before the registration socket appears (the kubelet calls the endpoint as soon as
 it has registered). Stop order is the reverse: the registration socket goes first, which deregisters the
@@ -13,6 +18,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc.aio
@@ -20,7 +26,16 @@ from grpc_health.v1 import health_pb2_grpc
 
 from libs.bus import Bus, Endpoint
 from protos.gen import dra_v1_pb2_grpc, dra_v1beta1_pb2_grpc, health_v1alpha1_pb2_grpc, pluginregistration_pb2_grpc
-from services.kubelet_shim.dra import V1_SERVICE, V1BETA1_SERVICE, ClaimForwarder, DraV1, DraV1beta1
+from services.kubelet_shim.dra import (
+    CHANNEL_ROUTE,
+    GPU_ROUTE,
+    V1_SERVICE,
+    V1BETA1_SERVICE,
+    ClaimForwarder,
+    DraV1,
+    DraV1beta1,
+    Route,
+)
 from services.kubelet_shim.health_sources import HealthEvents, InventoryWatch
 from services.kubelet_shim.health_stream import ResourceHealth
 from services.kubelet_shim.health_view import HealthView
@@ -45,6 +60,15 @@ class Shim:
     dra_socket: BoundSocket
     probe: SocketHealth
     probe_port: int | None
+    channels: ServedDriver | None = None
+    """The compute-domain driver's sockets, when served."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServedDriver:
+    registration: Registration
+    registration_socket: BoundSocket
+    dra_socket: BoundSocket
 
 
 async def _feed_view(stack: contextlib.AsyncExitStack, bus: Bus, settings: Settings) -> HealthView:
@@ -66,26 +90,40 @@ async def _feed_view(stack: contextlib.AsyncExitStack, bus: Bus, settings: Setti
 
 
 async def _serve_dra(
-    stack: contextlib.AsyncExitStack, bus: Bus, settings: Settings, view: HealthView, probe: SocketHealth
+    stack: contextlib.AsyncExitStack,
+    bus: Bus,
+    settings: Settings,
+    *,
+    socket_path: Path,
+    route: Route,
+    view: HealthView | None,
+    probe: SocketHealth,
 ) -> BoundSocket:
+    """One driver's DRA socket; ``view``: the GPU driver's device health stream (channels have none)."""
     forwarder = ClaimForwarder(
-        bus, node=settings.node_name, timeout=settings.prepare_timeout, max_claims=settings.max_claims_per_call
+        bus,
+        node=settings.node_name,
+        timeout=settings.prepare_timeout,
+        max_claims=settings.max_claims_per_call,
+        route=route,
     )
     server = grpc.aio.server()
     dra_v1_pb2_grpc.add_DRAPluginServicer_to_server(DraV1(forwarder), server)
     dra_v1beta1_pb2_grpc.add_DRAPluginServicer_to_server(DraV1beta1(forwarder), server)
-    health = ResourceHealth(
-        view,
-        resend=settings.health_resend_seconds,
-        timeout_seconds=settings.health_check_timeout_seconds,
-        node=settings.node_name,
-    )
-    health_v1alpha1_pb2_grpc.add_DRAResourceHealthServicer_to_server(health, server)
+    if view is not None:
+        health = ResourceHealth(
+            view,
+            resend=settings.health_resend_seconds,
+            timeout_seconds=settings.health_check_timeout_seconds,
+            node=settings.node_name,
+        )
+        health_v1alpha1_pb2_grpc.add_DRAResourceHealthServicer_to_server(health, server)
     health_pb2_grpc.add_HealthServicer_to_server(probe, server)
-    socket = bind(server, settings.dra_socket, dialled=True)
+    socket = bind(server, socket_path, dialled=True)
 
     async def stop() -> None:
-        view.close()  # health streams end now; the kubelet reconnects to the next shim
+        if view is not None:
+            view.close()  # health streams end now; the kubelet reconnects to the next shim
         await server.stop(settings.shutdown_grace_seconds)
         socket.remove()
         socket.close()
@@ -95,12 +133,31 @@ async def _serve_dra(
     return socket
 
 
-async def _serve_registration(
-    stack: contextlib.AsyncExitStack, settings: Settings, registration: Registration
-) -> BoundSocket:
+async def _serve_driver(
+    stack: contextlib.AsyncExitStack,
+    bus: Bus,
+    settings: Settings,
+    *,
+    driver: str,
+    plugin_dir: str,
+    route: Route,
+    view: HealthView | None,
+    probe: SocketHealth,
+) -> ServedDriver:
+    """The DRA socket first, then the registration socket (the kubelet dials the endpoint once registered)."""
+    registration_path, dra_path = settings.sockets(driver, plugin_dir)
+    dra_socket = await _serve_dra(stack, bus, settings, socket_path=dra_path, route=route, view=view, probe=probe)
+    probe.add(dra_socket)
+    registration = Registration(driver, dra_path, settings.node_name)
+    registration_socket = await _serve_registration(stack, registration_path, registration)
+    probe.add(registration_socket)
+    return ServedDriver(registration=registration, registration_socket=registration_socket, dra_socket=dra_socket)
+
+
+async def _serve_registration(stack: contextlib.AsyncExitStack, path: Path, registration: Registration) -> BoundSocket:
     server = grpc.aio.server()
     pluginregistration_pb2_grpc.add_RegistrationServicer_to_server(registration, server)
-    socket = bind(server, settings.registration_socket, dialled=False)
+    socket = bind(server, path, dialled=False)
 
     async def stop() -> None:
         socket.remove()  # first: the kubelet deregisters the driver when the socket goes
@@ -138,28 +195,35 @@ async def serve(bus: Bus, settings: Settings) -> AsyncIterator[Shim]:
     async with contextlib.AsyncExitStack() as stack:
         view = await _feed_view(stack, bus, settings)
         probe = SocketHealth([], services=[V1_SERVICE, V1BETA1_SERVICE])
-        dra_socket = await _serve_dra(stack, bus, settings, view, probe)
-        probe.add(dra_socket)
-        registration = Registration(settings.driver_name, settings.dra_socket, settings.node_name)
-        registration_socket = await _serve_registration(stack, settings, registration)
-        probe.add(registration_socket)
+        gpus = await _serve_driver(
+            stack, bus, settings, driver=settings.driver_name, plugin_dir=settings.plugin_dir, route=GPU_ROUTE,
+            view=view, probe=probe,
+        )  # fmt: skip
+        channels = None
+        if settings.compute_domain_driver_name:
+            channels = await _serve_driver(
+                stack, bus, settings, driver=settings.compute_domain_driver_name,
+                plugin_dir=settings.compute_domain_plugin_dir, route=CHANNEL_ROUTE, view=None, probe=probe,
+            )  # fmt: skip
         probe_port = await _serve_probe(stack, settings, probe)
         log.info(
             "serving the kubelet",
             extra={
                 "node": settings.node_name,
-                "registration_socket": str(registration_socket.path),
-                "dra_socket": str(dra_socket.path),
+                "registration_socket": str(gpus.registration_socket.path),
+                "dra_socket": str(gpus.dra_socket.path),
+                "compute_domain_dra_socket": str(channels.dra_socket.path) if channels else None,
                 "grpc_health_port": probe_port,
             },
         )
         yield Shim(
             view=view,
-            registration=registration,
-            registration_socket=registration_socket,
-            dra_socket=dra_socket,
+            registration=gpus.registration,
+            registration_socket=gpus.registration_socket,
+            dra_socket=gpus.dra_socket,
             probe=probe,
             probe_port=probe_port,
+            channels=channels,
         )
 
 

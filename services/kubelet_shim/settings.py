@@ -57,25 +57,35 @@ class Settings(CommonSettings, kw_only=True, frozen=True):
         msgspec.Meta(ge=-1, le=65535),
     ] = -1
     grpc_health_host: Annotated[str, _doc("address the grpc.health.v1 port binds")] = "127.0.0.1"
+    compute_domain_driver_name: Annotated[
+        str, _doc("the second DRA driver served, IMEX channel claims of ComputeDomains (empty: not served)")
+    ] = "compute-domain.gpudra.io"
+    compute_domain_plugin_dir: Annotated[
+        str, _doc("directory of its DRA socket (default <kubelet-dir>/plugins/<compute-domain-driver-name>)")
+    ] = ""
     shutdown_grace_seconds: Annotated[
         float, _doc("on stop, how long kubelet calls in flight may still finish"), msgspec.Meta(ge=0)
     ] = 5.0
 
     @property
     def registration_socket(self) -> Path:
-        """``<driver>-reg.sock`` (or ``<driver>-<podUID>-reg.sock``) where the kubelet watches for plugins."""
-        directory = Path(self.registration_dir or Path(self.kubelet_dir) / "plugins_registry")
-        name = f"{self.driver_name}-{self.pod_uid}-reg.sock" if self.pod_uid else f"{self.driver_name}-reg.sock"
-        return directory.absolute() / name
+        return self.sockets(self.driver_name, self.plugin_dir)[0]
 
     @property
     def dra_socket(self) -> Path:
-        """``dra.sock`` (or ``dra-<podUID>.sock``): the endpoint GetInfo hands the kubelet."""
-        directory = Path(self.plugin_dir or Path(self.kubelet_dir) / "plugins" / self.driver_name)
-        name = f"dra-{self.pod_uid}.sock" if self.pod_uid else "dra.sock"
-        return directory.absolute() / name
+        return self.sockets(self.driver_name, self.plugin_dir)[1]
 
     @property
     def health_check_timeout_seconds(self) -> int:
         """What each device entry tells the kubelet: three missed resends before it shows Unknown."""
         return max(math.ceil(KUBELET_HEALTH_TIMEOUT), math.ceil(3 * self.health_resend_seconds))
+
+    def sockets(self, driver: str, plugin_dir: str) -> tuple[Path, Path]:
+        """(registration socket, DRA socket) of ``driver``: ``<driver>[-<podUID>]-reg.sock`` where the kubelet
+        watches for plugins, and ``dra[-<podUID>].sock`` in ``plugin_dir`` (default
+        ``<kubelet-dir>/plugins/<driver>``), the endpoint GetInfo hands the kubelet."""
+        registration = Path(self.registration_dir or Path(self.kubelet_dir) / "plugins_registry")
+        reg_name = f"{driver}-{self.pod_uid}-reg.sock" if self.pod_uid else f"{driver}-reg.sock"
+        plugins = Path(plugin_dir or Path(self.kubelet_dir) / "plugins" / driver)
+        dra_name = f"dra-{self.pod_uid}.sock" if self.pod_uid else "dra.sock"
+        return registration.absolute() / reg_name, plugins.absolute() / dra_name

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cli.up import channel_plugin_dir
 from libs.bus import Bus, CommandError, Endpoint
 from libs.devices.model import Gpu, Inventory
 from libs.events.catalogue import (
@@ -113,6 +114,7 @@ def shim_settings(nats_url: str, kubelet_dir: Path, **overrides: object) -> Sett
         **service_fields(nats_url, NODE, "kubelet_shim"),
         "kubelet_dir": str(kubelet_dir),
         "driver_name": DRIVER,
+        "compute_domain_plugin_dir": channel_plugin_dir(str(kubelet_dir)),  # as gpudra up lays it out
         "shutdown_grace_seconds": 0.5,
         **overrides,
     }
