@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import ipaddress
 import logging
 import os
 import signal
@@ -168,6 +169,9 @@ def service_env(system: endpoints_file.Endpoints, node: str = "") -> dict[str, s
         # Every node's health runs a remediation controller replica; replicas tell each other apart by their
         # identity, and the default one (the host name) would be the same for all of them.
         values["controller_id"] = name
+        # Each node's IMEX daemons get an address of their own on the loopback network (127.0.0.1, .2, ...),
+        # so a domain's status and hosts files tell the nodes apart as on a rack.
+        values["node_ip"] = str(ipaddress.ip_address("127.0.0.1") + system.node_names().index(name))
     return {env_name(key): value for key, value in values.items()}
 
 
