@@ -79,6 +79,7 @@ PODS = Resource(
     ),
 )
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease", True, tracks_generation=False)
+EVENTS = Resource("events.k8s.io", "v1", "events", "Event", True, tracks_generation=False)
 
 
 def custom_resource(

@@ -69,7 +69,8 @@ async def _open_kube(bus: Bus, settings: Settings) -> KubeApi:
 
 @asynccontextmanager
 async def controller_side(bus: Bus, kube: KubeApi, settings: Settings) -> AsyncIterator[Domains]:
-    domains = Domains(bus, kube)
+    replica = settings.controller_id or default_replica()
+    domains = Domains(bus, kube, instance=replica)
     await domains.start()
     try:
         leading: set[asyncio.Task[None]] = set()
@@ -82,7 +83,7 @@ async def controller_side(bus: Bus, kube: KubeApi, settings: Settings) -> AsyncI
         election = Election(
             await bus.kv(LEASE_BUCKET),
             COMPUTEDOMAIN_LEASE_PREFIX,
-            replica=settings.controller_id or default_replica(),
+            replica=replica,
             incarnation=uuid.uuid4().hex,
             renew_seconds=settings.lease_renew_seconds,
             on_change=changed,

@@ -102,6 +102,9 @@ async def test_four_trays_form_a_domain_that_survives_a_killed_daemon(
         assert message.startswith("gb-2: ")
         assert "SIGKILL" in message
         await status_is(installed, "train", "Ready")  # the node service restarted its daemon
+        events = [(e["type"], e["reason"], e["note"]) for e in installed.store.list("events", "default")]
+        assert ("Normal", "AllNodesReady", "4 of 4 nodes ready") in events
+        assert ("Warning", "NodeNotReady", message) in events  # what `kubectl events` shows for the domain
 
         again = await prepare(shims["gb-0"], "gb-0", claims["gb-0"])  # the kubelet repeats a call: same answer
         assert again[claims["gb-0"].uid].error == ""

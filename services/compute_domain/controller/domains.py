@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -31,9 +32,9 @@ from libs.bus import Bus
 from libs.bus.topology import COMPUTEDOMAIN_BUCKET, stream_of
 from libs.events import CLUSTER, decode
 from libs.events.catalogue.computedomains import ComputeDomainNodeChanged, ComputeDomainStatusChanged
-from libs.kube import AlreadyExists, Conflict, KubeApi, NotFound
+from libs.kube import AlreadyExists, Conflict, KubeApi, KubeError, NotFound
 from libs.kube.follow import follow
-from libs.kube.resources import Resource, custom_resource
+from libs.kube.resources import EVENTS, Resource, custom_resource
 from services.compute_domain.api import (
     FINALIZER,
     GROUP,
@@ -45,7 +46,7 @@ from services.compute_domain.api import (
     status_object,
 )
 from services.compute_domain.controller.membership import Refused, admit
-from services.compute_domain.controller.render import workload_claim_template
+from services.compute_domain.controller.render import transition_event, workload_claim_template
 from services.compute_domain.controller.status import domain_status, readiness, roster_of
 from services.compute_domain.roster import Member, Roster, encode_roster, roster_key
 
@@ -64,8 +65,12 @@ def utc_now() -> str:
 
 
 class Domains:
-    def __init__(self, bus: Bus, kube: KubeApi, *, now: Callable[[], str] = utc_now) -> None:
+    def __init__(
+        self, bus: Bus, kube: KubeApi, *, now: Callable[[], str] = utc_now, instance: str = "controller"
+    ) -> None:
         self._bus = bus
+        self.instance = instance
+        """This replica's name in the Events it reports (``reportingInstance``)."""
         self._kube = kube
         self._now = now
         self.domains: dict[str, ComputeDomain] = {}
@@ -283,7 +288,7 @@ class Domains:
                 await self._rosters.delete(roster_key(uid))
 
     async def _announce(self, domain: ComputeDomain, members: list[Member]) -> None:
-        state, _, message = readiness(domain.spec, members)
+        state, why, message = readiness(domain.spec, members)
         reason = message if state == "NotReady" else ""
         event = ComputeDomainStatusChanged(
             node=CLUSTER,
@@ -297,6 +302,20 @@ class Domains:
         )
         await self._bus.publish(event)
         log.info("%s: %s %s", domain, state, reason, extra={"domain": domain.metadata.uid})
+        await self._record(domain, ready=state == "Ready", reason=why, message=message)
+
+    async def _record(self, domain: ComputeDomain, *, ready: bool, reason: str, message: str) -> None:
+        """The same transition as a Kubernetes Event; one that cannot be written is logged, not retried (the
+        status and the CloudEvent carry it already)."""
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        obj = transition_event(
+            domain, ready=ready, reason=reason, message=message, now=now, instance=self.instance,
+            suffix=uuid.uuid4().hex[:16],
+        )  # fmt: skip
+        try:
+            await self._kube.create(EVENTS, obj)
+        except KubeError as exc:
+            log.warning("%s: Kubernetes Event not written: %s", domain, exc, extra={"domain": domain.metadata.uid})
 
     async def _finalize(self, domain: ComputeDomain) -> None:
         meta = domain.metadata

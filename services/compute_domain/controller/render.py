@@ -1,4 +1,5 @@
-"""The objects the controller owns for a domain: the workload ResourceClaimTemplate its pods name.
+"""The objects the controller writes for a domain: the workload ResourceClaimTemplate its pods name, and the
+Kubernetes Events of its transitions (what ``kubectl describe cd`` and ``kubectl events`` show).
 
 Unlike NVIDIA's driver, no DaemonSet of IMEX pods is rendered: gpudra's node service runs a domain's IMEX daemon
 itself when a channel claim of the domain is prepared on the node, so there is no second claim per node, no
@@ -53,5 +54,35 @@ def workload_claim_template(domain: ComputeDomain) -> dict[str, Any]:
                     "config": [{"requests": [CHANNEL_REQUEST], "opaque": {"driver": DRIVER, "parameters": config}}],
                 }
             }
+        },
+    }
+
+
+REPORTER = "gpudra.io/compute-domain-controller"
+
+
+def transition_event(
+    domain: ComputeDomain, *, ready: bool, reason: str, message: str, now: str, instance: str, suffix: str
+) -> dict[str, Any]:
+    """``events.k8s.io/v1`` Event about the domain: Normal when it became Ready, Warning when it became NotReady.
+    ``now`` is a MicroTime (``2026-12-05T06:00:00.000000Z``); ``suffix`` makes the name unique."""
+    meta = domain.metadata
+    return {
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": {"name": f"{meta.name}.{suffix}", "namespace": meta.namespace},
+        "eventTime": now,
+        "reportingController": REPORTER,
+        "reportingInstance": instance,
+        "action": "Ready" if ready else "NotReady",
+        "reason": reason,
+        "note": message[:1024],
+        "type": "Normal" if ready else "Warning",
+        "regarding": {
+            "apiVersion": API_VERSION,
+            "kind": "ComputeDomain",
+            "name": meta.name,
+            "namespace": meta.namespace,
+            "uid": meta.uid,
         },
     }

@@ -107,6 +107,7 @@ class ChannelAgent:
         self.states: dict[str, DaemonState] = {}
         self._states_changed = asyncio.Condition()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._choosing = asyncio.Lock()
         self._outgoing: asyncio.Queue[ComputeDomainNodeChanged] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -221,6 +222,12 @@ class ChannelAgent:
         return self._rosters.by_uid[uid]
 
     async def _start_record(self, claim: ChannelClaim) -> ChannelRecord:
+        """The claim recorded with its channel; choosing and recording is one step node-wide, so two domains
+        preparing at once cannot both take the same free channel."""
+        async with self._choosing:
+            return await self._choose_and_record(claim)
+
+    async def _choose_and_record(self, claim: ChannelClaim) -> ChannelRecord:
         own = self._ledger.records.get(claim.ref.uid)
         record = ChannelRecord(
             uid=claim.ref.uid,

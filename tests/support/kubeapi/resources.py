@@ -97,6 +97,7 @@ BUILTIN_RESOURCES: tuple[ResourceType, ...] = (
         returns_deleted_object=True,
     ),
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease", namespaced=True, tracks_generation=False),
+    ResourceType("events.k8s.io", "v1", "events", "Event", namespaced=True, tracks_generation=False),
     ResourceType(
         "resource.k8s.io",
         "v1",
