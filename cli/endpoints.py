@@ -11,9 +11,14 @@ FILENAME = "endpoints.json"
 
 
 class KubeletPaths(msgspec.Struct, frozen=True, kw_only=True):
+    """One node's kubelet directories: both drivers register in ``registration_dir``."""
+
     root: str
     registration_dir: str
     plugins_dir: str
+    """The GPU driver's DRA socket directory."""
+    compute_domain_plugins_dir: str = ""
+    """The compute-domain driver's DRA socket directory ("" in files of gpudra before that driver)."""
 
 
 class NodeEndpoints(msgspec.Struct, frozen=True, kw_only=True):

@@ -79,6 +79,7 @@ def kubelet_paths(root: Path) -> endpoints_file.KubeletPaths:
         root=str(root),
         registration_dir=str(root / "plugins_registry"),
         plugins_dir=str(root / "plugins" / GPU_DRIVER),
+        compute_domain_plugins_dir=channel_plugin_dir(str(root)),
     )
 
 
@@ -130,10 +131,10 @@ def channel_plugin_dir(kubelet_root: str) -> str:
 
 
 def socket_path_problem(system: endpoints_file.Endpoints) -> str:
-    """A message when a node's DRA socket paths would be too long for a unix socket, else ""."""
+    """A message when a node's DRA socket paths (both drivers') would be too long for a unix socket, else ""."""
     for node in system.node_names():
         kubelet = system.on(node).kubelet
-        for directory in (kubelet.plugins_dir, channel_plugin_dir(kubelet.root)):
+        for directory in filter(None, (kubelet.plugins_dir, kubelet.compute_domain_plugins_dir)):
             problem = _too_long(Path(directory) / "dra.sock")
             if problem:
                 return problem
@@ -158,7 +159,7 @@ def service_env(system: endpoints_file.Endpoints, node: str = "") -> dict[str, s
         "node_name": name,
         "state_dir": paths.state_dir,
         "kubelet_dir": paths.kubelet.root,
-        "compute_domain_plugin_dir": channel_plugin_dir(paths.kubelet.root),
+        "compute_domain_plugin_dir": paths.kubelet.compute_domain_plugins_dir,
         "cdi_dir": paths.cdi_dir,
         "backend": "simulated",
         "kube_mode": "local",  # standalone: the KV-backed store, even when run inside a pod
@@ -248,9 +249,13 @@ async def wait_until_registered(bus: Bus, expected: set[tuple[str, str]], timeou
 
 
 def remove_sockets(system: endpoints_file.Endpoints) -> None:
+    """Every node's kubelet sockets, both drivers': those under its kubelet root, and the compute-domain
+    driver's DRA socket wherever its plugins directory is."""
     for node in system.node_names():
-        for socket_path in Path(system.on(node).kubelet.root).rglob("*.sock"):
-            socket_path.unlink(missing_ok=True)
+        kubelet = system.on(node).kubelet
+        for directory in dict.fromkeys(filter(None, (kubelet.root, kubelet.compute_domain_plugins_dir))):
+            for socket_path in Path(directory).rglob("*.sock"):
+                socket_path.unlink(missing_ok=True)
 
 
 def with_pids(system: endpoints_file.Endpoints, names: list[str], pids: Mapping[str, int]) -> endpoints_file.Endpoints:
@@ -267,7 +272,7 @@ def with_pids(system: endpoints_file.Endpoints, names: list[str], pids: Mapping[
 
 def _announce_nodes(system: endpoints_file.Endpoints) -> None:
     if len(system.node_names()) == 1:
-        print(f"  kubelet plugins:   {system.kubelet.plugins_dir}")
+        print(f"  kubelet plugins:   {system.kubelet.plugins_dir}, {system.kubelet.compute_domain_plugins_dir}")
         print(f"  plugin registry:   {system.kubelet.registration_dir}")
         print(f"  CDI specs:         {system.cdi_dir}")
         return

@@ -18,17 +18,22 @@ from protos.gen import pluginregistration_pb2, pluginregistration_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_VERSIONS = (DRA_V1, DRA_V1BETA1, HEALTH_V1ALPHA1)
-"""v1 first: kubelets 1.34+ take the first they speak; v1beta1 for older ones; then the health stream."""
+DRA_VERSIONS = (DRA_V1, DRA_V1BETA1)
+"""v1 first: kubelets 1.34+ take the first they speak; v1beta1 for older ones."""
+SUPPORTED_VERSIONS = (*DRA_VERSIONS, HEALTH_V1ALPHA1)
+"""A driver with device health (the GPU driver) also advertises the health stream; the kubelet opens it only
+on drivers that do, so one without (the compute-domain driver) must not."""
 
 
 class Registration(pluginregistration_pb2_grpc.RegistrationServicer):
-    def __init__(self, driver_name: str, dra_socket: Path, node: str) -> None:
+    def __init__(
+        self, driver_name: str, dra_socket: Path, node: str, versions: tuple[str, ...] = SUPPORTED_VERSIONS
+    ) -> None:
         self._info = pluginregistration_pb2.PluginInfo(
             type=PLUGIN_TYPE,
             name=driver_name,
             endpoint=str(dra_socket.absolute()),
-            supported_versions=SUPPORTED_VERSIONS,
+            supported_versions=versions,
         )
         self._node = node
         self.last_status: pluginregistration_pb2.RegistrationStatus | None = None

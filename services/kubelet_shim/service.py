@@ -1,14 +1,16 @@
-"""Wiring of kubelet_shim: the health view and its feeds, the DRA server, then the registration socket.
+"""Wiring of kubelet_shim: the health view and its feeds, then per driver the DRA server and its registration socket.
 
 One shim serves both of gpudra's DRA drivers, each with its own registration and DRA sockets: GPU claims
-(``gpu.gpudra.io``, forwarded to claim_preparation) and IMEX channel claims of ComputeDomains
-(``compute-domain.gpudra.io``, forwarded to compute_domain), so the kubelet's face is one process with one set of
-rules for checks, deadlines and per-claim errors.
+(``gpu.gpudra.io``, forwarded to claim_preparation, with the device health stream) and IMEX channel claims of
+ComputeDomains (``compute-domain.gpudra.io``, forwarded to compute_domain, no health stream), so the kubelet's
+face is one process with one set of rules for checks, deadlines and per-claim errors. The drivers differ only
+by a ``Route`` (which commands, to which node service) and their socket paths.
 
-Start order is what the kubelet needs to see: the device health is loaded before anything is served, and
-the DRA socket answers before the registration socket appears (the kubelet calls the endpoint as soon as
-it has registered). Stop order is the reverse: the registration socket goes first, which deregisters the
-driver, then calls in flight get ``shutdown_grace_seconds`` to finish, then the DRA socket goes.
+Start order is what the kubelet needs to see: the device health is loaded before anything is served, and for
+each driver the DRA socket answers before its registration socket appears (the kubelet calls the endpoint as
+soon as it has registered); the GPU driver comes first. Stop order is the reverse, driver by driver (the
+compute-domain driver first): its registration socket goes first, which deregisters it, then its calls in
+flight get ``shutdown_grace_seconds`` to finish, then its DRA socket goes.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from services.kubelet_shim.health_sources import HealthEvents, InventoryWatch
 from services.kubelet_shim.health_stream import ResourceHealth
 from services.kubelet_shim.health_view import HealthView
 from services.kubelet_shim.probe import SocketHealth
-from services.kubelet_shim.registration import Registration
+from services.kubelet_shim.registration import DRA_VERSIONS, SUPPORTED_VERSIONS, Registration
 from services.kubelet_shim.settings import Settings
 from services.kubelet_shim.sockets import BoundSocket, SocketError, bind
 
@@ -66,6 +68,8 @@ class Shim:
 
 @dataclass(frozen=True, kw_only=True)
 class ServedDriver:
+    """One driver the shim serves: its registration servicer and its two sockets."""
+
     registration: Registration
     registration_socket: BoundSocket
     dra_socket: BoundSocket
@@ -148,7 +152,8 @@ async def _serve_driver(
     registration_path, dra_path = settings.sockets(driver, plugin_dir)
     dra_socket = await _serve_dra(stack, bus, settings, socket_path=dra_path, route=route, view=view, probe=probe)
     probe.add(dra_socket)
-    registration = Registration(driver, dra_path, settings.node_name)
+    versions = SUPPORTED_VERSIONS if view is not None else DRA_VERSIONS  # the health stream only where served
+    registration = Registration(driver, dra_path, settings.node_name, versions)
     registration_socket = await _serve_registration(stack, registration_path, registration)
     probe.add(registration_socket)
     return ServedDriver(registration=registration, registration_socket=registration_socket, dra_socket=dra_socket)

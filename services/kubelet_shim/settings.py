@@ -40,7 +40,7 @@ class Settings(CommonSettings, kw_only=True, frozen=True):
     ] = ""
     prepare_timeout: Annotated[
         float,
-        _doc("seconds to wait for claim_preparation per kubelet call (under the kubelet's 45 s)"),
+        _doc("seconds to wait for claim_preparation (or compute_domain) per kubelet call (under the kubelet's 45 s)"),
         msgspec.Meta(gt=0, le=KUBELET_CALL_TIMEOUT - 1),
     ] = 40.0
     max_claims_per_call: Annotated[
@@ -66,6 +66,22 @@ class Settings(CommonSettings, kw_only=True, frozen=True):
     shutdown_grace_seconds: Annotated[
         float, _doc("on stop, how long kubelet calls in flight may still finish"), msgspec.Meta(ge=0)
     ] = 5.0
+
+    def __post_init__(self) -> None:
+        """The two drivers must not meet: a shared socket path would be refused at start, naming neither."""
+        if not self.compute_domain_driver_name:
+            return
+        if self.compute_domain_driver_name == self.driver_name:
+            raise ValueError(
+                f"--compute-domain-driver-name {self.compute_domain_driver_name!r} is also --driver-name: "
+                "give the second driver a name of its own, or an empty one not to serve it"
+            )
+        dra_socket = self.sockets(self.compute_domain_driver_name, self.compute_domain_plugin_dir)[1]
+        if dra_socket == self.dra_socket:
+            raise ValueError(
+                f"both drivers would serve the DRA socket {dra_socket}: give --compute-domain-plugin-dir "
+                "and --plugin-dir different directories"
+            )
 
     @property
     def registration_socket(self) -> Path:

@@ -23,6 +23,7 @@ from tests.kubelet_shim.shim_support import DRIVER, NODE, Responder, claim, clai
 from tests.support.nats_fixture import service_env
 
 READY = b"serving the kubelet"
+CHANNELS = "compute-domain.gpudra.io"
 
 
 def _shim_env(nats_url: str, kubelet_dir: Path) -> dict[str, str]:
@@ -67,6 +68,8 @@ async def test_the_shim_process_serves_the_kubelet_and_stops_cleanly(nats_server
             async with claim_preparation(nats_server.url, Responder()) as responder:
                 await _read_until(process, READY)
                 registration = kubelet_dir / "plugins_registry" / f"{DRIVER}-reg.sock"
+                channels = kubelet_dir / "plugins_registry" / f"{CHANNELS}-reg.sock"
+                assert channels.is_socket()  # the second driver, by default
                 async with await KubeletClient.register(registration, driver_name=DRIVER) as client:
                     prepared = await client.prepare([claim("u1")])
                 assert client.version == DRA_V1
@@ -79,7 +82,8 @@ async def test_the_shim_process_serves_the_kubelet_and_stops_cleanly(nats_server
                 process.kill()
                 await process.wait()
         assert not registration.exists()
-        assert not (kubelet_dir / "plugins" / DRIVER / "dra.sock").exists()
+        assert not channels.exists()
+        assert list(kubelet_dir.rglob("*.sock")) == []
 
 
 async def test_the_shim_process_refuses_a_socket_another_process_serves(nats_server: EmbeddedNats) -> None:
