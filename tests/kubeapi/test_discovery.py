@@ -23,7 +23,12 @@ async def test_group_discovery(client: ApiClient) -> None:
     versions = await CoreApi(client).get_api_versions()
     groups = await ApisApi(client).get_api_versions()
     assert versions.versions == ["v1"]
-    assert {g.name for g in groups.groups} == {"coordination.k8s.io", "resource.k8s.io", "apiextensions.k8s.io"}
+    assert {g.name for g in groups.groups} == {
+        "coordination.k8s.io",
+        "events.k8s.io",
+        "resource.k8s.io",
+        "apiextensions.k8s.io",
+    }
 
 
 async def test_dynamic_client_finds_and_uses_resources(
