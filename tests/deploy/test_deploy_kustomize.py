@@ -107,7 +107,12 @@ CALLOUT_BUNDLE = KUSTOMIZE / "auth-callout"
 STANDALONE = KUSTOMIZE / "overlays" / "standalone-nats"
 EXTERNAL = KUSTOMIZE / "overlays" / "external-nats"
 CLI = "gpudra"
-PRIVILEGED_SERVICES = {"discovery", "claim_preparation", "health", "compute_domain"}  # NVML; IMEX opens /dev/nvidia-caps
+PRIVILEGED_SERVICES = {
+    "discovery",
+    "claim_preparation",
+    "health",
+    "compute_domain",
+}  # NVML; IMEX opens /dev/nvidia-caps
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 
 
