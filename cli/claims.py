@@ -2,7 +2,9 @@
 
 Without a cluster there is no scheduler: ``claim create`` stores the claim and its allocation (devices on this
 node, the opaque config from ``--config``) in one go, so ``gpudra kubelet prepare NAME`` can prepare it.
-``lookup_uid`` is what ``gpudra kubelet`` uses to find a claim's UID by name.
+``claim create --domain`` makes a channel claim of a ComputeDomain instead (``cli.domains``): the claim its
+template would give a pod, allocated to a free channel slot of the node. ``lookup_claim`` is what
+``gpudra kubelet`` uses to find a claim's UID (and its driver) by name.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +22,18 @@ import yaml
 from cli import context, endpoints
 from libs.bus import Bus
 from libs.kube import RESOURCE_CLAIMS, RESOURCE_SLICES, KubeApi, KubeError, LocalKube, NotFound
-from libs.kube.resources import is_dns_label
+from libs.kube.resources import custom_resource, is_dns_label
 from services.claim_preparation.configapi import DecodeProblem, decode_parameters
+from services.compute_domain.api import DRIVER as CHANNEL_DRIVER
+from services.compute_domain.api import GROUP, KIND, VERSION, ApiObjectError, ComputeDomain, decode_domain
+from services.compute_domain.controller.render import workload_claim_template
+from services.compute_domain.node.channels import SLOT_PREFIX
 
 DEFAULT_NODE = "node-0"
 DEFAULT_DRIVER = "gpu.gpudra.io"
 EXIT_USAGE = 2
+COMPUTE_DOMAINS = custom_resource(GROUP, VERSION, "computedomains", KIND)
+"""The resource the compute-domain controller follows (``services.compute_domain.controller.domains``)."""
 
 
 class LookupFailed(Exception):
@@ -40,12 +48,17 @@ def add_parser(
     create = verbs.add_parser("create", parents=[common], help="store an allocated ResourceClaim")
     create.add_argument("name", help="ResourceClaim name")
     create.add_argument("-n", "--namespace", default="default")
-    create.add_argument(
+    what = create.add_mutually_exclusive_group(required=True)
+    what.add_argument(
         "--device",
         action="append",
-        required=True,
         metavar="[REQUEST:]DEVICE",
         help="allocated device (gpu-3, gpu-0-mig-1g10gb-19-0); repeat for more; REQUEST defaults to gpu or mig",
+    )
+    what.add_argument(
+        "--domain",
+        metavar="[NAMESPACE/]DOMAIN",
+        help="a channel claim of this ComputeDomain (default: in the claim's namespace), on a free slot of --node",
     )
     create.add_argument("--config", type=Path, help="YAML or JSON file with opaque parameters (GpuConfig...)")
     create.add_argument("--no-check", action="store_true", help="store the config even if it does not decode")
@@ -126,8 +139,12 @@ def allocation(devices: Sequence[tuple[str, str]], config: Any, node: str, drive
     }
     if config is not None:
         allocated["config"] = [{"source": "FromClaim", "opaque": {"driver": driver, "parameters": config}}]
-    selector = {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}
-    return {"devices": allocated, "nodeSelector": selector}
+    return {"devices": allocated, "nodeSelector": node_selector(node)}
+
+
+def node_selector(node: str) -> dict[str, Any]:
+    """The allocation's node selector: the node the devices are on, by name."""
+    return {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}
 
 
 def read_config(path: Path | None, check: bool) -> Any:
@@ -148,18 +165,131 @@ def read_config(path: Path | None, check: bool) -> Any:
     return config
 
 
-def devices_of(claim: dict[str, Any]) -> list[str]:
+def results_of(claim: dict[str, Any]) -> list[dict[str, Any]]:
+    """The allocation's results (driver, pool, device), in order; none when the claim is not allocated."""
     allocation_ = (claim.get("status") or {}).get("allocation") or {}
-    return [str(result.get("device")) for result in (allocation_.get("devices") or {}).get("results") or []]
+    results = (allocation_.get("devices") or {}).get("results") or []
+    return [result for result in results if isinstance(result, dict)]
 
 
-def table(claims: Sequence[dict[str, Any]]) -> str:
+def devices_of(claim: dict[str, Any]) -> list[str]:
+    return [str(result.get("device")) for result in results_of(claim)]
+
+
+def drivers_of(claim: dict[str, Any]) -> list[str]:
+    """The drivers the allocation names, each once, in order: the kubelet calls each of them for the claim."""
+    return list(dict.fromkeys(str(result.get("driver")) for result in results_of(claim)))
+
+
+def table(claims: Sequence[dict[str, Any]], domains: Mapping[str, str] | None = None) -> str:
+    """One line per claim; a channel slot shows as ``slot-0 on gb-1, domain NS/NAME`` (``domains``: UID → name)."""
     rows = [("NAMESPACE", "NAME", "UID", "DEVICES")]
     for claim in claims:
         meta = claim["metadata"]
-        rows.append((meta.get("namespace", ""), meta["name"], meta.get("uid", ""), ",".join(devices_of(claim)) or "-"))
+        devices = ", ".join(describe_channel(claim, domains or {})) or ",".join(devices_of(claim)) or "-"
+        rows.append((meta.get("namespace", ""), meta["name"], meta.get("uid", ""), devices))
+    return columns(rows)
+
+
+def describe_channel(claim: dict[str, Any], domains: Mapping[str, str]) -> list[str]:
+    """The channel slots a claim holds, each with its node and domain; empty for a claim of other devices."""
+    held = [result for result in results_of(claim) if result.get("driver") == CHANNEL_DRIVER]
+    if not held:
+        return []
+    uid = channel_domain_uid(claim)
+    domain = domains.get(uid, f"uid {uid} (not in the store)") if uid else "none configured"
+    return [f"{result.get('device')} on {result.get('pool')}, domain {domain}" for result in held]
+
+
+def channel_domain_uid(claim: dict[str, Any]) -> str:
+    """The ``domainID`` of the claim's ComputeDomainChannelConfig (the last one, as the node reads it), or ""."""
+    spec = ((claim.get("spec") or {}).get("devices") or {}).get("config") or []
+    found = ""
+    for entry in spec:
+        opaque = entry.get("opaque") if isinstance(entry, dict) else None
+        if not isinstance(opaque, dict) or opaque.get("driver") != CHANNEL_DRIVER:
+            continue
+        parameters = opaque.get("parameters")
+        if isinstance(parameters, dict):
+            found = str(parameters.get("domainID") or "")
+    return found
+
+
+def columns(rows: Sequence[Sequence[str]]) -> str:
+    """Rows as left-aligned columns two spaces apart, the first row the header."""
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+# --- channel claims of a ComputeDomain (pure) ---------------------------------------------------------------
+
+
+def is_dns_subdomain(text: str) -> bool:
+    """Whether ``text`` can name a Kubernetes object: dot-separated DNS labels, 253 characters at most."""
+    return len(text) <= 253 and all(is_dns_label(part) for part in text.split("."))
+
+
+def parse_domain_ref(text: str, namespace: str) -> tuple[str, str]:
+    """``--domain NAME`` (in the claim's namespace ``namespace``) or ``NAMESPACE/NAME`` -> (namespace, name)."""
+    domain_namespace, slash, name = text.partition("/")
+    if not slash:
+        domain_namespace, name = namespace, text
+    if not is_dns_label(domain_namespace) or not is_dns_subdomain(name):
+        raise UsageError(
+            f"--domain {text!r}: give NAME or NAMESPACE/NAME, a DNS label and a DNS subdomain (a-z, 0-9, '-', '.')"
+        )
+    return domain_namespace, name
+
+
+def channel_claim_object(name: str, namespace: str, domain: ComputeDomain) -> dict[str, Any]:
+    """The claim a pod gets from the domain's claim template (as the controller renders it), named ``name``.
+
+    One request of class ``compute-domain-default-channel.gpudra.io`` and the ``ComputeDomainChannelConfig``
+    (domain UID, allocation mode); built from the controller's own template so the two cannot drift."""
+    return {
+        "apiVersion": RESOURCE_CLAIMS.api_version,
+        "kind": RESOURCE_CLAIMS.kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": workload_claim_template(domain)["spec"]["spec"],
+    }
+
+
+def channel_allocation(claim: dict[str, Any], node: str, slot: str) -> dict[str, Any]:
+    """``status.allocation`` of a channel claim: its one request on ``slot`` of the node, its configs copied."""
+    devices = claim["spec"]["devices"]
+    result = {"request": devices["requests"][0]["name"], "driver": CHANNEL_DRIVER, "pool": node, "device": slot}
+    configs = [{"source": "FromClaim", **entry} for entry in devices.get("config") or []]
+    return {"devices": {"results": [result], "config": configs}, "nodeSelector": node_selector(node)}
+
+
+def _slot_order(device: str) -> tuple[int, int, str]:
+    number = device.removeprefix(SLOT_PREFIX)
+    return (0, int(number), device) if device.startswith(SLOT_PREFIX) and number.isdigit() else (1, 0, device)
+
+
+def held_slots(claims: Sequence[dict[str, Any]], node: str) -> dict[str, str]:
+    """Channel slot of ``node`` -> the claim (``namespace/name``) whose allocation holds it."""
+    held = {}
+    for claim in claims:
+        meta = claim.get("metadata") or {}
+        for result in results_of(claim):
+            if result.get("driver") == CHANNEL_DRIVER and result.get("pool") == node:
+                held[str(result.get("device"))] = f"{meta.get('namespace')}/{meta.get('name')}"
+    return held
+
+
+def free_slot(published: set[str], held: Mapping[str, str], node: str) -> str:
+    """The lowest slot ``node`` publishes that no claim holds, as the scheduler would pick one; else why not."""
+    if not published:
+        raise UsageError(
+            f"node {node} publishes no {CHANNEL_DRIVER} ResourceSlice: no channel claim can be allocated there "
+            "(is compute_domain running on it, on a node with NVLink fabric?)"
+        )
+    free = sorted(published - set(held), key=_slot_order)
+    if not free:
+        holders = ", ".join(f"{slot} by {held[slot]}" for slot in sorted(published, key=_slot_order))
+        raise UsageError(f"node {node} has no free channel slot: all {len(published)} are held ({holders})")
+    return free[0]
 
 
 # --- talking to the store ---------------------------------------------------------------------------------
@@ -175,7 +305,7 @@ def _system_defaults(args: argparse.Namespace) -> tuple[str, str]:
     return args.node or node, args.driver or driver
 
 
-async def _with_store(args: argparse.Namespace) -> tuple[Bus, KubeApi]:
+async def with_store(args: argparse.Namespace) -> tuple[Bus, KubeApi]:
     bus = await context.connect(args)
     try:
         return bus, await LocalKube.open(bus.js)
@@ -201,6 +331,8 @@ def unpublished_problem(wanted: Sequence[str], published: set[str], node: str, d
 
 
 async def create_claim(kube: KubeApi, args: argparse.Namespace) -> dict[str, Any]:
+    if args.domain is not None:
+        return await create_channel_claim(kube, args)
     devices = parse_devices(args.device)
     config = read_config(args.config, check=not args.no_check)
     node, driver = _system_defaults(args)
@@ -215,16 +347,64 @@ async def create_claim(kube: KubeApi, args: argparse.Namespace) -> dict[str, Any
     return stored
 
 
+async def create_channel_claim(kube: KubeApi, args: argparse.Namespace) -> dict[str, Any]:
+    """A channel claim of ``--domain``, allocated to a free slot of ``--node`` (the claim a pod would get)."""
+    for flag, given in (
+        ("--config", args.config is not None),
+        ("--no-check", args.no_check),
+        ("--driver", args.driver),
+    ):
+        if given:
+            raise UsageError(f"{flag} is for GPU claims; a --domain claim carries the domain's channel config")
+    if not is_dns_label(args.namespace):
+        raise UsageError(f"--namespace {args.namespace!r} must be a DNS label (a-z, 0-9, '-')")
+    namespace, name = parse_domain_ref(args.domain, args.namespace)
+    domain = await read_domain(kube, namespace, name)
+    if domain.metadata.deletion_timestamp:
+        raise UsageError(f"{domain} is being deleted (since {domain.metadata.deletion_timestamp})")
+    if namespace != args.namespace:
+        print(
+            f"warning: {domain} is in namespace {namespace}, the claim in {args.namespace}: a node refuses to "
+            "prepare a channel claim outside its domain's namespace (creating it anyway)",
+            file=sys.stderr,
+            flush=True,
+        )
+    node, _ = _system_defaults(args)
+    published = await published_devices(kube, node, CHANNEL_DRIVER)
+    slot = free_slot(published, held_slots((await kube.list(RESOURCE_CLAIMS)).items, node), node)
+    claim = channel_claim_object(args.name, args.namespace, domain)
+    created = await kube.create(RESOURCE_CLAIMS, claim)
+    created["status"] = {"allocation": channel_allocation(claim, node, slot)}
+    stored: dict[str, Any] = await kube.update_status(RESOURCE_CLAIMS, created)
+    return stored
+
+
+async def read_domain(kube: KubeApi, namespace: str, name: str) -> ComputeDomain:
+    """The domain ``namespace/name`` as the controller reads it; a missing or malformed one is a usage error."""
+    try:
+        obj = await kube.get(COMPUTE_DOMAINS, name, namespace)
+    except NotFound:
+        raise UsageError(
+            f"no ComputeDomain {namespace}/{name} in the standalone store "
+            f"(create one with `gpudra domain create {name} --nodes N -n {namespace}`)"
+        ) from None
+    try:
+        return decode_domain(obj)
+    except ApiObjectError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def can_look_up(args: argparse.Namespace) -> bool:
     """Whether a store can be reached: a NATS URL was given, or a standalone system runs in the state dir."""
     return bool(args.nats_url) or (Path(args.state_dir) / endpoints.FILENAME).is_file()
 
 
-async def lookup_uid(args: argparse.Namespace, namespace: str, name: str) -> str:
-    """The UID of the claim ``namespace/name`` in the standalone store (for ``gpudra kubelet prepare NAME``)."""
-    bus, kube = await _with_store(args)
+async def lookup_claim(args: argparse.Namespace, namespace: str, name: str) -> dict[str, Any]:
+    """The claim ``namespace/name`` in the standalone store (for ``gpudra kubelet prepare NAME``: its UID and
+    the driver its allocation names)."""
+    bus, kube = await with_store(args)
     try:
-        claim = await kube.get(RESOURCE_CLAIMS, name, namespace)
+        claim: dict[str, Any] = await kube.get(RESOURCE_CLAIMS, name, namespace)
     except NotFound:
         raise LookupFailed(
             f"no ResourceClaim {namespace}/{name} in the standalone store; create one with "
@@ -232,7 +412,12 @@ async def lookup_uid(args: argparse.Namespace, namespace: str, name: str) -> str
         ) from None
     finally:
         await bus.close()
-    return str(claim["metadata"]["uid"])
+    return claim
+
+
+async def lookup_uid(args: argparse.Namespace, namespace: str, name: str) -> str:
+    """The UID of the claim ``namespace/name`` in the standalone store."""
+    return str((await lookup_claim(args, namespace, name))["metadata"]["uid"])
 
 
 async def delete_claim(kube: KubeApi, args: argparse.Namespace) -> int:
@@ -244,31 +429,43 @@ async def delete_claim(kube: KubeApi, args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_json(value: object) -> None:
+async def domain_names(kube: KubeApi, claims: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """Domain UID -> ``namespace/name``, for the domains channel claims name (none listed when none do)."""
+    if not any(channel_domain_uid(claim) for claim in claims):
+        return {}
+    domains = (await kube.list(COMPUTE_DOMAINS)).items
+    return {
+        str(obj["metadata"].get("uid")): f"{obj['metadata'].get('namespace')}/{obj['metadata']['name']}"
+        for obj in domains
+    }
+
+
+def print_json(value: object) -> None:
     print(msgspec.json.format(msgspec.json.encode(value)).decode(), flush=True)
 
 
 async def _run(args: argparse.Namespace) -> int:
-    bus, kube = await _with_store(args)
+    bus, kube = await with_store(args)
     try:
         if args.verb == "create":
             claim = await create_claim(kube, args)
             if args.output == "json":
-                _print_json(claim)
+                print_json(claim)
             else:
                 meta = claim["metadata"]
+                devices = describe_channel(claim, await domain_names(kube, [claim])) or devices_of(claim)
                 print(
                     f"resourceclaim {meta['namespace']}/{meta['name']} created (uid {meta['uid']}), allocated "
-                    f"{', '.join(devices_of(claim))}"
+                    f"{', '.join(devices)}"
                 )
             return 0
         if args.verb == "delete":
             return await delete_claim(kube, args)
         claims = (await kube.list(RESOURCE_CLAIMS, args.namespace or None)).items
         if args.output == "json":
-            _print_json(claims)
+            print_json(claims)
         else:
-            print(table(claims))
+            print(table(claims, await domain_names(kube, claims)))
         return 0
     finally:
         await bus.close()

@@ -1,7 +1,9 @@
 """``gpudra kubelet prepare|unprepare|health``: do what the kubelet does, against the standalone system.
 
 Registration, version choice, the 45 s deadline and the check that the answer covers exactly the asked
-claims are the kubelet's own (``libs.kubeletclient``), so what works here works for a real node.
+claims are the kubelet's own (``libs.kubeletclient``), so what works here works for a real node. As the kubelet
+does, a claim goes to the driver its allocation names: a channel claim (``gpudra claim create --domain``) to
+``compute-domain.gpudra.io``, a GPU claim to the GPU driver, unless ``--driver`` says otherwise.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -37,7 +40,11 @@ def add_parser(
     kubelet = subparsers.add_parser("kubelet", help="act as the kubelet towards the DRA driver")
     verbs = kubelet.add_subparsers(dest="verb", required=True)
     target = argparse.ArgumentParser(add_help=False)
-    target.add_argument("--driver", default="", help="DRA driver name (default: the system's GPU driver)")
+    target.add_argument(
+        "--driver",
+        default="",
+        help="DRA driver name (default: the one the claim's allocation names, else the system's GPU driver)",
+    )
     target.add_argument("--registry-dir", default="", help="plugins_registry directory (default: the system's)")
     target.add_argument("--node", default="", help="whose kubelet to act as (default: the system's first node)")
     target.add_argument("--api", choices=("v1", "v1beta1"), help="speak only this DRA version")
@@ -54,14 +61,29 @@ def add_parser(
     health.set_defaults(run=run)
 
 
-def _target(args: argparse.Namespace) -> tuple[str, str]:
-    """Registry directory and driver name: flags first, else the running system's endpoints file (the
-    registry of ``--node``: each simulated node has its own kubelet sockets)."""
-    if args.registry_dir and args.driver:
-        return str(args.registry_dir), str(args.driver)
+class AmbiguousDriver(ValueError):
+    """The claim's allocation names several drivers: the kubelet would call each; this command calls one."""
+
+
+def claim_driver(claim: dict[str, Any]) -> str:
+    """The driver the kubelet would call for ``claim``: the one its allocation results name ("" when it is not
+    allocated, so the caller's default applies); ``AmbiguousDriver`` when they name several."""
+    drivers = claims.drivers_of(claim)
+    if len(drivers) > 1:
+        raise AmbiguousDriver(f"its allocation names drivers {', '.join(drivers)}: pass --driver to pick one")
+    return drivers[0] if drivers else ""
+
+
+def _target(args: argparse.Namespace, allocated_driver: str = "") -> tuple[str, str]:
+    """Registry directory and driver name: flags first, then the driver the claim's allocation names, else the
+    running system's endpoints file (the registry of ``--node``: each simulated node has its own kubelet
+    sockets, the GPU driver's and the compute-domain driver's side by side)."""
+    driver = args.driver or allocated_driver
+    if args.registry_dir and driver:
+        return str(args.registry_dir), str(driver)
     system = endpoints.read(args.state_dir)
     registry_dir = args.registry_dir or system.on(args.node).kubelet.registration_dir
-    return registry_dir, args.driver or system.drivers["gpu"]
+    return registry_dir, driver or system.drivers["gpu"]
 
 
 @contextmanager
@@ -111,8 +133,7 @@ def _print_json(value: object) -> None:
     print(msgspec.json.format(msgspec.json.encode(value)).decode(), flush=True)
 
 
-async def _claim_call(args: argparse.Namespace, client: KubeletClient) -> int:
-    uid = args.uid or await claims.lookup_uid(args, args.namespace, args.name)
+async def _claim_call(args: argparse.Namespace, client: KubeletClient, uid: str) -> int:
     claim = ClaimRef(namespace=args.namespace, name=args.name, uid=uid)
     results: Mapping[str, PrepareResult | UnprepareResult]
     if args.verb == "prepare":
@@ -145,12 +166,19 @@ async def _health(args: argparse.Namespace, client: KubeletClient) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    registry_dir, driver = _target(args)
+    uid = args.uid if args.verb != "health" else ""
+    allocated_driver = ""
+    if args.verb != "health" and not uid:
+        stored = await claims.lookup_claim(args, args.namespace, args.name)
+        uid = str(stored["metadata"]["uid"])
+        if not args.driver:
+            allocated_driver = claim_driver(stored)
+    registry_dir, driver = _target(args, allocated_driver)
     timeout = getattr(args, "timeout", DEFAULT_CALL_TIMEOUT)
     with reachable(registry_dir, driver) as directory:
         client = await KubeletClient.discover(directory, driver, force_version=args.api, call_timeout=timeout)
     async with client:
-        return await (_health(args, client) if args.verb == "health" else _claim_call(args, client))
+        return await (_health(args, client) if args.verb == "health" else _claim_call(args, client, uid))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -165,5 +193,8 @@ def run(args: argparse.Namespace) -> int:
     except (KubeletClientError, claims.LookupFailed) as exc:
         print(f"gpudra: {exc}", file=sys.stderr)
         return 1
+    except AmbiguousDriver as exc:
+        print(f"gpudra: ResourceClaim {args.namespace}/{args.name}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from cli import bus, claims, devices, events, faults, health, kubelet, services, slices, up
+from cli import bus, claims, devices, domains, events, faults, health, kubelet, services, slices, up
 from cli.endpoints import NotRunning
 from libs.bus import BusError, CommandError
 from libs.settings import SettingsError
@@ -34,7 +34,7 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="gpudra", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = common_options()
-    for module in (up, services, events, kubelet, devices, slices, claims, faults, health, bus):
+    for module in (up, services, events, kubelet, devices, slices, claims, domains, faults, health, bus):
         module.add_parser(commands, common)
     return root
 
