@@ -33,6 +33,7 @@ from kubernetes_asyncio.config import ConfigException, load_incluster_config, lo
 
 from libs.kube.backoff import Backoff
 from libs.kube.errors import TRANSIENT, KubeError, Unavailable, error_for, status_body
+from libs.kube.follow import stop_if_cancelled
 from libs.kube.port import EventType, ObjectList, WatchEvent
 from libs.kube.resources import PODS, Obj, Resource, check_object
 from libs.kube.selectors import Selector, selector_string
@@ -240,6 +241,7 @@ class ClusterKube:
                         if event_type in _EVENT_TYPES:
                             yield WatchEvent(_EVENT_TYPES[event_type], with_kind(resource, obj))
             except TRANSIENT as exc:
+                stop_if_cancelled()
                 delay = self._backoff.delay(failures, random.random())
                 failures += 1
                 log.warning(

@@ -43,8 +43,18 @@ async def follow(kube: KubeApi, resource: Resource, apply: Apply, *, retry_secon
         except Expired:
             continue
         except KubeError as exc:
+            stop_if_cancelled()
             log.warning("%s watch failed; listing again: %s", resource.kind, exc)
             await asyncio.sleep(retry_seconds)
+
+
+def stop_if_cancelled() -> None:
+    """Re-raise a cancellation a library turned into another error: nats-py swallows a CancelledError that
+    arrives while it flushes, and the failure that follows would otherwise be retried forever by a task that
+    was told to stop (the request stays counted in ``Task.cancelling``)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def _relist(kube: KubeApi, resource: Resource, apply: Apply, known: dict[tuple[str, str], Obj]) -> str:

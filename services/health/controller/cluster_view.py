@@ -26,6 +26,7 @@ from libs.bus.topology import INVENTORY_BUCKET
 from libs.devices.model import Inventory
 from libs.events.subjects import node_from_token
 from libs.kube import NODES, Expired, KubeApi, KubeError, Obj
+from libs.kube.follow import stop_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ class ClusterView:
             except Expired:
                 version = await self._list_nodes()
             except KubeError as exc:
+                stop_if_cancelled()
                 log.warning("Node watch failed; listing again: %s", exc)
                 await asyncio.sleep(RETRY_SECONDS)
                 version = await self._list_nodes()
