@@ -176,10 +176,13 @@ async def test_a_killed_daemon_is_reported_and_restarted(running: tuple[ImexDaem
     pid = daemon.pid
     assert pid is not None
     os.kill(pid, 9)
+    seen = len(states.seen)
     down = await states.not_ready()
     assert f"IMEX daemon (pid {pid}) was killed by SIGKILL" in down.reason
     await states.ready()
     assert daemon.pid not in (None, pid)
+    restarting = [s.reason for s in states.seen[seen:] if s.status == "NotReady"]
+    assert all("killed by SIGKILL" in reason for reason in restarting), restarting  # until the new one is ready
 
 
 async def test_a_daemon_that_fails_is_reported_with_imexs_error_and_recovers(

@@ -150,6 +150,8 @@ class ImexDaemon:
         self._process: asyncio.subprocess.Process | None = None
         self._process_version = 0  # the membership the running process has read
         self._process_ready = False
+        self._last_exit = ""
+        """Why the previous run ended, until the next one is ready: what a restarting daemon's status shows."""
         self._last_signal = -math.inf
         self._reread = asyncio.Event()
         self._stop = asyncio.Event()
@@ -222,6 +224,7 @@ class ImexDaemon:
                 return
             log.warning("IMEX daemon is down; restarting", extra={**self._log, "reason": reason, "delay": backoff})
             self._report(not_ready(reason))
+            self._last_exit = reason
             if self._process_ready:
                 backoff = self._timing.first_backoff
             with contextlib.suppress(TimeoutError):
@@ -293,10 +296,12 @@ class ImexDaemon:
             if problem is None:
                 if not self._process_ready:
                     self._process_ready = True
+                    self._last_exit = ""
                     self._reread.set()  # membership changes made while it started
                 self._report(READY)
-            else:  # starting, or no longer ready: either way the domain shows why
-                self._report(not_ready(f"IMEX daemon (pid {process.pid}) not ready: {problem}"))
+            else:  # starting, or no longer ready: either way the domain shows why (and why it restarted)
+                after = f" (restarted: {self._last_exit})" if self._last_exit and not self._process_ready else ""
+                self._report(not_ready(f"IMEX daemon (pid {process.pid}) not ready: {problem}{after}"))
             await asyncio.sleep(self._timing.probe_interval if self._process_ready else pause)
             pause = min(pause * 2, self._timing.probe_interval)
 
