@@ -13,7 +13,8 @@ from libs.bus.topology import BUCKETS
 REPO = Path(__file__).resolve().parents[2]
 CODE_DIRS = ("services", "libs", "cli", "bench", "protos", "tests")
 OUTSIDE = re.compile(r"\.\./shared|[\"']shared/|/ [\"']shared[\"']")
-"""``../shared``, ``"shared/schemas"``, ``repo.parent / "shared"``: the workspace beside a checkout."""
+"""A ``shared`` folder one level up, however it is written (a relative path, a quoted ``shared/…``, or the
+repository's parent joined with it): the workspace beside a development checkout, which a clone lacks."""
 
 
 def python_files(top: str) -> Iterator[Path]:
@@ -56,7 +57,7 @@ def test_the_rule_sees_a_crossing(tmp_path: Path) -> None:
 
 
 def test_nothing_reads_outside_the_repository() -> None:
-    """A clone has no ``../shared`` beside it; what a test needs is copied in with its source."""
+    """A clone has no workspace folder beside it; what a test needs is copied in with its source."""
     readers = [
         str(path.relative_to(REPO))
         for top in CODE_DIRS
