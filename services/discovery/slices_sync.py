@@ -11,7 +11,6 @@ The health issue owns that entry; when it changes, ``TaintWatch`` makes discover
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -22,6 +21,7 @@ from nats.js.kv import KeyValue
 
 from libs.bus import Bus
 from libs.bus.topology import HEALTH_BUCKET, taints_key
+from libs.bus.watching import stop_watching
 from libs.devices.model import Inventory
 from libs.kube.slice_publisher import PublishResult, SlicePublisher
 from libs.slices import DeviceTaint, MigMode, build_slices
@@ -91,10 +91,8 @@ class TaintWatch:
                 on_change("taints")
 
     async def stop(self) -> None:
-        if self._watcher is not None:
-            with contextlib.suppress(Exception):
-                await self._watcher.stop()  # type: ignore[no-untyped-call]  # nats-py is untyped here
-            self._watcher = None
+        await stop_watching(self._watcher)
+        self._watcher = None
 
 
 class SliceSync:

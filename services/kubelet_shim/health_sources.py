@@ -20,6 +20,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from libs.bus import Bus
 from libs.bus.consumer import checked
 from libs.bus.topology import INVENTORY_BUCKET, event_stream
+from libs.bus.watching import stop_watching
 from libs.devices.model import Inventory
 from libs.events import Domain, EventError, event_subject, node_token
 from libs.events.catalogue import DeviceHealthChanged
@@ -75,13 +76,7 @@ class InventoryWatch:
         log.info("inventory loaded", extra={**extra, "devices": len(devices)})
 
     async def stop(self) -> None:
-        if self._watcher is not None:
-            with contextlib.suppress(Exception):
-                await self._watcher.stop()  # type: ignore[no-untyped-call]  # nats-py is untyped here
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_watching(self._watcher, self._task)
 
 
 class HealthEvents:

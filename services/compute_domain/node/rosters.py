@@ -4,12 +4,12 @@ for its admission on an event rather than polling, and a running daemon hears of
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
+from libs.bus.watching import stop_watching
 from services.compute_domain.roster import ROSTER_PREFIX, Roster, decode_roster
 
 log = logging.getLogger(__name__)
@@ -32,13 +32,7 @@ class Rosters:
         await synced.wait()
 
     async def stop(self) -> None:
-        if self._watcher is not None:
-            with contextlib.suppress(Exception):
-                await self._watcher.stop()  # type: ignore[no-untyped-call]  # nats-py is untyped here
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_watching(self._watcher, self._task)
 
     async def wait_for(self, check: Callable[[], bool], timeout: float) -> None:
         """``TimeoutError`` when ``check`` is still false after ``timeout`` seconds."""

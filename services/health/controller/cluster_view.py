@@ -23,6 +23,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from libs.bus import Bus
 from libs.bus.topology import INVENTORY_BUCKET
+from libs.bus.watching import stop_watching
 from libs.devices.model import Inventory
 from libs.events.subjects import node_from_token
 from libs.kube import NODES, Expired, KubeApi, KubeError, Obj
@@ -90,14 +91,7 @@ class ClusterView:
         await synced.wait()
 
     async def stop(self) -> None:
-        if self._watcher is not None:
-            with contextlib.suppress(Exception):
-                await self._watcher.stop()  # type: ignore[no-untyped-call]  # nats-py is untyped here
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_watching(self._watcher, *self._tasks)
 
     async def _follow_inventory(self, watcher: KeyValue.KeyWatcher, synced: asyncio.Event) -> None:
         async for entry in watcher:
