@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from libs.bus import Bus
-from libs.events import decode
+from libs.events import CLUSTER
 from libs.events.catalogue.computedomains import ComputeDomainNodeChanged, ComputeDomainStatusChanged, Readiness
 from libs.kube.cluster import ClusterKube
 from libs.natsserver import EmbeddedNats
@@ -21,6 +21,7 @@ from services.compute_domain.controller.domains import COMPUTE_DOMAINS, Domains
 from tests.compute_domain.test_cd_api import CLIQUE, domain
 from tests.support.kubeapi import KubeApiServer
 from tests.support.nats_fixture import role_creds
+from tests.support.watching import events_of
 
 WAIT = 10.0
 KILLED = "IMEX daemon (pid 42) was killed by SIGKILL"
@@ -74,14 +75,7 @@ async def test_a_domain_waits_for_its_nodes_is_ready_loses_a_daemon_and_is_final
     nats_server: EmbeddedNats, bus: Bus, installed: KubeApiServer
 ) -> None:
     kube_api = installed
-    announced: asyncio.Queue[ComputeDomainStatusChanged] = asyncio.Queue()
-
-    async def heard(msg: Any) -> None:
-        event = decode(msg.headers, msg.data).data
-        assert isinstance(event, ComputeDomainStatusChanged)
-        announced.put_nowait(event)
-
-    await bus.nc.subscribe("gpudra.v1._cluster.computedomains.status", cb=heard)
+    announced = await events_of(bus, ComputeDomainStatusChanged, CLUSTER)
     async with controller_parts(nats_server.url, kube_api) as (own_bus, kube), leading(own_bus, kube):
         kube_api.store.create({**domain(numNodes=2), "metadata": {"name": "train", "namespace": "default"}})
         waiting = await kube_api.store.wait_for(lambda: stored(kube_api).get("status") and stored(kube_api), WAIT)

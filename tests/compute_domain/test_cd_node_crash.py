@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from libs.bus import Bus
-from libs.events import decode
 from libs.events.catalogue.computedomains import ComputeDomainNodeChanged
 from libs.natsserver import EmbeddedNats
 from services.compute_domain.node.imex_config import domain_files
@@ -35,6 +33,7 @@ from tests.compute_domain.cd_story_support import (
 )
 from tests.compute_domain.test_cd_controller import ready_reason
 from tests.support.kubeapi import KubeApiServer
+from tests.support.watching import events_of, exited
 
 REPO = Path(__file__).resolve().parents[2]
 NODE = "gb-0"
@@ -70,35 +69,6 @@ async def _drain(process: asyncio.subprocess.Process, log: Path) -> None:
             sink.write(line)
 
 
-async def gone(pid: int) -> None:
-    """Until process ``pid`` (not our child) has exited: its pidfd becomes readable then."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    exited = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_reader(fd, exited.set)
-    try:
-        async with asyncio.timeout(WAIT):
-            await exited.wait()
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
-
-
-async def node_events(bus: Bus) -> asyncio.Queue[ComputeDomainNodeChanged]:
-    heard: asyncio.Queue[ComputeDomainNodeChanged] = asyncio.Queue()
-
-    async def take(msg: Any) -> None:
-        event = decode(msg.headers, msg.data).data
-        assert isinstance(event, ComputeDomainNodeChanged)
-        heard.put_nowait(event)
-
-    await bus.nc.subscribe(f"gpudra.v1.{NODE}.computedomains.nodes", cb=take)
-    return heard
-
-
 async def next_event(heard: asyncio.Queue[ComputeDomainNodeChanged], wanted: Any) -> ComputeDomainNodeChanged:
     async with asyncio.timeout(WAIT):
         while not wanted(event := await heard.get()):
@@ -113,7 +83,7 @@ async def test_a_sigkill_while_a_channel_claim_waits_for_its_daemon_leaves_nothi
     home = tmp_path / NODE
     settings = settings_for(nats_server.url, installed.url, NODE, home)
     env = node_env(nats_server.url, installed.url, NODE, home)
-    heard = await node_events(bus)
+    heard = await events_of(bus, ComputeDomainNodeChanged, NODE)
     async with running_controller(nats_server.url, installed.url):
         uid = create_domain(installed, "train", 1)
         files = domain_files(home, uid)
@@ -129,7 +99,8 @@ async def test_a_sigkill_while_a_channel_claim_waits_for_its_daemon_leaves_nothi
                 pid = daemon_pid(settings, uid)
                 assert Ledger.load(home / "computedomains").records[claim.uid].state == "started"
                 first.kill()
-            await gone(pid)  # the daemon died with its service
+            async with asyncio.timeout(WAIT):
+                await exited(pid)  # the daemon died with its service
             preparing.cancel()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await preparing

@@ -19,6 +19,7 @@ from libs.events import decode
 from libs.events.catalogue import ClaimRef, ClaimUnprepared, ServiceCrashed
 from libs.settings import CommonSettings
 from tests.standalone.up_support import System, gpudra, read_until, running_up
+from tests.support.watching import exited
 
 pytestmark = pytest.mark.slow
 
@@ -194,19 +195,3 @@ async def test_nothing_outlives_a_killed_supervisor(
     await process.wait()
     async with asyncio.timeout(10):
         await asyncio.gather(*(exited(pid) for pid in children))
-
-
-async def exited(pid: int) -> None:
-    """Until ``pid`` has exited (its pidfd becomes readable then; a zombie has exited)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    done = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_reader(fd, done.set)
-    try:
-        await done.wait()
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from nats.aio.msg import Msg
 
 from cli import endpoints
 from cli.up import SERVICES
@@ -21,6 +20,7 @@ from libs.events.catalogue import ClaimPrepared, ServiceCrashed
 from libs.settings import CommonSettings
 from tests.standalone.test_up import as_operator, refusals
 from tests.standalone.up_support import System, gpudra, running_up
+from tests.support.watching import events_of
 from tests.trust.trust_support import publish, refusal
 
 pytestmark = pytest.mark.slow
@@ -37,20 +37,6 @@ async def system(tmp_path: Path) -> AsyncIterator[System]:
 def as_node_service(system: endpoints.Endpoints, node: str, service: str) -> CommonSettings:
     creds = str(Path(system.on(node).credentials_dir) / f"{service}.creds")
     return CommonSettings(nats_url=system.nats_url, nats_creds=creds, node_name=node)
-
-
-async def claims_prepared(bus: Bus) -> asyncio.Queue[ClaimPrepared]:
-    """Every node's ``ClaimPrepared``, as they come."""
-    found: asyncio.Queue[ClaimPrepared] = asyncio.Queue()
-
-    async def put(msg: Msg) -> None:
-        event = decode(msg.headers, msg.data).data
-        assert isinstance(event, ClaimPrepared)
-        found.put_nowait(event)
-
-    await bus.nc.subscribe(f"gpudra.v1.*.{ClaimPrepared.domain}.{ClaimPrepared.topic}", cb=put)
-    await bus.nc.flush()
-    return found
 
 
 async def run_cli(*args: str) -> str:
@@ -71,7 +57,7 @@ async def test_every_node_has_its_services_sockets_and_state_and_prepares_its_ow
     try:
         running = {(info.node, info.name) for info in await list_services(bus.nc)}
         assert {(node, service) for node in NODES for service in SERVICES} <= running
-        prepared = await claims_prepared(bus)
+        prepared = await events_of(bus, ClaimPrepared)
         state = ["--state-dir", started.state_dir]
         await run_cli("claim", "create", "on-two", "--device", "gpu-1", "--node", "gb-2", *state)
         out = await run_cli("kubelet", "prepare", "on-two", "--node", "gb-2", *state)
