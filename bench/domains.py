@@ -38,6 +38,7 @@ import yaml
 
 from bench._trust import SecuredServer
 from libs.bus import Bus
+from libs.claims.allocation import pinned_to
 from libs.events import decode
 from libs.events.catalogue import ClaimRef
 from libs.events.catalogue.computedomains import (
@@ -178,7 +179,6 @@ def _claim(name: str, uid: str, tray: str, slot: int) -> dict[str, Any]:
         "driver": DRIVER,
         "parameters": {"apiVersion": API_VERSION, "kind": "ComputeDomainChannelConfig", "domainID": uid},
     }
-    pinned = {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [tray]}]}]}
     return {
         "apiVersion": "resource.k8s.io/v1",
         "kind": "ResourceClaim",
@@ -190,7 +190,7 @@ def _claim(name: str, uid: str, tray: str, slot: int) -> dict[str, Any]:
                     "results": [{"request": "channel", "driver": DRIVER, "pool": tray, "device": f"slot-{slot}"}],
                     "config": [{"source": "FromClaim", "requests": ["channel"], "opaque": config}],
                 },
-                "nodeSelector": pinned,
+                "nodeSelector": pinned_to(tray),
             }
         },
     }

@@ -21,6 +21,7 @@ import yaml
 
 from cli import context, endpoints
 from libs.bus import Bus
+from libs.claims.allocation import pinned_to
 from libs.kube import RESOURCE_CLAIMS, RESOURCE_SLICES, KubeApi, KubeError, LocalKube, NotFound
 from libs.kube.resources import custom_resource, is_dns_label
 from services.claim_preparation.configapi import DecodeProblem, decode_parameters
@@ -139,12 +140,7 @@ def allocation(devices: Sequence[tuple[str, str]], config: Any, node: str, drive
     }
     if config is not None:
         allocated["config"] = [{"source": "FromClaim", "opaque": {"driver": driver, "parameters": config}}]
-    return {"devices": allocated, "nodeSelector": node_selector(node)}
-
-
-def node_selector(node: str) -> dict[str, Any]:
-    """The allocation's node selector: the node the devices are on, by name."""
-    return {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}
+    return {"devices": allocated, "nodeSelector": pinned_to(node)}
 
 
 def read_config(path: Path | None, check: bool) -> Any:
@@ -259,7 +255,7 @@ def channel_allocation(claim: dict[str, Any], node: str, slot: str) -> dict[str,
     devices = claim["spec"]["devices"]
     result = {"request": devices["requests"][0]["name"], "driver": CHANNEL_DRIVER, "pool": node, "device": slot}
     configs = [{"source": "FromClaim", **entry} for entry in devices.get("config") or []]
-    return {"devices": {"results": [result], "config": configs}, "nodeSelector": node_selector(node)}
+    return {"devices": {"results": [result], "config": configs}, "nodeSelector": pinned_to(node)}
 
 
 def _slot_order(device: str) -> tuple[int, int, str]:

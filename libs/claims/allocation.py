@@ -156,6 +156,12 @@ def read_allocation(obj: dict[str, Any], ref: ClaimRef, *, driver: str, node: st
     return AllocatedClaim(ref=ref, results=results, configs=configs)
 
 
+def pinned_to(node: str) -> dict[str, Any]:
+    """An allocation's ``nodeSelector`` as the scheduler writes it for a node-local pool: the node, by name
+    (what ``allocated_nodes`` reads back)."""
+    return {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}
+
+
 def allocated_nodes(selector: _NodeSelector | None) -> set[str] | None:
     """The node names a node selector pins by ``metadata.name``; None when it does not pin any."""
     if selector is None:
