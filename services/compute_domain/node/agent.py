@@ -105,7 +105,8 @@ class ChannelAgent:
         self.facts = facts
         self.daemons: dict[str, ImexDaemon] = {}
         self.states: dict[str, DaemonState] = {}
-        self._states_changed = asyncio.Condition()
+        self._states_changed = asyncio.Event()
+        """Set (and replaced) at each daemon state change: what a prepare waiting for readiness awaits."""
         self._locks: dict[str, asyncio.Lock] = {}
         self._choosing = asyncio.Lock()
         self._outgoing: asyncio.Queue[ComputeDomainNodeChanged] = asyncio.Queue()
@@ -310,8 +311,9 @@ class ChannelAgent:
             return state is not None and state.status == "Ready"
 
         try:
-            async with asyncio.timeout(self.facts.ready_timeout), self._states_changed:
-                await self._states_changed.wait_for(ready)
+            async with asyncio.timeout(self.facts.ready_timeout):
+                while not ready():
+                    await self._states_changed.wait()
         except TimeoutError:
             state = self.states.get(uid)
             why = state.reason if state is not None and state.reason else "no answer from it yet"
@@ -325,13 +327,8 @@ class ChannelAgent:
         roster = self._rosters.by_uid.get(uid)
         member = roster.member(self.facts.node) if roster is not None else None
         self._announce(uid, state, index=member.index if member is not None else -1)
-
-        async def notify() -> None:
-            async with self._states_changed:
-                self._states_changed.notify_all()
-
-        self._tasks.append(asyncio.create_task(notify()))
-        self._tasks = [task for task in self._tasks if not task.done()]
+        changed, self._states_changed = self._states_changed, asyncio.Event()
+        changed.set()
 
     async def _roster_changed(self, uid: str, roster: Roster | None) -> None:
         daemon = self.daemons.get(uid)
