@@ -1,9 +1,11 @@
 """Writing and removing spec files so that a container runtime never reads half of one.
 
 A runtime watches the spec directory and loads ``*.json``/``*.yaml`` as they appear. A spec is written to a hidden
-temporary name (``.<name>.json.tmp-…``, which runtimes skip), flushed to disk, renamed over the final name and
-the directory flushed too: after a crash either the old spec or the new one is there, whole. Specs are checked
-first (names, ``cdiVersion`` against the fields used), so what lands in the directory is loadable.
+temporary name (``.<name>.json.tmp-…``, which runtimes skip) and renamed over the final name: after a crash
+either the old spec or the new one is there, whole. Nothing is fsynced: the spec directory (``/var/run/cdi``) is a
+tmpfs on every current distribution, and a spec names devices that a reboot resets anyway (its claim is
+prepared again). Specs are checked first (names, ``cdiVersion`` against the fields used), so what lands in the
+directory is loadable.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from libs.cdi.errors import CdiError
 from libs.cdi.names import device_name_problem, kind_problem
 from libs.cdi.spec import Spec, encode
 from libs.cdi.version import KNOWN, covers, minimum_version
-from libs.files import remove_durably, remove_temporaries, write_atomically
+from libs.files import remove_file, remove_temporaries, write_atomically
 
 SUFFIX = ".json"
 SPEC_MODE = 0o644  # the container runtime (root) reads it; nobody else needs to write it
@@ -52,7 +54,7 @@ class SpecDir:
             raise CdiError(f"CDI spec {name}: {'; '.join(problems)}")
         target = self.file_for(name)
         try:
-            write_atomically(target, encode(spec), mode=SPEC_MODE, parent_mode=DIR_MODE)
+            write_atomically(target, encode(spec), mode=SPEC_MODE, parent_mode=DIR_MODE, durable=False)
         except OSError as exc:
             raise CdiError(f"CDI spec {target}: cannot write it: {exc}") from exc
         return target
@@ -61,7 +63,7 @@ class SpecDir:
         """Delete ``<name>.json``; False when it was not there (removing twice is not an error)."""
         target = self.file_for(name)
         try:
-            return remove_durably(target)
+            return remove_file(target, durable=False)
         except OSError as exc:
             raise CdiError(f"CDI spec {target}: cannot remove it: {exc}") from exc
 

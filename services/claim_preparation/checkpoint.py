@@ -13,8 +13,11 @@ File format (``<dir>/claims/<uid>.json``)::
 - ``version`` says how to read ``record``; a later format adds a reader that converts the old one, so an
   upgrade reads an old checkpoint instead of misreading it (the reference driver's users lost claims to that).
   A file from a newer gpudra is reported and left alone, never overwritten.
-- Writes go to a temporary file, are fsynced, renamed over the record and the directory fsynced: after a
-  crash the old or the new record is there, whole. A file that cannot be read is moved aside to
+- Writes go to a temporary file renamed over the record: after kill -9 the old or the new record is there,
+  whole. They are not fsynced (see ``libs.files``): a record describes MIG devices, daemons and specs that only
+  live until the next reboot, and the service resets records of an earlier boot. A power cut may tear a record
+  written just before it; such a file (unreadable, and last written before this boot began) is removed with a
+  note, since its claim was reset with the reboot. A file that cannot be read otherwise is moved aside to
   ``<uid>.json.corrupt`` (kept for a person to look at) and reported; the claim counts as not prepared, so the
   kubelet's next prepare starts afresh.
 """
@@ -32,7 +35,7 @@ from pathlib import Path
 import msgspec
 
 from libs.claims.allocation import check_uid
-from libs.files import remove_durably, remove_temporaries, write_atomically
+from libs.files import remove_file, remove_temporaries, write_atomically
 from services.claim_preparation.errors import BadClaimRef
 from services.claim_preparation.record import ClaimRecord
 
@@ -109,11 +112,15 @@ class Loaded:
 
 
 class CheckpointStore:
-    """``<directory>/claims/<uid>.json``, created 0700/0600: the state is nobody else's business."""
+    """``<directory>/claims/<uid>.json``, created 0700/0600: the state is nobody else's business.
 
-    def __init__(self, directory: Path | str) -> None:
+    ``booted_at`` (seconds since the epoch; default: the kernel's) tells a record torn by a power cut from
+    one damaged since."""
+
+    def __init__(self, directory: Path | str, *, booted_at: float | None = None) -> None:
         self.directory = Path(directory)
         self.claims_dir = self.directory / "claims"
+        self.booted_at = read_boot_time() if booted_at is None else booted_at
 
     def path_of(self, uid: str) -> Path:
         try:
@@ -125,14 +132,14 @@ class CheckpointStore:
         """Replace the claim's record atomically and durably (blocking: call it off the event loop)."""
         target = self.path_of(record.uid)
         try:
-            write_atomically(target, encode(record))
+            write_atomically(target, encode(record), durable=False)
         except OSError as exc:
             raise CheckpointError(f"{target}: cannot write it: {exc}") from exc
 
     def remove(self, uid: str) -> None:
         target = self.path_of(uid)
         try:
-            remove_durably(target)
+            remove_file(target, durable=False)
         except OSError as exc:
             raise CheckpointError(f"{target}: cannot remove it: {exc}") from exc
 
@@ -157,12 +164,32 @@ class CheckpointStore:
             loaded.problems.append(f"{exc}; left in place")
             return
         except (CheckpointError, OSError) as exc:
+            if self._before_boot(path):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                log.info("removed a checkpoint record torn before this boot; the reboot reset its claim: %s", exc)
+                return
             aside = path.with_name(path.name + CORRUPT_SUFFIX)
             with contextlib.suppress(OSError):
                 os.replace(path, aside)
             loaded.problems.append(f"{exc}; moved to {aside.name}, the claim counts as not prepared")
             return
         loaded.records.append(record)
+
+    def _before_boot(self, path: Path) -> bool:
+        try:
+            return path.stat().st_mtime < self.booted_at
+        except OSError:
+            return False
+
+
+def read_boot_time(stat: Path | str = "/proc/stat") -> float:
+    """When this boot began (``btime``), in seconds since the epoch; 0 (nothing is older) where unknown."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(stat).read_text().splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    return 0.0
 
 
 def read_boot_id(path: Path | str) -> str:

@@ -218,7 +218,7 @@ class Preparer:
             check_free([d.target for d in plan.devices if not d.admin_access], self._holders(except_uid=ref.uid))
             started = self._started(claim, plan.devices, plan.sharing)
             if plan.sharing or _created_mig_devices(started):
-                await self._save(started, clock)
+                self._save(started, clock)
             try:
                 completed = await self._set_up(started, clock)
             except Exception as exc:
@@ -236,7 +236,7 @@ class Preparer:
         if record is None:
             # Nothing recorded: done already. A spec left by a record lost to corruption goes too.
             with clock.phase("cdi"), failures_as(CdiFailure, "removing a leftover CDI spec"):
-                await asyncio.to_thread(self.parts.specs.remove, claim_spec_name(self.parts.driver, ref.uid))
+                self.parts.specs.remove(claim_spec_name(self.parts.driver, ref.uid))
             return ref, (), False
         await self._take_apart(record, clock)
         return record.ref, (), True
@@ -300,7 +300,7 @@ class Preparer:
             event_id=event_id,
         )
         try:
-            await asyncio.to_thread(self._write_spec_and_record, spec, completed, clock)
+            self._write_spec_and_record(spec, completed, clock)
         except BaseException:
             self.parts.outbox.cancel(event_id)
             raise
@@ -308,8 +308,10 @@ class Preparer:
         return completed
 
     def _write_spec_and_record(self, spec: Spec, completed: ClaimRecord, clock: PhaseClock) -> None:
-        """The two durable writes of a prepare, in one trip to a worker thread (each trip costs as much as a
-        small write): the spec first, so a record never names a spec that is not there."""
+        """The two writes of a prepare, the spec first, so that a record never names a spec that is not there.
+
+        On the event loop: neither is fsynced (see checkpoint.py), so each is a few system calls, cheaper than
+        the hand-off to a worker thread and back."""
         with clock.phase("cdi"), failures_as(CdiFailure, "writing the CDI spec"):
             missing = self.parts.paths.missing(spec)
             if missing:
@@ -366,15 +368,17 @@ class Preparer:
                 with failures_as(CheckpointFailure, "keeping the unconfirmed ClaimPrepared event"):
                     await self.parts.outbox.secure(self._prepared_event(record), record.event_id)
                 record = record.with_state(UNPREPARE_STARTED, new_event_id())
-                await self._save(record, clock)
+                self._save(record, clock)
             await self._undo(record, clock)
 
     async def _undo(self, record: ClaimRecord, clock: PhaseClock) -> None:
         """Remove the spec, undo sharing, destroy created MIG devices, drop the record; all idempotent."""
         errors: list[str] = []
         with clock.phase("cdi"):
-            removal = asyncio.to_thread(self.parts.specs.remove, record.cdi_spec)
-            await _attempt(errors, "removing the CDI spec", removal)
+            try:
+                self.parts.specs.remove(record.cdi_spec)
+            except CdiError as exc:
+                errors.append(f"removing the CDI spec: {exc}")
         with clock.phase("apply"):
             for plan in reversed(record.sharing):
                 strategy = strategy_for(plan, self.parts.backend, self.parts.daemons, {})
@@ -386,7 +390,7 @@ class Preparer:
             raise RollbackFailed("; ".join(errors))
         if record.state == UNPREPARE_STARTED:
             await self._announce_unprepared(record, clock)
-        await self._drop(record, clock)
+        self._drop(record, clock)
 
     async def _announce_unprepared(self, record: ClaimRecord, clock: PhaseClock) -> None:
         """Send ``ClaimUnprepared`` while the record still owes it; if the bus refuses, the outbox file must hold
@@ -399,9 +403,9 @@ class Preparer:
                 with failures_as(CheckpointFailure, "keeping the ClaimUnprepared event the bus refused"):
                     await self.parts.outbox.keep()
 
-    async def _drop(self, record: ClaimRecord, clock: PhaseClock) -> None:
+    def _drop(self, record: ClaimRecord, clock: PhaseClock) -> None:
         with clock.phase("checkpoint"), failures_as(CheckpointFailure, "dropping the checkpoint record"):
-            await asyncio.to_thread(self.parts.checkpoint.remove, record.uid)
+            self.parts.checkpoint.remove(record.uid)
         self._records.pop(record.uid, None)
         self._count_devices()
 
@@ -418,9 +422,9 @@ class Preparer:
 
     # --- records --------------------------------------------------------------------------------------------
 
-    async def _save(self, record: ClaimRecord, clock: PhaseClock) -> None:
+    def _save(self, record: ClaimRecord, clock: PhaseClock) -> None:
         with clock.phase("checkpoint"), failures_as(CheckpointFailure, "writing the checkpoint"):
-            await asyncio.to_thread(self.parts.checkpoint.save, record)
+            self.parts.checkpoint.save(record)
         self._remember(record)
 
     def _remember(self, record: ClaimRecord) -> None:
@@ -497,7 +501,7 @@ class Preparer:
         clock = PhaseClock()
         if record.state != PREPARE_STARTED:  # the claim was announced prepared; the reboot unprepared it
             await self._announce_unprepared(record, clock)
-        await self._drop(record, clock)
+        self._drop(record, clock)
 
     def _remove_orphan_specs(self) -> None:
         """Specs of claims the checkpoint does not hold (a crash between spec and record, a lost record)."""

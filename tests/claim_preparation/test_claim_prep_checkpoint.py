@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import stat
+import time
 from pathlib import Path
 
 import msgspec
@@ -18,6 +20,7 @@ from services.claim_preparation.checkpoint import (
     decode,
     encode,
     read_boot_id,
+    read_boot_time,
 )
 from services.claim_preparation.devices import FullGpu, MigTarget
 from services.claim_preparation.record import ClaimRecord, MpsPlan, PlannedDevice, TimeSlicePlan
@@ -99,6 +102,33 @@ def test_damage_is_detected_and_the_file_set_aside(tmp_path: Path, damage: objec
     assert "moved to" in problem
     assert not path.exists()
     assert path.with_name(path.name + ".corrupt").exists()
+
+
+def test_a_record_torn_before_this_boot_is_removed_quietly_and_a_later_one_set_aside(tmp_path: Path) -> None:
+    """A power cut may tear a record (they are not fsynced); its claim was reset with the reboot, so the file
+    goes without an error. Damage after the boot began is still a problem for a person to look at."""
+    booted_at = 1_000_000.0
+    store = CheckpointStore(tmp_path, booted_at=booted_at)
+    torn, damaged = "7d2e1c3a-0000-4000-8000-00000000000b", "7d2e1c3a-0000-4000-8000-00000000000c"
+    for uid, written_at in ((torn, booted_at - 60), (damaged, booted_at + 60)):
+        store.save(record(uid))
+        path = store.path_of(uid)
+        path.write_bytes(path.read_bytes()[:40])
+        os.utime(path, (written_at, written_at))
+    loaded = store.load()
+    assert loaded.records == []
+    [problem] = loaded.problems
+    assert damaged in problem
+    assert "moved to" in problem
+    assert sorted(p.name for p in store.claims_dir.iterdir()) == [f"{damaged}.json.corrupt"]
+
+
+def test_the_boot_time_comes_from_the_kernel(tmp_path: Path) -> None:
+    stat_file = tmp_path / "stat"
+    stat_file.write_text("cpu  1 2 3\nbtime 1733390000\nprocesses 9\n")
+    assert read_boot_time(stat_file) == 1733390000.0
+    assert read_boot_time(tmp_path / "missing") == 0.0
+    assert 0 < read_boot_time() <= time.time()
 
 
 def test_a_record_from_a_newer_gpudra_is_left_alone(tmp_path: Path) -> None:

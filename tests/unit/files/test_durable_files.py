@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from libs.files import is_temporary, remove_durably, remove_temporaries, temporary_for, write_atomically
+from libs.files import is_temporary, remove_file, remove_temporaries, temporary_for, write_atomically
 
 
 def test_a_write_replaces_the_file_whole_and_leaves_no_temporary(tmp_path: Path) -> None:
@@ -44,5 +44,5 @@ def test_only_temporaries_are_swept(tmp_path: Path) -> None:
 def test_removing_twice_is_not_an_error(tmp_path: Path) -> None:
     target = tmp_path / "spec.json"
     target.write_bytes(b"{}")
-    assert remove_durably(target) is True
-    assert remove_durably(target) is False
+    assert remove_file(target) is True
+    assert remove_file(target) is False
