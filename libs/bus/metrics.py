@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
+from libs.telemetry.metrics import by_labels
+
 PUBLISHED = Counter("gpudra_bus_published_total", "events published", ["type"])
 PUBLISH_DUPLICATES = Counter(
     "gpudra_bus_publish_duplicates_total", "publishes JetStream dropped as duplicates", ["type"]
@@ -28,3 +30,6 @@ DEADLETTERS_DROPPED = Counter(
     "events dropped because their consumer's dead letters were at their limit (GPUDRA_DEADLETTER_MAX_*)",
     ["consumer"],
 )
+
+PUBLISHED_BY = by_labels(PUBLISHED)
+REQUESTS_BY = by_labels(REQUESTS)

@@ -13,7 +13,7 @@ from opentelemetry.trace import SpanKind
 
 from libs.bus import tracing
 from libs.bus.errors import BusError, PayloadTooLarge
-from libs.bus.metrics import PUBLISH_DUPLICATES, PUBLISHED
+from libs.bus.metrics import PUBLISH_DUPLICATES, PUBLISHED_BY
 from libs.events import Event, encode, event_subject
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class Publisher:
                 raise BusError(f"no JetStream stream captures {subject}; was the bus bootstrapped?") from None
             except NatsTimeout:
                 raise BusError(f"JetStream did not confirm the event on {subject} in time") from None
-        PUBLISHED.labels(ce_type).inc()
+        PUBLISHED_BY(ce_type).inc()
         if ack.duplicate:
             PUBLISH_DUPLICATES.labels(ce_type).inc()
             log.debug("duplicate publish ignored by JetStream", extra={"event_id": headers["ce-id"]})

@@ -22,7 +22,7 @@ from opentelemetry.trace import SpanKind
 
 from libs.bus import tracing
 from libs.bus.errors import CommandError, ServiceTimeout, ServiceUnavailable
-from libs.bus.metrics import REQUESTS
+from libs.bus.metrics import REQUESTS_BY
 from libs.bus.provenance import relayed_command
 from libs.bus.publisher import check_size
 from libs.events import Command, Reply
@@ -57,7 +57,7 @@ class Endpoint(Generic[C]):
         refused = relayed_command(_reply_of(request))
         if refused:
             # Nobody waits for an answer (a relay has no requester's inbox): refuse loudly, answer nothing.
-            REQUESTS.labels(self.name, "403").inc()
+            REQUESTS_BY(self.name, "403").inc()
             log.warning("refused a command: %s", refused, extra={"endpoint": self.name, "subject": request.subject})
             return
         parent = tracing.extract(request.headers)
@@ -77,11 +77,11 @@ class Endpoint(Generic[C]):
                 await self._fail(request, span, CommandError(500, f"{self.name} failed: {exc!r}"))
                 return
             await request.respond(msgspec.json.encode(reply))
-        REQUESTS.labels(self.name, "200").inc()
+        REQUESTS_BY(self.name, "200").inc()
 
     async def _fail(self, request: Request, span: Any, error: CommandError) -> None:
         tracing.mark_error(span, error.message)
-        REQUESTS.labels(self.name, str(error.code)).inc()
+        REQUESTS_BY(self.name, str(error.code)).inc()
         await request.respond_error(str(error.code), " ".join(error.message.split())[:1024])
 
 

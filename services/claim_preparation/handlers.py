@@ -39,21 +39,21 @@ def unique(claims: Sequence[ClaimRef]) -> list[ClaimRef]:
 
 @contextmanager
 def measured(operation: Operation) -> Iterator[None]:
-    metrics.REQUESTS.labels(operation).inc()
-    inflight = metrics.INFLIGHT.labels(operation)
+    metrics.REQUESTS_BY(operation).inc()
+    inflight = metrics.INFLIGHT_BY(operation)
     inflight.inc()
     began = time.perf_counter()
     try:
         yield
     finally:
         inflight.dec()
-        metrics.REQUEST_SECONDS.labels(operation).observe(time.perf_counter() - began)
+        metrics.REQUEST_SECONDS_BY(operation).observe(time.perf_counter() - began)
 
 
 def record_outcome(operation: Operation, outcome: Outcome) -> None:
     for phase, ms in outcome.timings_ms.items():
         if phase != "total":
-            metrics.PHASE_SECONDS.labels(operation, phase).observe(ms / 1000)
+            metrics.PHASE_SECONDS_BY(operation, phase).observe(ms / 1000)
     if outcome.error is not None:
         errors = metrics.PREPARE_ERRORS if operation == "prepare" else metrics.UNPREPARE_ERRORS
         errors.labels(outcome.error.reason).inc()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from libs.telemetry.metrics import by_labels
+
 _PREFIX = "gpudra_claims"
 _CALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 45)
 
@@ -28,3 +30,9 @@ UNPREPARE_ERRORS = Counter(f"{_PREFIX}_node_unprepare_errors_total", "claims tha
 PREPARED_DEVICES = Gauge(f"{_PREFIX}_prepared_devices", "devices of prepared claims on this node", ["kind"])
 LOCK_WAITS = Counter(f"{_PREFIX}_lock_waits_total", "times a claim waited for a GPU another claim was working on")
 EVENTS_OWED = Gauge(f"{_PREFIX}_events_owed", "claim events the bus refused, kept and retried (see outbox.py)")
+
+REQUESTS_BY = by_labels(REQUESTS)
+REQUEST_SECONDS_BY = by_labels(REQUEST_SECONDS)
+INFLIGHT_BY = by_labels(INFLIGHT)
+PHASE_SECONDS_BY = by_labels(PHASE_SECONDS)
+PREPARED_DEVICES_BY = by_labels(PREPARED_DEVICES)

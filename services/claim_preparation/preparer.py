@@ -447,7 +447,7 @@ class Preparer:
                 for target in {d.target.name: d.target for d in record.devices}.values():
                     counts[kind_of(target)] += 1
         for kind, count in counts.items():
-            metrics.PREPARED_DEVICES.labels(kind).set(count)
+            metrics.PREPARED_DEVICES_BY(kind).set(count)
 
     @property
     def records(self) -> dict[str, ClaimRecord]:

@@ -39,7 +39,7 @@ from services.kubelet_shim.claims import (
     merge,
     unexpected_uids,
 )
-from services.kubelet_shim.metrics import KUBELET_CALLS, KUBELET_CLAIMS
+from services.kubelet_shim.metrics import KUBELET_CALLS_BY, KUBELET_CLAIMS_BY
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +138,8 @@ class ClaimForwarder:
 
     def _report(self, method: str, answer: Mapping[str, HasError]) -> None:
         errors = failed(answer)
-        KUBELET_CLAIMS.labels(method, "failed").inc(len(errors))
-        KUBELET_CLAIMS.labels(method, "ok").inc(len(answer) - len(errors))
+        KUBELET_CLAIMS_BY(method, "failed").inc(len(errors))
+        KUBELET_CLAIMS_BY(method, "ok").inc(len(answer) - len(errors))
         for uid, error in list(errors.items())[:_LOGGED_FAILURES]:
             log.warning("claim failed: %s", error, extra={"method": method, "claim": uid, "node": self.node})
         if len(errors) > _LOGGED_FAILURES:
@@ -205,7 +205,7 @@ class KubeletCalls:
         forward: Callable[[list[ClaimRef], float | None], Awaitable[dict[str, R]]],
         make_error: Callable[[str], R],
     ) -> dict[str, R]:
-        with server_span(self._service, method, context) as span, KUBELET_CALLS.labels(method, self._version).time():
+        with server_span(self._service, method, context) as span, KUBELET_CALLS_BY(method, self._version).time():
             span.set_attribute("gpudra.claims.count", len(claims))
             try:
                 answer = await forward(claims, context.time_remaining())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from libs.telemetry.metrics import by_labels
+
 KUBELET_CALLS = Histogram(
     "gpudra_kubelet_call_duration_seconds",
     "time to answer a kubelet DRA call, by method and API version",
@@ -16,3 +18,6 @@ KUBELET_CLAIMS = Counter(
     ["method", "outcome"],
 )
 HEALTH_STREAMS = Gauge("gpudra_kubelet_health_streams", "open NodeWatchResources streams")
+
+KUBELET_CALLS_BY = by_labels(KUBELET_CALLS)
+KUBELET_CLAIMS_BY = by_labels(KUBELET_CLAIMS)

@@ -14,9 +14,11 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 from opentelemetry import trace
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from libs.telemetry import start_metrics_server
 from libs.telemetry.logs import JsonFormatter
+from libs.telemetry.metrics import by_labels
 
 CHILD = """
 from opentelemetry import trace
@@ -83,3 +85,16 @@ def test_metrics_endpoint_serves_prometheus_text() -> None:
         text = response.read().decode()
     assert "# TYPE" in text
     assert start_metrics_server("127.0.0.1", -1) is None
+
+
+def test_remembered_label_children_count_into_the_exposed_metric() -> None:
+    registry = CollectorRegistry()
+    calls = Counter("calls", "calls by method", ["method"], registry=registry)
+    by_method = by_labels(calls)
+    assert by_method("prepare") is by_method("prepare")
+    by_method("prepare").inc()
+    by_method("prepare").inc(2)
+    by_method("unprepare").inc()
+    text = generate_latest(registry).decode()
+    assert 'calls_total{method="prepare"} 3.0' in text
+    assert 'calls_total{method="unprepare"} 1.0' in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -46,3 +47,18 @@ def test_removing_twice_is_not_an_error(tmp_path: Path) -> None:
     target.write_bytes(b"{}")
     assert remove_file(target) is True
     assert remove_file(target) is False
+
+
+@pytest.mark.parametrize(("durable", "fsyncs"), [(True, 3), (False, 0)])
+def test_only_durable_writes_and_removals_pay_for_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool, fsyncs: int
+) -> None:
+    """A write syncs the file and the directory, a removal the directory; state a reboot voids skips them."""
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    target = tmp_path / "new" / "record.json"
+    write_atomically(target, b"x", durable=durable)
+    assert target.read_bytes() == b"x"
+    assert remove_file(target, durable=durable) is True
+    assert len(synced) == fsyncs
