@@ -56,7 +56,12 @@ def test_only_durable_writes_and_removals_pay_for_fsync(
     """A write syncs the file and the directory, a removal the directory; state a reboot voids skips them."""
     synced: list[int] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+
+    def counted(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counted)
     target = tmp_path / "new" / "record.json"
     write_atomically(target, b"x", durable=durable)
     assert target.read_bytes() == b"x"
