@@ -374,12 +374,12 @@ async def system(root: Path, cprofile: Path | None) -> AsyncIterator[System]:
 
 
 @contextlib.asynccontextmanager
-async def up_system(root: Path) -> AsyncIterator[System]:
+async def up_system(root: Path, machine: str = PROFILE, mig_mode: str = "static") -> AsyncIterator[System]:
     """``gpudra up`` as a user starts it (the supervisor, nats-server, every service) on the bench's machine:
     what it costs with everything else that reacts to a claim running too."""
     profile = root / "profile.yaml"
-    profile.write_text(PROFILE)
-    env = {**os.environ, "GPUDRA_MIG_MODE": "static", "GPUDRA_LOG_LEVEL": "INFO"}  # tracing on, as users run it
+    profile.write_text(machine)
+    env = {**os.environ, "GPUDRA_MIG_MODE": mig_mode, "GPUDRA_LOG_LEVEL": "INFO"}  # tracing on, as users run it
     argv = [sys.executable, "-m", "cli", "up", "--state-dir", str(root), "--node", NODE, "--profile", str(profile)]
     up = await Child.start("gpudra up", argv, env, "Ctrl-C stops everything")
     floor: Child | None = None
@@ -415,9 +415,9 @@ def floor_args(socket: str, nats_url: str, creds: str) -> list[str]:
     return [sys.executable, "-c", code, socket, nats_url, creds]
 
 
-async def store(kube: LocalKube, name: str, device: str) -> tuple[str, str, str]:
-    """An allocated claim of one device in the standalone store, as (namespace, name, uid) for the kubelet."""
-    devices = [("mig" if "-mig-" in device else "gpu", device)]
+async def store(kube: LocalKube, name: str, *names: str) -> tuple[str, str, str]:
+    """An allocated claim of these devices in the standalone store, as (namespace, name, uid) for the kubelet."""
+    devices = [("mig" if "-mig-" in device else "gpu", device) for device in names]
     created = await kube.create(RESOURCE_CLAIMS, claim_object(name, "default", devices, None, DRIVER))
     created["status"] = {"allocation": allocation(devices, None, NODE, DRIVER)}
     await kube.update_status(RESOURCE_CLAIMS, created)

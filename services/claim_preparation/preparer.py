@@ -321,14 +321,25 @@ class Preparer:
             self.parts.checkpoint.save(completed)
 
     async def _create_mig_devices(self, devices: Sequence[PlannedDevice]) -> tuple[PlannedDevice, ...]:
-        created: list[PlannedDevice] = []
-        for device in devices:
-            target = device.target
-            if isinstance(target, MigTarget) and target.dynamic:
-                with failures_as(DeviceFailure, f"creating MIG device {target.name}"):
-                    target = await mig.create(self.parts.backend, target)
-            created.append(msgspec.structs.replace(device, target=target))
-        return tuple(created)
+        """Create the claim's dynamic MIG devices all at once, each named once however many requests share it.
+
+        Their placements were planned not to overlap, so they are independent: a claim of 16 waits for the
+        slowest, not for the sum. A failure is raised only once every attempt has settled, so the rollback
+        (which destroys by name, from the record) meets no creation still under way.
+        """
+        wanted = {d.target.name: d.target for d in devices if isinstance(d.target, MigTarget) and d.target.dynamic}
+        outcomes = await asyncio.gather(*map(self._create_mig_device, wanted.values()), return_exceptions=True)
+        failure = next((outcome for outcome in outcomes if isinstance(outcome, BaseException)), None)
+        if failure is not None:
+            raise failure
+        created = {
+            name: outcome for name, outcome in zip(wanted, outcomes, strict=True) if isinstance(outcome, MigTarget)
+        }
+        return tuple(msgspec.structs.replace(d, target=created.get(d.target.name, d.target)) for d in devices)
+
+    async def _create_mig_device(self, target: MigTarget) -> MigTarget:
+        with failures_as(DeviceFailure, f"creating MIG device {target.name}"):
+            return await mig.create(self.parts.backend, target)
 
     async def _apply_sharing(
         self, plans: Sequence[SharingPlan], devices: Sequence[PlannedDevice]
@@ -384,8 +395,13 @@ class Preparer:
                 strategy = strategy_for(plan, self.parts.backend, self.parts.daemons, {})
                 elsewhere = self._shared_elsewhere(plan, record.uid)
                 await _attempt(errors, f"undoing {type(plan).__name__} {plan.group}", strategy.undo(elsewhere))
-            for name in _created_mig_devices(record):
-                await _attempt(errors, f"destroying MIG device {name}", mig.destroy(self.parts.backend, name))
+            created = _created_mig_devices(record)  # independent, like their creation: all at once
+            await asyncio.gather(
+                *(
+                    _attempt(errors, f"destroying MIG device {name}", mig.destroy(self.parts.backend, name))
+                    for name in created
+                )
+            )
         if errors:
             raise RollbackFailed("; ".join(errors))
         if record.state == UNPREPARE_STARTED:
@@ -544,8 +560,10 @@ class Preparer:
 
 
 def _created_mig_devices(record: ClaimRecord) -> list[str]:
-    """MIG devices the claim creates (or may have created before a crash): destroyed when it goes."""
-    return [d.target.name for d in record.devices if isinstance(d.target, MigTarget) and d.target.dynamic]
+    """MIG devices the claim creates (or may have created before a crash), each once: destroyed when it goes."""
+    return list(
+        dict.fromkeys(d.target.name for d in record.devices if isinstance(d.target, MigTarget) and d.target.dynamic)
+    )
 
 
 async def _attempt(errors: list[str], what: str, step: Awaitable[object]) -> None:

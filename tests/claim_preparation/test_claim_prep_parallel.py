@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 
 import pytest
 
 from libs.bus import Bus
+from libs.devices.errors import DeviceError
 from libs.devices.model import MigDevice, TimeSliceInterval
 from libs.devices.simulated import SimulatedBackend
 from libs.devices.simulated.state import StateStore
@@ -35,17 +37,18 @@ class GatedMachine(SimulatedBackend):
     def __init__(self, node: str, store: StateStore, poll_interval: float) -> None:
         super().__init__(node, store, poll_interval)
         self.gates: dict[Key, asyncio.Event] = {}
-        self.entered: dict[Key, asyncio.Event] = {}
+        self.entered: defaultdict[Key, asyncio.Event] = defaultdict(asyncio.Event)
+        self.finished: defaultdict[Key, asyncio.Event] = defaultdict(asyncio.Event)
         self.inside = 0
         self.most_inside = 0
+        self.failing: set[Key] = set()
 
     def gate(self, key: Key) -> asyncio.Event:
         self.entered[key] = asyncio.Event()
         return self.gates.setdefault(key, asyncio.Event())
 
     async def _through(self, key: Key) -> None:
-        if key in self.entered:
-            self.entered[key].set()
+        self.entered[key].set()
         if key in self.gates:
             self.inside += 1
             self.most_inside = max(self.most_inside, self.inside)
@@ -58,7 +61,12 @@ class GatedMachine(SimulatedBackend):
 
     async def create_mig_device(self, parent_minor: int, profile_name: str, placement_start: int) -> MigDevice:
         await self._through(("create", placement_start))
-        return await super().create_mig_device(parent_minor, profile_name, placement_start)
+        try:
+            if ("create", placement_start) in self.failing:
+                raise DeviceError("node-a", f"gpu-{parent_minor}", f"no room at placement {placement_start}")
+            return await super().create_mig_device(parent_minor, profile_name, placement_start)
+        finally:
+            self.finished[("create", placement_start)].set()
 
 
 @pytest.fixture
@@ -125,3 +133,38 @@ async def test_claims_on_the_same_gpu_take_turns(bus: Bus, kube: KubeApi, gated:
     replies = await asyncio.gather(first_call, second_call)
     assert [r.results[c.uid].error for r, c in zip(replies, (first, second), strict=True)] == ["", ""]
     assert gated.most_inside == 1
+
+
+MIG_PAIR = [("mig", "gpu-3-mig-1g10gb-19-0"), ("mig", "gpu-3-mig-1g10gb-19-1")]
+
+
+async def test_the_mig_devices_of_one_claim_are_created_at_once(bus: Bus, kube: KubeApi, gated: GatedMachine) -> None:
+    claim = await store_claim(kube, "pair-0", MIG_PAIR)
+    first_gate, second_gate = gated.gate(("create", 0)), gated.gate(("create", 1))
+    call = asyncio.create_task(prepare(bus, claim))
+    async with asyncio.timeout(10):  # one after another, the second never starts while the first is held
+        await gated.entered[("create", 0)].wait()
+        await gated.entered[("create", 1)].wait()
+    assert gated.most_inside == 2
+    first_gate.set()
+    second_gate.set()
+    assert (await call).results[claim.uid].error == ""
+    assert {d.name for d in (await gated.inventory()).mig_devices} >= {name for _, name in MIG_PAIR}
+
+
+async def test_a_failed_creation_waits_for_the_others_and_rolls_them_back(
+    bus: Bus, kube: KubeApi, gated: GatedMachine
+) -> None:
+    claim = await store_claim(kube, "pair-1", MIG_PAIR)
+    held = gated.gate(("create", 0))
+    gated.failing.add(("create", 1))
+    call = asyncio.create_task(prepare(bus, claim))
+    await gated.entered[("create", 0)].wait()
+    await gated.finished[("create", 1)].wait()  # failed at once, while the other is held
+    held.set()
+    error = (await call).results[claim.uid].error
+    await gated.finished[("create", 0)].wait()
+    assert "gpu-3-mig-1g10gb-19-1" in error
+    assert "no room at placement 1" in error
+    # Rolled back before the held creation ended, the claim would leave that device behind.
+    assert not {d.name for d in (await gated.inventory()).mig_devices} & {name for _, name in MIG_PAIR}

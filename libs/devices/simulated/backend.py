@@ -7,7 +7,7 @@ state directory drives the same simulated machine, and the machine survives rest
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from libs.devices.errors import StateError
 from libs.devices.events import DeviceEvent
@@ -16,7 +16,7 @@ from libs.devices.simulated import driver_root, faults, ops
 from libs.devices.simulated.eventlog import EventFollower
 from libs.devices.simulated.machine import MachineProfile
 from libs.devices.simulated.profiles import load_profile
-from libs.devices.simulated.state import Change, SimState, StateStore
+from libs.devices.simulated.state import Change, Failed, SimState, StateStore, Step
 
 T = TypeVar("T")
 
@@ -29,6 +29,8 @@ class SimulatedBackend:
         self._store = store
         self._poll_interval = poll_interval
         self._inventory: tuple[SimState, Inventory] | None = None
+        self._queued: list[tuple[Step, asyncio.Future[object]]] = []
+        self._applying: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -161,7 +163,34 @@ class SimulatedBackend:
         await self._transact(step)
 
     async def _transact(self, step: Callable[[SimState], tuple[Change, T]]) -> T:
-        return await asyncio.to_thread(self._store.transact, lambda state: step(self._require(state)))
+        """Queue ``step`` and wait for its outcome. Steps queued while a batch is being applied go together in the
+        next one, with one write: like a driver, the machine does not make independent operations (MIG devices
+        of one claim, claims on different GPUs) wait for each other's disk write."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[object] = loop.create_future()
+        self._queued.append((lambda state: step(self._require(state)), done))
+        if self._applying is None or self._applying.get_loop() is not loop:  # (a test may change loops)
+            self._applying = asyncio.create_task(self._apply_queued())
+        return cast(T, await done)
+
+    async def _apply_queued(self) -> None:
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, []
+                try:
+                    outcomes = await asyncio.to_thread(self._store.transact_all, [step for step, _ in batch])
+                except Exception as error:  # the lock or the write failed: every step of the batch did
+                    outcomes = [Failed(error)] * len(batch)
+                loop = asyncio.get_running_loop()
+                for (_, done), outcome in zip(batch, outcomes, strict=True):
+                    if done.done() or done.get_loop() is not loop:  # cancelled, or its loop is gone
+                        continue
+                    if isinstance(outcome, Failed):
+                        done.set_exception(outcome.error)
+                    else:
+                        done.set_result(outcome)
+        finally:
+            self._applying = None
 
     async def _state(self) -> SimState:
         return self._store.unchanged() or self._require(await asyncio.to_thread(self._store.read))

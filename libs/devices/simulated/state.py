@@ -17,7 +17,7 @@ import fcntl
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar, cast
 
 import msgspec
 
@@ -57,6 +57,15 @@ class Change(msgspec.Struct, frozen=True):
 
     state: SimState | None
     events: Sequence[DeviceEvent] = ()
+
+
+Step = Callable[[SimState | None], tuple[Change, object]]
+
+
+class Failed(NamedTuple):
+    """The place of a step that raised, in what ``transact_all`` returns."""
+
+    error: Exception
 
 
 class StateStore:
@@ -106,16 +115,38 @@ class StateStore:
 
     def transact(self, step: Callable[[SimState | None], tuple[Change, T]]) -> T:
         """Runs `step` on the current state under the lock and makes its change durable before unlocking."""
+        [outcome] = self.transact_all([step])
+        if isinstance(outcome, Failed):
+            raise outcome.error
+        return cast(T, outcome)
+
+    def transact_all(self, steps: Sequence[Step]) -> list[object]:
+        """Runs `steps` in order under one lock, each on the state the one before left, and makes their changes
+        durable with one write: what a driver applying queued operations in one pass costs.
+
+        A step that raises changes nothing; its place in the result holds ``Failed`` and the others still run.
+        """
+        outcomes: list[object] = []
         with self._locked():
             if not self._swept:  # under the lock no other writer is half-way: what is left, a crash left
                 remove_temporaries(self.state_dir)
                 self._swept = True
-            change, result = step(self.read())
-            if change.state is not None:
-                self._write(change.state)
-            if change.events:
-                self._append(change.events)
-            return result
+            state = current = self.read()
+            events: list[DeviceEvent] = []
+            for step in steps:
+                try:
+                    change, result = step(state)
+                except Exception as error:
+                    outcomes.append(Failed(error))
+                    continue
+                state = change.state if change.state is not None else state
+                events.extend(change.events)
+                outcomes.append(result)
+            if state is not current and state is not None:
+                self._write(state)
+            if events:
+                self._append(events)
+        return outcomes
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -9,7 +9,7 @@ from libs.devices.errors import StateError
 from libs.devices.events import XidEvent
 from libs.devices.model import TimeSliceInterval
 from libs.devices.simulated import SimulatedBackend
-from libs.devices.simulated.state import StateStore
+from libs.devices.simulated.state import SimState, StateStore
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -84,3 +84,29 @@ async def test_a_corrupt_state_file_is_reported_not_overwritten(tmp_path: Path) 
     with pytest.raises(StateError, match=r"state\.json is unreadable"):
         await SimulatedBackend.open("node-a", tmp_path)
     assert (tmp_path / "state.json").read_text() == "{not json"
+
+
+async def test_operations_queued_together_are_applied_in_one_write_and_fail_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like a driver, the machine does not make independent operations wait for each other's disk write; one
+    that cannot be done (a placement already taken) fails without undoing the rest of its batch."""
+    backend = await SimulatedBackend.open("node-a", tmp_path, "dgx-h100-mig")
+    writes: list[SimState] = []
+    store = backend._store
+    real_write = store._write
+
+    def counted(state: SimState) -> None:
+        writes.append(state)
+        real_write(state)
+
+    monkeypatch.setattr(store, "_write", counted)
+    creations = [backend.create_mig_device(minor, "3g.40gb", 0) for minor in range(8)]
+    taken = backend.create_mig_device(0, "3g.40gb", 0)
+    outcomes = await asyncio.gather(*creations, taken, return_exceptions=True)
+    *created, refused = outcomes
+    assert isinstance(refused, Exception)
+    assert sorted(d.parent_minor for d in created if not isinstance(d, BaseException)) == list(range(8))
+    assert len(writes) < len(outcomes)
+    again = await SimulatedBackend.open("node-a", tmp_path)
+    assert len((await again.inventory()).mig_devices) == 8
