@@ -30,6 +30,7 @@ import datetime as dt
 import logging
 import random
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -83,7 +84,12 @@ class Fleet:
 
     async def fault(self, node: str, minor: int, code: str) -> None:
         self.active.setdefault(node, set()).add((minor, code))
-        await self.bus.publish(event(node, self.gpu(node, minor), code))
+        await self.report(event(node, self.gpu(node, minor), code))
+
+    async def report(self, fault: HealthEvent) -> None:
+        """Publish as the node's health service: the controller takes a node's health only from its own services
+        (their CloudEvents source; a fault from anyone else is refused, see docs/security.md)."""
+        await publish_as_node(self.bus, fault)
 
     def gpu(self, node: str, minor: int) -> EntityRef:
         return EntityRef(kind="gpu", id=f"GPU-{node}-{minor}", device=f"gpu-{minor}")
@@ -116,12 +122,17 @@ class Fleet:
         cleared = {(m, code) for m, code in active if minor is None or m == minor}
         active -= cleared
         for m, code in sorted(cleared):
-            await self.bus.publish(event(node, self.gpu(node, m), code, healthy=True))
+            await self.report(event(node, self.gpu(node, m), code, healthy=True))
 
     async def reboot(self, node: str, mode: Literal["bare-metal", "vm"]) -> str:
         await asyncio.sleep(self.reboot_seconds)  # a machine takes its time to come back
         await self.healthy(node)
         return "rebooted (bench)"
+
+
+async def publish_as_node(bus: Bus, fault: HealthEvent) -> None:
+    headers, body = encode(fault, source=event_source(fault.node, "health"))
+    await bus.js.publish(f"gpudra.v1.{node_token(fault.node)}.health.events", body, headers=headers)
 
 
 def event(node: str, entity: EntityRef, code: str, *, check: str = "xid", healthy: bool = False) -> HealthEvent:
@@ -140,6 +151,10 @@ def event(node: str, entity: EntityRef, code: str, *, check: str = "xid", health
 # --- what the cluster shows -------------------------------------------------------------------------
 
 
+class Stalled(Exception):
+    """What the cluster should have shown did not come in time: the run fails, saying what was awaited."""
+
+
 class Signal:
     """Wakes whoever waits for a condition on state the watchers change."""
 
@@ -150,10 +165,13 @@ class Signal:
         event, self._event = self._event, asyncio.Event()
         event.set()
 
-    async def until(self, done: Callable[[], bool], timeout: float) -> None:
-        async with asyncio.timeout(timeout):
-            while not done():
-                await self._event.wait()
+    async def until(self, done: Callable[[], bool], timeout: float, what: str) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                while not done():
+                    await self._event.wait()
+        except TimeoutError:
+            raise Stalled(f"{what}: not seen within {timeout:g} s") from None
 
 
 class Observer:
@@ -291,18 +309,21 @@ async def latency(nodes: int, rate: float, seconds: float) -> None:
         noise = asyncio.create_task(background(bus, fleet, rate * 10))
         tasks: list[asyncio.Task[None]] = []
         deadline = time.perf_counter() + seconds
-        while time.perf_counter() < deadline:
-            node = min((n for n in fleet.names if n not in busy), key=used.__getitem__)  # few repeats: no escalation
-            used[node] += 1
-            busy.add(node)
-            scope = "node" if len(tasks) % 2 else "device"
-            tasks.append(asyncio.create_task(one_fault(fleet, observer, node, scope=scope, samples=samples, busy=busy)))
-            await asyncio.sleep(1 / rate)  # the load's pace
-        await asyncio.gather(*tasks)
-        noise.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await noise
-        await observer.stop()
+        try:
+            while time.perf_counter() < deadline:
+                node = min((n for n in fleet.names if n not in busy), key=used.__getitem__)  # few repeats
+                used[node] += 1
+                busy.add(node)
+                scope = "node" if len(tasks) % 2 else "device"
+                fault = one_fault(fleet, observer, node, scope=scope, samples=samples, busy=busy)
+                tasks.append(asyncio.create_task(fault))
+                await asyncio.sleep(1 / rate)  # the load's pace
+            await asyncio.gather(*tasks)
+        finally:  # a stalled fault ends the run: nothing may go on publishing into a closing connection
+            for task in (noise, *tasks):
+                task.cancel()
+            await asyncio.gather(noise, *tasks, return_exceptions=True)
+            await observer.stop()
     print(
         f"latency under steady load ({nodes} nodes, {rate:g} faults/s for {seconds:g} s, {10 * rate:g} other events/s)"
     )
@@ -318,12 +339,14 @@ async def one_fault(
     started = time.perf_counter()
     await fleet.fault(node, random.randrange(8), "79" if scope == "node" else "48")
     if scope == "node":
-        await observer.changed.until(lambda: node in observer.cordoned and node in observer.tainted, 30)
+        await observer.changed.until(
+            lambda: node in observer.cordoned and node in observer.tainted, 30, f"{node}: XID 79 → cordon and taint"
+        )
         samples["cordon"].append((observer.cordoned[node] - started) * 1000)
     else:
-        await observer.changed.until(lambda: node in observer.tainted, 30)
+        await observer.changed.until(lambda: node in observer.tainted, 30, f"{node}: XID 48 → device taint")
     samples["taint"].append((observer.tainted[node] - started) * 1000)
-    await observer.changed.until(lambda: observer.in_service(node), 60)
+    await observer.changed.until(lambda: observer.in_service(node), 60, f"{node}: back in service after its fault")
     busy.discard(node)
 
 
@@ -331,7 +354,7 @@ async def background(bus: Bus, fleet: Fleet, rate: float) -> None:
     """Informational events and duplicates, as monitors send them all the time."""
     while True:
         node = random.choice(fleet.names)
-        await bus.publish(event(node, fleet.gpu(node, random.randrange(8)), "slowdown", check="thermal"))
+        await publish_as_node(bus, event(node, fleet.gpu(node, random.randrange(8)), "slowdown", check="thermal"))
         await asyncio.sleep(1 / rate)
 
 
@@ -355,7 +378,9 @@ async def burst(count: int) -> None:
         published = time.perf_counter() - started
         names = set(fleet.names)
         await observer.changed.until(
-            lambda: names <= observer.cordoned.keys() and names <= observer.tainted.keys(), 120
+            lambda: names <= observer.cordoned.keys() and names <= observer.tainted.keys(),
+            120,
+            f"all {count} nodes cordoned and tainted",
         )
         took = max(*observer.cordoned.values(), *observer.tainted.values()) - started
         await observer.stop()
@@ -398,8 +423,7 @@ async def prepublish(bus: Bus, fleet: Fleet, count: int, mix: str) -> None:
         fault = event(
             node, fleet.gpu(node, round_no % 8 if mix == "changes" else 0), codes[check], check=check, healthy=healthy
         )
-        headers, body = encode(fault, source=event_source(node, "health"))  # as the node's monitors send it
-        sends.append(bus.js.publish(f"gpudra.v1.{node_token(node)}.health.events", body, headers=headers))
+        sends.append(publish_as_node(bus, fault))
         if len(sends) == 1000:
             await asyncio.gather(*sends)
             sends = []
@@ -494,4 +518,8 @@ def main(argv: list[str]) -> None:
     }
     for name, part in parts.items():
         if args.part in (None, name):
-            asyncio.run(part())
+            try:
+                asyncio.run(part())
+            except Stalled as stalled:
+                print(f"bench health, {name}: FAILED: {stalled}", file=sys.stderr)
+                sys.exit(1)
