@@ -22,9 +22,9 @@ import yaml
 from cli import context, endpoints
 from libs.bus import Bus
 from libs.claims.allocation import pinned_to
+from libs.claims.configapi import DecodeProblem, decode_parameters
 from libs.kube import RESOURCE_CLAIMS, RESOURCE_SLICES, KubeApi, KubeError, LocalKube, NotFound
 from libs.kube.resources import custom_resource, is_dns_label
-from services.claim_preparation.configapi import DecodeProblem, decode_parameters
 from services.compute_domain.api import DRIVER as CHANNEL_DRIVER
 from services.compute_domain.api import GROUP, KIND, VERSION, ApiObjectError, ComputeDomain, decode_domain
 from services.compute_domain.controller.render import workload_claim_template

@@ -18,8 +18,8 @@ from pathlib import Path
 import msgspec
 
 from libs.claims.allocation import AllocatedClaim, AllocationResult
+from libs.claims.configapi import DeviceConfig
 from libs.devices.model import Inventory
-from services.claim_preparation.configapi import DeviceConfig
 from services.claim_preparation.devices import Target, lock_key, resolve
 from services.claim_preparation.errors import UnknownDevice
 from services.claim_preparation.precedence import choose, decoded_candidates

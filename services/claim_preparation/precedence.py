@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import msgspec
 
 from libs.claims.allocation import AllocatedClaim, AllocationResult, ConfigEntry
-from services.claim_preparation.configapi import (
+from libs.claims.configapi import (
     DEFAULT_GPU_CONFIG,
     DEFAULT_MIG_CONFIG,
     DecodeProblem,

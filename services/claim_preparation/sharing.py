@@ -20,9 +20,9 @@ from typing import Protocol
 
 from libs.cdi.nvidia import mps_edits
 from libs.cdi.spec import ContainerEdits
+from libs.claims.configapi import DeviceConfig, GpuConfig, MpsConfig, parse_quantity
 from libs.devices import DeviceBackend
 from libs.devices.model import MpsSettings, TimeSliceInterval
-from services.claim_preparation.configapi import DeviceConfig, GpuConfig, MpsConfig, parse_quantity
 from services.claim_preparation.devices import FullGpu, Target, minor_of
 from services.claim_preparation.errors import ConfigError
 from services.claim_preparation.mps import MpsDaemons

@@ -20,6 +20,7 @@ from nats.aio.subscription import Subscription
 
 from libs.bus import Bus, ServiceUnavailable
 from libs.cdi.schema import SchemaValidator
+from libs.claims.configapi import API_VERSION
 from libs.devices.simulated import SimulatedBackend
 from libs.devices.simulated.backend import DEFAULT_POLL_INTERVAL
 from libs.devices.simulated.state import SimState, StateStore
@@ -31,7 +32,6 @@ from libs.events.catalogue import (
     UnprepareClaimsReply,
 )
 from libs.kube import RESOURCE_CLAIMS, KubeApi
-from services.claim_preparation.configapi import API_VERSION
 from services.claim_preparation.service import ClaimService, running
 from services.claim_preparation.settings import Settings
 from tests.support.nats_fixture import service_fields

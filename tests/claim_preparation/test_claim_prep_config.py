@@ -7,9 +7,7 @@ from typing import Any
 import pytest
 
 from libs.claims.allocation import AllocatedClaim, AllocationResult, ConfigEntry
-from libs.devices.model import TimeSliceInterval
-from libs.events.catalogue import ClaimRef
-from services.claim_preparation.configapi import (
+from libs.claims.configapi import (
     DEFAULT_GPU_CONFIG,
     DEFAULT_MIG_CONFIG,
     DecodeProblem,
@@ -18,6 +16,8 @@ from services.claim_preparation.configapi import (
     decode_parameters,
     parse_quantity,
 )
+from libs.devices.model import TimeSliceInterval
+from libs.events.catalogue import ClaimRef
 from services.claim_preparation.devices import FullGpu, MigTarget
 from services.claim_preparation.errors import ConfigError
 from services.claim_preparation.precedence import choose, decoded_candidates

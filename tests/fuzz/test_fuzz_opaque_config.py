@@ -13,7 +13,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cli.claims import UsageError, read_config
-from services.claim_preparation.configapi import (
+from libs.claims.configapi import (
     API_VERSION,
     DecodeProblem,
     DeviceConfig,
@@ -21,7 +21,7 @@ from services.claim_preparation.configapi import (
     MigDeviceConfig,
     decode_parameters,
 )
-from services.claim_preparation.configapi.quantity import MAX_QUANTITY
+from libs.claims.configapi.quantity import MAX_QUANTITY
 from services.claim_preparation.devices import FullGpu
 from services.claim_preparation.errors import ConfigError
 from services.claim_preparation.sharing import pinned_limits

@@ -4,9 +4,9 @@ Kept apart from the code that applies it, as its own versioned API: a later ``v1
 conversion, and claims written for ``v1beta1`` keep working.
 """
 
-from services.claim_preparation.configapi.decode import MAX_PARAMETERS_BYTES, DecodeProblem, decode_parameters
-from services.claim_preparation.configapi.quantity import QuantityError, parse_quantity
-from services.claim_preparation.configapi.v1beta1 import (
+from libs.claims.configapi.decode import MAX_PARAMETERS_BYTES, DecodeProblem, decode_parameters
+from libs.claims.configapi.quantity import QuantityError, parse_quantity
+from libs.claims.configapi.v1beta1 import (
     API_VERSION,
     DEFAULT_GPU_CONFIG,
     DEFAULT_MIG_CONFIG,

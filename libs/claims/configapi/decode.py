@@ -12,8 +12,8 @@ from typing import Any
 
 import msgspec
 
-from services.claim_preparation.configapi.quantity import QuantityError, parse_quantity
-from services.claim_preparation.configapi.v1beta1 import (
+from libs.claims.configapi.quantity import QuantityError, parse_quantity
+from libs.claims.configapi.v1beta1 import (
     API_VERSION,
     KINDS,
     DeviceConfig,
