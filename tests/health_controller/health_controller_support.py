@@ -117,9 +117,20 @@ def node_info(boot_id: str) -> dict[str, str]:
 
 
 def add_pod(
-    kube_api: KubeApiServer, node: str, name: str, *, device: str = "", namespace: str = "default", **extra: Any
+    kube_api: KubeApiServer,
+    node: str,
+    name: str,
+    *,
+    device: str = "",
+    namespace: str = "default",
+    tolerations: list[dict[str, Any]] | None = None,
+    **extra: Any,
 ) -> None:
-    """A running pod on ``node``; with ``device``, it holds that GPU through a ResourceClaim of its own."""
+    """A running pod on ``node``; with ``device``, it holds that GPU through a ResourceClaim of its own, whose
+    result carries ``tolerations`` as the scheduler copies them from the request."""
+    result: dict[str, Any] = {"request": "gpu", "driver": "gpu.gpudra.io", "pool": node, "device": device}
+    if tolerations:
+        result["tolerations"] = tolerations
     spec: dict[str, Any] = {"nodeName": node, "containers": [{"name": "main", "image": "trainer"}]}
     if device:
         spec["resourceClaims"] = [{"name": "gpu", "resourceClaimName": f"{name}-gpu"}]
@@ -129,13 +140,7 @@ def add_pod(
                 "kind": "ResourceClaim",
                 "metadata": {"name": f"{name}-gpu", "namespace": namespace},
                 "spec": {"devices": {"requests": []}},
-                "status": {
-                    "allocation": {
-                        "devices": {
-                            "results": [{"request": "gpu", "driver": "gpu.gpudra.io", "pool": node, "device": device}]
-                        }
-                    }
-                },
+                "status": {"allocation": {"devices": {"results": [result]}}},
             }
         )
     metadata = {"name": name, "namespace": namespace, **extra}

@@ -4,7 +4,9 @@ and the remediation controller, each on its own connection as in separate proces
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,8 +55,17 @@ async def test_xid_48_taints_the_gpu_evicts_its_pods_resets_and_returns_it_to_se
         sim_node(nats_server, kube_api, tmp_path, "node-b"),
         controller_process(settings),
     ):
+        injected = dt.datetime.now(dt.UTC).replace(microsecond=0)
         await inject(bus, "node-a", 48)
-        assert await until(lambda: slice_taints(kube_api, "node-a", "gpu-1") == [XID_TAINT], kube_api)
+        published: list[dict[str, Any]] = []
+
+        def tainted() -> bool:
+            published[:] = slice_taints(kube_api, "node-a", "gpu-1")
+            return [{k: v for k, v in t.items() if k != "timeAdded"} for t in published] == [XID_TAINT]
+
+        assert await until(tainted, kube_api)
+        # timeAdded is when the condition began: what a claim's tolerationSeconds count from.
+        assert injected <= dt.datetime.fromisoformat(published[0]["timeAdded"]) <= dt.datetime.now(dt.UTC)
         healthy = await feed.expect(RemediationStateChanged, lambda e: e.state == "healthy" and e.scope == "device")
         assert healthy.previous == "verifying"
         assert await until(lambda: slice_taints(kube_api, "node-a", "gpu-1") == [], kube_api)

@@ -32,6 +32,7 @@ from services.health.controller.reboot import CommandReboot, NoReboot, Simulated
 from services.health.remediation import (
     Breaker,
     Cordon,
+    DeviceToleration,
     DrainPolicy,
     DrainSucceeded,
     EvictPods,
@@ -161,6 +162,21 @@ async def test_a_drain_sees_which_pods_hold_which_of_the_nodes_gpus(kube_api: Ku
         "slice": ("gpu-2", "gpu-2-mig-1g10gb-19-0"),
         "web": (),
     }
+
+
+async def test_a_drain_reads_what_each_pods_claims_tolerate_on_its_gpus(kube_api: KubeApiServer) -> None:
+    waits = {"key": "gpu.gpudra.io/xid", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
+    add_pod(kube_api, "node-a", "inference", device="gpu-3-mig-1g10gb-19-0", tolerations=[waits])
+    add_pod(kube_api, "node-a", "train", device="gpu-1", tolerations=[{"key": "x", "operator": "Bogus"}])
+    kube = await ClusterKube.connect(kube_api.url)
+    try:
+        pods = {p.name: p for p in await Drainer(kube, DrainPolicy()).pods("node-a", with_devices=True)}
+    finally:
+        await kube.close()
+    expected = DeviceToleration(key="gpu.gpudra.io/xid", operator="Exists", effect="NoExecute", toleration_seconds=300)
+    assert pods["inference"].tolerations == {"gpu-3": (expected,), "gpu-3-mig-1g10gb-19-0": (expected,)}
+    assert pods["train"].tolerations == {}  # one it cannot read is left out: the drain errs on its side
+    assert pods["train"].devices == ("gpu-1",)
 
 
 # --- lanes, books, lease --------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from services.health.remediation import DrainPolicy, DrainRule, Pod, plan_drain
+from libs.slices import DeviceTaint
+from services.health.remediation import DeviceToleration, DrainPolicy, DrainRule, Pod, plan_drain
 from services.health.remediation.drain import Eviction, PodRef, Skipped, Waiting
 from tests.health_rules.health_rules_support import NOW
 
@@ -66,3 +67,40 @@ def test_the_default_policy_evicts_immediately_with_60_seconds_grace() -> None:
 def test_a_drain_with_nothing_left_is_done() -> None:
     remaining = [p for p in PODS if p.namespace in ("kube-system",) or p.finished]
     assert plan_drain(remaining, (), POLICY, started=NOW, now=NOW).done
+
+
+XID_48 = DeviceTaint(key="gpu.gpudra.io/xid", value="48", effect="NoExecute", time_added="2026-12-05T08:00:00Z")
+ADDED = dt.datetime(2026, 12, 5, 8, 0, tzinfo=dt.UTC)
+
+
+def tolerating(name: str, *tolerations: DeviceToleration) -> Pod:
+    return Pod(namespace="serving", name=name, devices=("gpu-1",), tolerations={"gpu-1": tolerations})
+
+
+def test_a_pod_whose_claim_tolerates_a_noexecute_taint_stays_until_its_seconds_run_out() -> None:
+    pods = [
+        tolerating("forever", DeviceToleration(key="gpu.gpudra.io/xid", operator="Exists")),
+        tolerating("ten-minutes", DeviceToleration(key="gpu.gpudra.io/xid", value="48", toleration_seconds=600)),
+        tolerating("other-xid", DeviceToleration(key="gpu.gpudra.io/xid", value="79")),
+        tolerating("noschedule-only", DeviceToleration(operator="Exists", effect="NoSchedule")),
+        tolerating("everything", DeviceToleration(operator="Exists")),
+    ]
+    taints = {"gpu-1": [XID_48]}
+    now = ADDED + dt.timedelta(minutes=5)
+    plan = plan_drain(pods, ["gpu-1"], POLICY, started=ADDED, now=now, taints=taints)
+    assert plan.wait == (
+        Waiting(namespace="serving", name="forever", mode="TaintTolerated"),
+        Waiting(namespace="serving", name="ten-minutes", mode="TaintTolerated", until=ADDED + dt.timedelta(minutes=10)),
+        Waiting(namespace="serving", name="everything", mode="TaintTolerated"),
+    )
+    assert [e.name for e in plan.evict] == ["other-xid", "noschedule-only"]
+    later = plan_drain(pods, ["gpu-1"], POLICY, started=ADDED, now=ADDED + dt.timedelta(minutes=10), taints=taints)
+    assert [e.name for e in later.evict] == ["ten-minutes", "other-xid", "noschedule-only"]
+
+
+def test_a_noschedule_taint_evicts_even_the_pods_that_tolerate_it() -> None:
+    """NoSchedule only keeps new claims off the device; the reset still needs the GPU to itself."""
+    pod = tolerating("tolerant", DeviceToleration(operator="Exists"))
+    taints = {"gpu-1": [DeviceTaint(key="gpu.gpudra.io/xid", value="48", effect="NoSchedule")]}
+    plan = plan_drain([pod], ["gpu-1"], POLICY, started=NOW, now=NOW, taints=taints)
+    assert [e.name for e in plan.evict] == ["tolerant"]

@@ -197,7 +197,8 @@ class Executor:
         rechecked = False
         while still_wanted(stored.book, work):
             pods = await self._drainer.pods(node, with_devices=bool(devices))
-            plan = plan_drain(pods, devices, self._drainer.policy, started, self._clock())
+            taints = device_taints(stored.book, self._rules)
+            plan = plan_drain(pods, devices, self._drainer.policy, started, self._clock(), taints=taints)
             if plan.done:
                 skipped = f", {len(plan.skipped)} left (system or DaemonSet pods)" if plan.skipped else ""
                 return DrainSucceeded(device=work.device, cycle=work.cycle, detail=f"no pods left to drain{skipped}")

@@ -18,12 +18,15 @@ import re
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
+import msgspec
+
 from libs.kube import NODES, PODS, RESOURCE_CLAIMS, AlreadyExists, Conflict, KubeApi, NotFound, Obj, TooManyRequests
 from libs.slices import DRIVER_NAME
 from services.health.controller import metrics
 from services.health.remediation import (
     Action,
     Cordon,
+    DeviceToleration,
     DrainPlan,
     DrainPolicy,
     MarkNode,
@@ -151,41 +154,49 @@ class Drainer:
         return self._policy
 
     async def pods(self, node: str, *, with_devices: bool) -> list[Pod]:
-        """The node's pods; ``with_devices`` fills each pod's devices on this node from its claims."""
+        """The node's pods; ``with_devices`` fills each pod's devices on this node, and what its claims tolerate
+        on them, from its claims."""
         listed = await self._kube.list(PODS, fields={"spec.nodeName": node})
-        allocated: dict[str, dict[str, tuple[str, ...]]] = {}
+        allocated: dict[str, dict[str, Held]] = {}
         if with_devices:
             for namespace in sorted({str(p["metadata"].get("namespace") or "") for p in listed.items}):
                 allocated[namespace] = await self._claim_devices(node, namespace)
         return [self._pod(obj, allocated.get(str(obj["metadata"].get("namespace") or ""), {})) for obj in listed.items]
 
-    async def _claim_devices(self, node: str, namespace: str) -> dict[str, tuple[str, ...]]:
-        """Claim name → this node's devices allocated to it (a MIG device also names its GPU)."""
+    async def _claim_devices(self, node: str, namespace: str) -> dict[str, Held]:
+        """Claim name → this node's devices allocated to it (a MIG device also names its GPU), with the
+        tolerations the scheduler copied into each result."""
         claims = await self._kube.list(RESOURCE_CLAIMS, namespace)
-        found: dict[str, tuple[str, ...]] = {}
+        found: dict[str, Held] = {}
         for claim in claims.items:
             allocation = ((claim.get("status") or {}).get("allocation") or {}).get("devices") or {}
-            devices: set[str] = set()
+            held: Held = {}
             for result in allocation.get("results") or ():
                 if result.get("driver") == self._driver and result.get("pool") == node:
                     device = str(result.get("device") or "")
-                    devices |= {device, parent_gpu(device)}
-            found[str(claim["metadata"]["name"])] = tuple(sorted(devices))
+                    tolerations = _tolerations(result.get("tolerations"))
+                    for name in (device, parent_gpu(device)):
+                        held[name] = held.get(name, ()) + tolerations
+            found[str(claim["metadata"]["name"])] = held
         return found
 
     @staticmethod
-    def _pod(obj: Obj, claims: dict[str, tuple[str, ...]]) -> Pod:
+    def _pod(obj: Obj, claims: dict[str, Held]) -> Pod:
         metadata, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
         by_status = {s.get("name"): s.get("resourceClaimName") for s in status.get("resourceClaimStatuses") or ()}
         names = [c.get("resourceClaimName") or by_status.get(c.get("name")) for c in spec.get("resourceClaims") or ()]
-        devices = sorted({d for name in names if name for d in claims.get(str(name), ())})
+        tolerations: dict[str, tuple[DeviceToleration, ...]] = {}
+        for name in names:
+            for device, tolerated in claims.get(str(name), {}).items() if name else ():
+                tolerations[device] = tolerations.get(device, ()) + tolerated
         return Pod(
             namespace=str(metadata.get("namespace") or ""),
             name=str(metadata["name"]),
             labels=dict(metadata.get("labels") or {}),
             owner_kinds=tuple(str(o.get("kind")) for o in metadata.get("ownerReferences") or ()),
-            devices=tuple(devices),
+            devices=tuple(sorted(tolerations)),
             finished=status.get("phase") in _FINISHED,
+            tolerations={device: tolerated for device, tolerated in tolerations.items() if tolerated},
         )
 
     async def carry_out(self, node: str, plan: DrainPlan) -> list[str]:
@@ -212,6 +223,24 @@ class Drainer:
             except NotFound:
                 pass
         return blocked
+
+
+Held = dict[str, tuple[DeviceToleration, ...]]
+"""Device → the tolerations of the claim's results for it."""
+
+
+def _tolerations(listed: object) -> tuple[DeviceToleration, ...]:
+    """A result's tolerations; one the API server let through but this version cannot read is left out, which
+    errs on the side of the drain."""
+    if not isinstance(listed, list):
+        return ()
+    read = []
+    for item in listed:
+        try:
+            read.append(msgspec.convert(item, DeviceToleration))
+        except msgspec.ValidationError:
+            log.warning("ignoring a device toleration that cannot be read", extra={"toleration": str(item)[:200]})
+    return tuple(read)
 
 
 def drained_devices(device: str) -> Collection[str]:

@@ -27,7 +27,7 @@ from services.health.remediation.book import Condition, EntityRecord, NodeBook, 
 from services.health.remediation.breaker import Admission, Breaker, BreakerConfig, admit, limit, reset
 from services.health.remediation.config import NodeTaint, RemediationConfig
 from services.health.remediation.dedup import DedupMemory, dedup_key, deduplicate
-from services.health.remediation.drain import DrainPlan, DrainPolicy, DrainRule, Pod, plan_drain
+from services.health.remediation.drain import DeviceToleration, DrainPlan, DrainPolicy, DrainRule, Pod, plan_drain
 from services.health.remediation.effects import device_taints, node_status
 from services.health.remediation.escalation import History, escalate, record_remediation
 from services.health.remediation.inputs import (
@@ -57,6 +57,7 @@ __all__ = [
     "Condition",
     "Cordon",
     "DedupMemory",
+    "DeviceToleration",
     "Disposition",
     "DrainFailed",
     "DrainPlan",

@@ -4,17 +4,26 @@ Per namespace or pod label (first matching rule wins, else the default): Immedia
 grace period), AllowCompletion (wait for the pod to finish), DeleteAfterTimeout (wait, then delete).
 System namespaces, DaemonSet pods and static (mirror) pods are never touched: they belong to the node. A
 partial drain, before a GPU reset, looks only at pods that use the device.
+
+Device taints with effect NoExecute are honoured as Kubernetes 1.36 defines them (KEP-5055): a pod whose claim
+tolerates every NoExecute taint on the devices being drained stays (the drain waits for it) until its
+``tolerationSeconds``, counted from the taint's ``timeAdded``, have passed; without them it stays until the
+drain times out and a person decides. NoSchedule taints keep new claims off the device and evict nothing by
+themselves, so tolerating them changes nothing here: the reset still needs the GPU to itself.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Literal
 
 import msgspec
 
+from libs.slices.taints import DeviceTaint
+
 DrainMode = Literal["Immediate", "AllowCompletion", "DeleteAfterTimeout"]
+WaitReason = Literal["AllowCompletion", "DeleteAfterTimeout", "TaintTolerated"]
 
 SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
 _NODE_OWNED = {"DaemonSet": "DaemonSet pod", "Node": "static pod"}
@@ -43,6 +52,24 @@ class DrainPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         return next((r for r in self.rules if r.matches(pod)), self.default)
 
 
+class DeviceToleration(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """A claim's toleration of device taints (``results[].tolerations``, as the scheduler copies them)."""
+
+    key: str = ""
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str = ""
+    effect: str = ""
+    """Empty: every effect."""
+    toleration_seconds: int | None = None
+
+    def tolerates(self, taint: DeviceTaint) -> bool:
+        if self.effect and self.effect != taint.effect:
+            return False
+        if self.operator == "Exists":
+            return not self.key or self.key == taint.key
+        return self.key == taint.key and self.value == (taint.value or "")
+
+
 class Pod(msgspec.Struct, frozen=True, kw_only=True):
     """What the policy needs of a pod on the node: the wiring fills ``devices`` from its ResourceClaims."""
 
@@ -54,6 +81,8 @@ class Pod(msgspec.Struct, frozen=True, kw_only=True):
     """The node's DRA devices allocated to the pod (for a MIG device, also name its parent GPU)."""
     finished: bool = False
     """Phase Succeeded or Failed: nothing left to drain."""
+    tolerations: dict[str, tuple[DeviceToleration, ...]] = msgspec.field(default_factory=dict)
+    """Per device of ``devices``, what its claims tolerate."""
 
 
 class PodRef(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,9 +95,10 @@ class Eviction(PodRef, frozen=True, kw_only=True):
 
 
 class Waiting(PodRef, frozen=True, kw_only=True):
-    mode: DrainMode
+    mode: WaitReason
     until: dt.datetime | None = None
-    """When it will be deleted (DeleteAfterTimeout); None: until it finishes (AllowCompletion)."""
+    """When it will be deleted (DeleteAfterTimeout) or its toleration ends (TaintTolerated); None: until it
+    finishes (AllowCompletion) or for as long as the drain may take (a toleration without seconds)."""
 
 
 class Skipped(PodRef, frozen=True, kw_only=True):
@@ -88,10 +118,17 @@ class DrainPlan(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def plan_drain(
-    pods: Iterable[Pod], devices: Collection[str], policy: DrainPolicy, started: dt.datetime, now: dt.datetime
+    pods: Iterable[Pod],
+    devices: Collection[str],
+    policy: DrainPolicy,
+    started: dt.datetime,
+    now: dt.datetime,
+    *,
+    taints: Mapping[str, Sequence[DeviceTaint]] | None = None,
 ) -> DrainPlan:
     """This pass's plan: ``devices`` empty drains the whole node, else only the pods using one of them;
-    ``started`` is when the drain began (DeleteAfterTimeout counts from it)."""
+    ``started`` is when the drain began (DeleteAfterTimeout counts from it); ``taints`` are the drained
+    devices' taints (a pod tolerating their NoExecute ones waits, see above)."""
     evict: list[Eviction] = []
     delete: list[PodRef] = []
     wait: list[Waiting] = []
@@ -101,6 +138,10 @@ def plan_drain(
             continue
         if reason := _skip_reason(pod, policy):
             skipped.append(Skipped(namespace=pod.namespace, name=pod.name, reason=reason))
+            continue
+        tolerated, until = _tolerated(pod, devices, taints or {}, started, now)
+        if tolerated:
+            wait.append(Waiting(namespace=pod.namespace, name=pod.name, mode="TaintTolerated", until=until))
             continue
         rule = policy.rule_for(pod)
         ref = PodRef(namespace=pod.namespace, name=pod.name)
@@ -114,6 +155,39 @@ def plan_drain(
             until = started + rule.timeout if rule.mode == "DeleteAfterTimeout" else None
             wait.append(Waiting(namespace=pod.namespace, name=pod.name, mode=rule.mode, until=until))
     return DrainPlan(evict=tuple(evict), delete=tuple(delete), wait=tuple(wait), skipped=tuple(skipped))
+
+
+def _tolerated(
+    pod: Pod,
+    devices: Collection[str],
+    taints: Mapping[str, Sequence[DeviceTaint]],
+    started: dt.datetime,
+    now: dt.datetime,
+) -> tuple[bool, dt.datetime | None]:
+    """Whether the pod tolerates every NoExecute taint of the drained devices it uses, and until when."""
+    ends: list[dt.datetime] = []
+    held = [d for d in pod.devices if d in devices] if devices else list(pod.devices)
+    binding = [(d, t) for d in held for t in taints.get(d, ()) if t.effect == "NoExecute"]
+    if not binding:
+        return False, None
+    for device, taint in binding:
+        matching = [t for t in pod.tolerations.get(device, ()) if t.tolerates(taint)]
+        if not matching:
+            return False, None
+        if all(t.toleration_seconds is not None for t in matching):
+            seconds = max(t.toleration_seconds or 0 for t in matching)
+            ends.append(_added(taint, started) + dt.timedelta(seconds=seconds))
+    until = min(ends, default=None)
+    return (until is None or now < until), until
+
+
+def _added(taint: DeviceTaint, fallback: dt.datetime) -> dt.datetime:
+    if taint.time_added is None:
+        return fallback
+    try:
+        return dt.datetime.fromisoformat(taint.time_added)
+    except ValueError:
+        return fallback
 
 
 def _skip_reason(pod: Pod, policy: DrainPolicy) -> str:

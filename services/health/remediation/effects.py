@@ -7,6 +7,7 @@ adds and removes exactly what gpudra owns. Transitions become events; work is pa
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import msgspec
@@ -71,10 +72,11 @@ def effects(old: NodeBook, new: NodeBook, trail: Trail, config: RemediationConfi
 
 
 def device_taints(book: NodeBook, config: RemediationConfig) -> dict[str, tuple[DeviceTaint, ...]]:
-    """Per device, the taints its conditions call for (one per key and effect)."""
+    """Per device, the taints its conditions call for (one per key and effect), each with ``timeAdded`` the
+    moment its oldest condition began: what a toleration's ``tolerationSeconds`` count from."""
     wanted: dict[str, dict[tuple[str, str], DeviceTaint]] = {}
     for record in records(book):
-        for condition in record.conditions:
+        for condition in sorted(record.conditions, key=lambda c: c.since):
             fault = condition.fault
             if fault.taint is None or not fault.entity.device:
                 continue
@@ -82,9 +84,15 @@ def device_taints(book: NodeBook, config: RemediationConfig) -> dict[str, tuple[
                 key=f"{config.taint_domain}/{fault.check}",
                 value=fault.code if _LABEL_VALUE.fullmatch(fault.code) else None,
                 effect=fault.taint,
+                time_added=kube_time(condition.since),
             )
-            wanted.setdefault(fault.entity.device, {})[(taint.key, taint.effect)] = taint
+            wanted.setdefault(fault.entity.device, {}).setdefault((taint.key, taint.effect), taint)
     return {device: tuple(sorted(t.values(), key=lambda t: (t.key, t.effect))) for device, t in wanted.items()}
+
+
+def kube_time(moment: dt.datetime) -> str:
+    """A Kubernetes ``metav1.Time``: RFC 3339 in UTC, to the second."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def node_status(book: NodeBook) -> tuple[RemediationState, str]:
