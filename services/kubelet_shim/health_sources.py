@@ -1,4 +1,5 @@
-"""Feeding the health view from the bus: the inventory KV entry and the node's DeviceHealthChanged events.
+"""Feeding the health view from the bus: the inventory KV entry (here) and the node's DeviceHealthChanged
+events (``libs.bus.device_health``).
 
 Both are JetStream ordered consumers (a KV watch is one too): nothing durable to clean up, they replay
 what they need at start (the current inventory; the node's health events, oldest first, so the last word
@@ -9,32 +10,19 @@ sequence. A restarted shim therefore finds the same state; a restarted NATS lose
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import msgspec
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext, api
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from libs.bus import Bus
-from libs.bus.consumer import checked
-from libs.bus.topology import INVENTORY_BUCKET, event_stream
+from libs.bus.topology import INVENTORY_BUCKET
 from libs.bus.watching import stop_watching
 from libs.devices.model import Inventory
-from libs.events import Domain, EventError, event_subject, node_token
-from libs.events.catalogue import DeviceHealthChanged
+from libs.events import node_token
 from services.kubelet_shim.health_view import HealthView, devices_of
 
 log = logging.getLogger(__name__)
-
-HEALTH_HEARTBEAT_SECONDS = 1.0
-"""The server's idle heartbeat on the health consumer: two missed ones and nats-py recreates it, so a NATS
-restart delays health updates by seconds, not the default's twenty."""
-
-
-def health_subject(node: str) -> str:
-    return event_subject(node, DeviceHealthChanged.domain, DeviceHealthChanged.topic)
 
 
 class InventoryWatch:
@@ -77,52 +65,3 @@ class InventoryWatch:
 
     async def stop(self) -> None:
         await stop_watching(self._watcher, self._task)
-
-
-class HealthEvents:
-    """Applies the node's ``DeviceHealthChanged`` events to the view, replaying the stream at start."""
-
-    def __init__(self, bus: Bus, view: HealthView, node: str) -> None:
-        self._bus = bus
-        self._view = view
-        self._node = node
-        self.synced = asyncio.Event()
-        self._subscription: JetStreamContext.PushSubscription | None = None
-
-    async def start(self) -> None:
-        subscription = await self._bus.js.subscribe(
-            health_subject(self._node),
-            stream=event_stream(Domain.HEALTH),
-            cb=self._on_message,
-            ordered_consumer=True,
-            deliver_policy=api.DeliverPolicy.ALL,
-            idle_heartbeat=HEALTH_HEARTBEAT_SECONDS,
-        )
-        self._subscription = subscription
-        info = await subscription.consumer_info()
-        if info.num_pending == 0 and subscription.delivered == 0:
-            self.synced.set()
-
-    async def _on_message(self, msg: Msg) -> None:
-        if msg.metadata.num_pending == 0:
-            self.synced.set()
-        try:
-            envelope = checked(msg)
-        except EventError as exc:
-            log.warning("skipped a bad health event: %s", exc, extra={"node": self._node})
-            return
-        event = envelope.data
-        if isinstance(event, DeviceHealthChanged):
-            self._view.apply(event, at=envelope.time.timestamp())
-            log.debug(
-                "device health: %s",
-                event.health,
-                extra={"node": self._node, "device": event.device, "reason": event.reason},
-            )
-
-    async def stop(self) -> None:
-        subscription = self._subscription
-        self._subscription = None
-        if subscription is not None:
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()

@@ -27,6 +27,7 @@ import grpc.aio
 from grpc_health.v1 import health_pb2_grpc
 
 from libs.bus import Bus, Endpoint
+from libs.bus.device_health import DeviceHealthFollower
 from protos.gen import dra_v1_pb2_grpc, dra_v1beta1_pb2_grpc, health_v1alpha1_pb2_grpc, pluginregistration_pb2_grpc
 from services.kubelet_shim.dra import (
     CHANNEL_ROUTE,
@@ -38,7 +39,7 @@ from services.kubelet_shim.dra import (
     DraV1beta1,
     Route,
 )
-from services.kubelet_shim.health_sources import HealthEvents, InventoryWatch
+from services.kubelet_shim.health_sources import InventoryWatch
 from services.kubelet_shim.health_stream import ResourceHealth
 from services.kubelet_shim.health_view import HealthView
 from services.kubelet_shim.probe import SocketHealth
@@ -78,7 +79,7 @@ class ServedDriver:
 async def _feed_view(stack: contextlib.AsyncExitStack, bus: Bus, settings: Settings) -> HealthView:
     view = HealthView()
     inventory = InventoryWatch(bus, view, settings.node_name)
-    events = HealthEvents(bus, view, settings.node_name)
+    events = DeviceHealthFollower(bus, settings.node_name, view.apply)
     await inventory.start()
     stack.push_async_callback(inventory.stop)
     await events.start()

@@ -20,6 +20,7 @@ import msgspec
 from nats.aio.msg import Msg
 
 from libs.bus import Bus, CommandError, Endpoint
+from libs.bus.device_health import DeviceHealthFollower
 from libs.bus.topology import HEALTH_BUCKET, INVENTORY_BUCKET, REMEDIATION_BUCKET
 from libs.devices.model import Inventory
 from libs.devices.simulated import SimulatedBackend
@@ -38,7 +39,7 @@ from services.health.controller.gpu_reset import RepairFailed
 from services.health.controller.reboot import RebootHook
 from services.health.service import node_side
 from services.health.settings import Settings
-from services.kubelet_shim.health_sources import HealthEvents, InventoryWatch
+from services.kubelet_shim.health_sources import InventoryWatch
 from services.kubelet_shim.health_view import HealthView
 from tests.support.kubeapi import KubeApiServer
 from tests.support.nats_fixture import role_creds, service_common, service_fields, settings_for
@@ -315,7 +316,7 @@ async def sim_node(nats: EmbeddedNats, kube_api: KubeApiServer, tmp_path: Path, 
         await health_bus.serve(VERSION, endpoints)
         shim_bus = await _bus(stack, service_common(nats.url, name, "kubelet_shim"), "kubelet_shim")
         view = HealthView()
-        for source in (HealthEvents(shim_bus, view, name), InventoryWatch(shim_bus, view, name)):
+        for source in (DeviceHealthFollower(shim_bus, name, view.apply), InventoryWatch(shim_bus, view, name)):
             await source.start()
             stack.push_async_callback(source.stop)
         await discovery_bus.nc.flush()
