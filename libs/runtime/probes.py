@@ -11,7 +11,7 @@ kubelet, starts it again) is one rule, for the things only a restart cures:
 - a consumer stopped taking events without being asked to.
 
 The last two reach the process as ``Bus.link.fail`` (libs/bus). Readiness is "started, connected to NATS, not
-stopping": what the bus-facing work of a service needs.
+stopping": what the bus-facing work of a service needs (for a process without the bus, "started, not stopping").
 
 The answers are read from the metrics server's thread; they use only reads of single attributes that the
 loop replaces whole (a float, a reference, a bool), which the GIL keeps consistent.
@@ -39,6 +39,7 @@ class Probes:
         self._stall_seconds = stall_seconds
         self._beat = time.monotonic()
         self._nc: Client | None = None
+        self._started = False
         self._stopping = False
         self._fatal = ""
 
@@ -59,9 +60,10 @@ class Probes:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def ready(self, nc: Client) -> None:
-        """Start-up is done; from now on readiness follows this connection."""
+    def ready(self, nc: Client | None = None) -> None:
+        """Start-up is done; from now on readiness follows this connection (a process without the bus has none)."""
         self._nc = nc
+        self._started = True
 
     def stopping(self) -> None:
         self._stopping = True
@@ -82,8 +84,8 @@ class Probes:
         nc = self._nc
         if self._stopping:
             return "stopping"
-        if nc is None:
+        if not self._started:
             return "starting"
-        if not nc.is_connected:
+        if nc is not None and not nc.is_connected:
             return "not connected to NATS"
         return None

@@ -11,6 +11,10 @@ ends the process with one log line and its own exit code (see startup.py).
 
 The event loop is uvloop's: the same asyncio API, with the loop's own bookkeeping (callbacks, timers, socket
 reads and writes) in C. On a prepare it takes about 5 % off the CPU of every process (docs/benchmarks.md).
+
+``server_main`` starts a process that serves without the bus (the admission webhook, which the API server calls
+over HTTPS): the same settings, logs, traces, metrics, probes and signals, no NATS connection and no ``$SRV``
+registration; it is ready once its server runs.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import uvloop
@@ -32,13 +37,14 @@ from libs.bus import Bus, BusError, Endpoint
 from libs.bus.topology import NOT_BOOTSTRAPPED
 from libs.runtime.probes import LIVENESS_PATH, READINESS_PATH, STALL_SECONDS, Probes
 from libs.runtime.startup import EXIT_PERMISSION, StartupError
-from libs.settings import CommonSettings, SettingsError, load_settings
+from libs.settings import CommonSettings, ProcessSettings, SettingsError, load_settings
 from libs.telemetry import configure_logging, configure_tracing, start_metrics_server
 from libs.version import VERSION
 
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=CommonSettings)
+P = TypeVar("P", bound=ProcessSettings)
 T = TypeVar("T")
 NOT_PERMITTED = (
     "the NATS credentials of this service lack a permission it needs; check that the credentials were issued for "
@@ -46,6 +52,8 @@ NOT_PERMITTED = (
 )
 Lifespan = Callable[[Bus, S], AbstractAsyncContextManager[Sequence[Endpoint[Any]]]]
 """Sets the service up, yields its command endpoints, tears it down when the process stops."""
+Server = Callable[[P], AbstractAsyncContextManager[object]]
+"""Starts a process's own server (no bus), yields while it serves (what it yields is for tests), stops it."""
 
 EXIT_SETTINGS = 2
 EXIT_BUS = 1
@@ -53,6 +61,18 @@ EXIT_BUS = 1
 
 def service_main(name: str, settings_type: type[S], lifespan: Lifespan[S], argv: Sequence[str] | None = None) -> None:
     """Console-script entry of a service: ``python -m services.<name> [--flags]``."""
+    settings = _start(name, settings_type, argv)
+    _run_process(_serve(name, settings, lifespan))
+
+
+def server_main(name: str, settings_type: type[P], server: Server[P], argv: Sequence[str] | None = None) -> None:
+    """Console-script entry of a process that serves without the bus: ``python -m services.<name> [--flags]``."""
+    settings = _start(name, settings_type, argv)
+    _run_process(_serve_alone(name, settings, server))
+
+
+def _start(name: str, settings_type: type[P], argv: Sequence[str] | None) -> P:
+    """The settings, or exit 2 naming the flag; then logs in the configured format."""
     try:
         settings = load_settings(
             settings_type,
@@ -64,8 +84,12 @@ def service_main(name: str, settings_type: type[S], lifespan: Lifespan[S], argv:
         print(f"{name}: {exc}", file=sys.stderr)
         sys.exit(EXIT_SETTINGS)
     configure_logging(settings.log_level, settings.log_format, service=name, node=settings.node_name)
+    return settings
+
+
+def _run_process(main: Coroutine[Any, Any, None]) -> None:
     try:
-        uvloop.run(_serve(name, settings, lifespan))
+        uvloop.run(main)
     except BusError as exc:
         log.error("cannot start: %s", exc)
         sys.exit(EXIT_BUS)
@@ -77,7 +101,17 @@ def service_main(name: str, settings_type: type[S], lifespan: Lifespan[S], argv:
         sys.exit(exc.exit_code)
 
 
-async def _serve(name: str, settings: S, lifespan: Lifespan[S], *, stall_seconds: float = STALL_SECONDS) -> None:
+@dataclass(frozen=True)
+class _Process:
+    probes: Probes
+    stop: asyncio.Event
+    """Set by SIGTERM or SIGINT."""
+    metrics_port: int | None
+
+
+@asynccontextmanager
+async def _process(name: str, settings: ProcessSettings, stall_seconds: float) -> AsyncIterator[_Process]:
+    """Traces, the metrics and probes server, the signals and the heartbeat, for the life of the block."""
     provider = configure_tracing(name, settings.node_name)
     probes = Probes(stall_seconds)
     checks = {LIVENESS_PATH: probes.liveness, READINESS_PATH: probes.readiness}
@@ -86,10 +120,20 @@ async def _serve(name: str, settings: S, lifespan: Lifespan[S], *, stall_seconds
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with probes.heartbeat():
+    try:
+        async with probes.heartbeat():
+            yield _Process(probes, stop, metrics_port)
+    finally:
+        provider.shutdown()
+
+
+async def _serve(name: str, settings: S, lifespan: Lifespan[S], *, stall_seconds: float = STALL_SECONDS) -> None:
+    async with _process(name, settings, stall_seconds) as process:
         bus = await Bus.connect(settings, name)
         try:
-            await _run(bus, settings, lifespan, probes=probes, stop=stop, metrics_port=metrics_port)
+            await _run(
+                bus, settings, lifespan, probes=process.probes, stop=process.stop, metrics_port=process.metrics_port
+            )
         except Exception as exc:
             if not bus.link.failure:
                 raise
@@ -99,7 +143,18 @@ async def _serve(name: str, settings: S, lifespan: Lifespan[S], *, stall_seconds
             raise Fatal(bus.link.failure) from exc
         finally:
             await bus.close()
-            provider.shutdown()
+
+
+async def _serve_alone(name: str, settings: P, server: Server[P], *, stall_seconds: float = STALL_SECONDS) -> None:
+    async with _process(name, settings, stall_seconds) as process, server(settings):
+        process.probes.ready()
+        metadata = {"pid": str(os.getpid())}
+        if process.metrics_port is not None:
+            metadata["metrics"] = f"http://{settings.metrics_host}:{process.metrics_port}/metrics"
+        log.info("service ready", extra=metadata)
+        await process.stop.wait()
+        process.probes.stopping()
+        log.info("stopping")
 
 
 async def _run(
