@@ -149,11 +149,13 @@ def _discovery(node: str, local_kube: bool) -> Permissions:
 
 
 def _claim_preparation(node: str, local_kube: bool) -> Permissions:
-    """Prepares and unprepares its node's claims, and says so."""
+    """Prepares and unprepares its node's claims, and says so; reads the device health the controller states,
+    which the claims' device status reports."""
     return union(
         [
             serve("claim_preparation", node, PrepareClaims, UnprepareClaims),
             publish_events(node, ClaimPrepared, ClaimUnprepared, ClaimFailed),
+            read_streams(topology.stream_of(DeviceHealthChanged)),
             _local_kube(local_kube),
         ]
     )

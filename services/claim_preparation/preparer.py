@@ -40,12 +40,26 @@ from libs.claims.allocation import AllocatedClaim, check_ref, check_uid, read_al
 from libs.devices import DeviceBackend
 from libs.devices.errors import DeviceError, StateError
 from libs.devices.model import Inventory
-from libs.events.catalogue import ClaimFailed, ClaimPrepared, ClaimRef, ClaimUnprepared, PreparedDevice
+from libs.events.catalogue import (
+    ClaimFailed,
+    ClaimPrepared,
+    ClaimRef,
+    ClaimUnprepared,
+    DeviceHealthChanged,
+    PreparedDevice,
+)
 from libs.events.envelope import new_event_id
 from libs.kube import RESOURCE_CLAIMS, KubeApi, KubeError, NotFound
 from services.claim_preparation import metrics, mig
 from services.claim_preparation.cdi import claim_spec, prepared_devices
 from services.claim_preparation.checkpoint import CheckpointError, CheckpointStore
+from services.claim_preparation.device_status import (
+    DeviceStatusWriter,
+    completed,
+    failed_entries,
+    holds,
+    prepared_entries,
+)
 from services.claim_preparation.devices import Holder, MigTarget, check_free, kind_of, lock_key, minor_of
 from services.claim_preparation.errors import (
     ApiUnavailable,
@@ -108,6 +122,8 @@ class Parts:
     outbox: Outbox
     dynamic_mig: bool = False
     """Create MIG devices a claim names that do not exist yet (discovery's ``mig_mode`` dynamic)."""
+    device_status: DeviceStatusWriter | None = None
+    """Reports each claim's devices in its ``status.devices`` (None: not at all)."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +163,8 @@ class Preparer:
         self._newer: set[str] = set()
         self._claims = KeyedLocks()
         self._devices = KeyedLocks()
+        self._unhealthy: dict[str, str] = {}
+        """Device → why the health controller says it is unhealthy (its ``DeviceHealthChanged``)."""
 
     # --- the two procedures -------------------------------------------------------------------------------
 
@@ -175,6 +193,8 @@ class Preparer:
             log.exception("claim %s: %s failed unexpectedly", ref, operation, extra={"claim": str(ref)})
             return await self._failed(ref, UnexpectedError(f"unexpected error: {exc!r}"), clock, operation)
         outcome = Outcome(ref, devices=devices, timings_ms=clock.timings_ms(), changed=changed)
+        if changed or operation == "unprepare":  # an unprepare also clears what a failed prepare reported
+            self._report(operation, ref)
         if changed:
             log.info(
                 "claim %s: %sd %s",
@@ -209,6 +229,16 @@ class Preparer:
             await self._take_apart(record, clock)
         with clock.phase("lookup"):
             claim = await self._read_claim(ref)
+        try:
+            return await self._prepare_read(claim, clock)
+        except ClaimProblem as problem:
+            if self.parts.device_status is not None:
+                self.parts.device_status.wish(ref, failed_entries(self.parts.driver, claim, problem))
+            raise
+
+    async def _prepare_read(self, claim: AllocatedClaim, clock: PhaseClock) -> Done:
+        ref = claim.ref
+        with clock.phase("lookup"):
             inventory = await self._inventory()
         with clock.phase("config"):
             plan = plan_claim(claim, inventory, self.parts.mps_root, dynamic_mig=self.parts.dynamic_mig)
@@ -240,6 +270,30 @@ class Preparer:
             return ref, (), False
         await self._take_apart(record, clock)
         return record.ref, (), True
+
+    # --- device status in the claim ---------------------------------------------------------------------
+
+    def _report(self, operation: Operation, ref: ClaimRef) -> None:
+        """The claim's entries as they now are: its devices after a prepare, none after an unprepare."""
+        if self.parts.device_status is None:
+            return
+        record = self._records.get(ref.uid) if operation == "prepare" else None
+        entries = prepared_entries(self.parts.driver, record, self._unhealthy) if record else []
+        self.parts.device_status.wish(ref, entries)
+
+    def device_health(self, event: DeviceHealthChanged, at: float) -> None:
+        """The health controller's word on a device: the Ready condition of every claim holding it follows."""
+        if event.health == "Healthy":
+            changed = self._unhealthy.pop(event.device, None) is not None
+        else:
+            reason = event.reason or f"the health controller says {event.health}"
+            changed = self._unhealthy.get(event.device) != reason
+            self._unhealthy[event.device] = reason
+        if not changed or self.parts.device_status is None:
+            return
+        for record in completed(self._records.values()):
+            if holds(record, event.device):
+                self.parts.device_status.wish(record.ref, prepared_entries(self.parts.driver, record, self._unhealthy))
 
     @staticmethod
     def _waiting(ref: ClaimRef) -> Callable[[str], None]:

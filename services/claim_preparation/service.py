@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from libs.bus import Bus, Endpoint
+from libs.bus.device_health import DeviceHealthFollower
 from libs.cdi import SpecDir
 from libs.devices import DeviceBackend, open_configured_backend
 from libs.events.catalogue import PrepareClaims, UnprepareClaims
 from libs.kube import KubeApi, open_kube
 from services.claim_preparation.cdi import node_paths
 from services.claim_preparation.checkpoint import CheckpointStore, read_boot_id
+from services.claim_preparation.device_status import DeviceStatusWriter
 from services.claim_preparation.handlers import ClaimCommands
 from services.claim_preparation.mps import MpsDaemons, NvidiaMpsDaemons, RecordedMpsDaemons
 from services.claim_preparation.outbox import RETRY_SECONDS, Outbox
@@ -86,6 +88,11 @@ async def build_parts(
         boot_id=await asyncio.to_thread(read_boot_id, settings.boot_id_path),
         outbox=Outbox(bus, settings.checkpoint_path),
         dynamic_mig=settings.mig_mode == "dynamic",
+        device_status=(
+            DeviceStatusWriter(kube, settings.driver_name, delay=settings.device_status_delay_seconds)
+            if settings.device_status
+            else None
+        ),
     )
 
 
@@ -98,6 +105,7 @@ async def running(
         parts = await build_parts(stack, bus, settings, kube, backend)
         preparer = Preparer(parts)
         await preparer.start()
+        await _report_device_status(stack, bus, settings, preparer)
         commands = ClaimCommands(preparer)
         cleanup = asyncio.create_task(
             periodically(settings.cleanup_interval_seconds, preparer.cleanup, "cleanup of unfinished claims")
@@ -118,6 +126,18 @@ async def running(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await parts.outbox.flush(retry=False)
+
+
+async def _report_device_status(stack: AsyncExitStack, bus: Bus, settings: Settings, preparer: Preparer) -> None:
+    """The claims' device status: written by its own task, and kept in step with the node's device health."""
+    writer = preparer.parts.device_status
+    if writer is None:
+        return
+    writer.start()
+    stack.push_async_callback(writer.stop)
+    follower = DeviceHealthFollower(bus, settings.node_name, preparer.device_health)
+    await follower.start()
+    stack.push_async_callback(follower.stop)
 
 
 @asynccontextmanager

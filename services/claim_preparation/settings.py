@@ -44,6 +44,15 @@ class Settings(DeviceSettings, kw_only=True, frozen=True):
     prepare_concurrency: Annotated[
         int, _doc("kubelet calls (prepare or unprepare) handled at once"), msgspec.Meta(ge=1, le=1024)
     ] = 16
+    device_status: Annotated[
+        bool,
+        _doc("report each prepared device in its claim's status.devices (Ready condition, UUID, MIG placement)"),
+    ] = True
+    device_status_delay_seconds: Annotated[
+        float,
+        _doc("wait this long before writing a claim's device status; a newer change of the claim replaces it"),
+        msgspec.Meta(ge=0, le=60),
+    ] = 0.1
 
     def _under_state(self, value: str, default: str) -> Path:
         return Path(value) if value else Path(self.state_dir) / default

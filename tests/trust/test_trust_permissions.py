@@ -11,6 +11,7 @@ import nats
 import pytest
 
 from libs.bus import Bus, BusError
+from libs.bus.device_health import DeviceHealthFollower
 from libs.bus.topology import HEALTH_REMEDIATION, INVENTORY_BUCKET, KUBE_BUCKET, REMEDIATION_BUCKET
 from libs.events import Command, rpc_subject
 from libs.events.catalogue import ClaimUnprepared, InjectFault, ResetBreaker, ResetGpu
@@ -47,6 +48,16 @@ async def test_a_node_publishes_its_own_events_and_no_other_nodes(nats_server: E
         assert "node-b.claims.unprepared" in await refusal(
             claims, publish(claims, "gpudra.v1.node-b.claims.unprepared")
         )
+
+
+async def test_claim_preparation_follows_device_health_but_may_not_state_it(nats_server: EmbeddedNats) -> None:
+    """Its claims' device status reports what the controller says of each device; saying it is the controller's."""
+    async with holding(nats_server.url, "claim_preparation", [Role.CLAIM_PREPARATION], A) as claims:
+        follower = DeviceHealthFollower(claims, A, lambda event, at: None)
+        await allowed(claims, follower.start())
+        await follower.stop()
+        refused = await refusal(claims, publish(claims, "gpudra.v1.node-a.health.devices"))
+        assert "gpudra.v1.node-a.health.devices" in refused
 
 
 async def test_a_node_cannot_call_another_nodes_endpoints(nats_server: EmbeddedNats) -> None:
