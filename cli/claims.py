@@ -71,6 +71,13 @@ def add_parser(
     listing.add_argument("-n", "--namespace", default="", help="only this namespace (default: all)")
     listing.add_argument("-o", "--output", choices=("table", "json"), default="table")
     listing.set_defaults(run=run)
+    get = verbs.add_parser(
+        "get", parents=[common], help="one ResourceClaim, with what each driver reports of its devices"
+    )
+    get.add_argument("name", help="ResourceClaim name")
+    get.add_argument("-n", "--namespace", default="default")
+    get.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    get.set_defaults(run=run)
     delete = verbs.add_parser("delete", parents=[common], help="delete a ResourceClaim")
     delete.add_argument("name", help="ResourceClaim name")
     delete.add_argument("-n", "--namespace", default="default")
@@ -178,13 +185,56 @@ def drivers_of(claim: dict[str, Any]) -> list[str]:
 
 
 def table(claims: Sequence[dict[str, Any]], domains: Mapping[str, str] | None = None) -> str:
-    """One line per claim; a channel slot shows as ``slot-0 on gb-1, domain NS/NAME`` (``domains``: UID → name)."""
-    rows = [("NAMESPACE", "NAME", "UID", "DEVICES")]
+    """One line per claim; a channel slot shows as ``slot-0 on gb-1, domain NS/NAME`` (``domains``: UID → name);
+    READY counts the devices whose driver reports them Ready in ``status.devices``."""
+    rows = [("NAMESPACE", "NAME", "UID", "READY", "DEVICES")]
     for claim in claims:
         meta = claim["metadata"]
         devices = ", ".join(describe_channel(claim, domains or {})) or ",".join(devices_of(claim)) or "-"
-        rows.append((meta.get("namespace", ""), meta["name"], meta.get("uid", ""), devices))
+        rows.append((meta.get("namespace", ""), meta["name"], meta.get("uid", ""), readiness(claim), devices))
     return columns(rows)
+
+
+def device_statuses(claim: dict[str, Any]) -> list[dict[str, Any]]:
+    return [entry for entry in (claim.get("status") or {}).get("devices") or () if isinstance(entry, dict)]
+
+
+def ready_condition(entry: dict[str, Any]) -> dict[str, Any]:
+    return next((c for c in entry.get("conditions") or () if isinstance(c, dict) and c.get("type") == "Ready"), {})
+
+
+def readiness(claim: dict[str, Any]) -> str:
+    """``ready/reported`` over the entries of ``status.devices``; ``-`` when no driver reports any."""
+    entries = device_statuses(claim)
+    if not entries:
+        return "-"
+    ready = sum(ready_condition(entry).get("status") == "True" for entry in entries)
+    return f"{ready}/{len(entries)}"
+
+
+def describe(claim: dict[str, Any]) -> str:
+    """A claim for a person: its allocation, then each device as its driver reports it."""
+    meta = claim["metadata"]
+    lines = [f"resourceclaim {meta.get('namespace', '')}/{meta['name']} (uid {meta.get('uid', '')})"]
+    results = results_of(claim)
+    lines.append(f"allocated: {', '.join(str(r.get('device')) for r in results) or 'nothing yet'}")
+    for entry in device_statuses(claim):
+        ready = ready_condition(entry)
+        state = f"Ready={ready.get('status', '?')} ({ready.get('reason', 'no Ready condition')})"
+        lines.append(f"  {entry.get('device')} on {entry.get('pool')} [{entry.get('driver')}]: {state}")
+        if ready.get("status") != "True" and ready.get("message"):
+            lines.append(f"    {ready['message']}")
+        data = entry.get("data") or {}
+        if data.get("uuid"):
+            lines.append(f"    uuid {data['uuid']}")
+        if isinstance(data.get("mig"), dict):
+            mig = data["mig"]
+            lines.append(
+                f"    MIG {mig.get('profile')} on {mig.get('parent')} at placement {mig.get('placementStart')}"
+            )
+        if data.get("cdiDeviceIDs"):
+            lines.append(f"    CDI {', '.join(map(str, data['cdiDeviceIDs']))}")
+    return "\n".join(lines)
 
 
 def describe_channel(claim: dict[str, Any], domains: Mapping[str, str]) -> list[str]:
@@ -457,6 +507,10 @@ async def _run(args: argparse.Namespace) -> int:
             return 0
         if args.verb == "delete":
             return await delete_claim(kube, args)
+        if args.verb == "get":
+            found = await kube.get(RESOURCE_CLAIMS, args.name, args.namespace)
+            print_json(found) if args.output == "json" else print(describe(found))
+            return 0
         claims = (await kube.list(RESOURCE_CLAIMS, args.namespace or None)).items
         if args.output == "json":
             print_json(claims)

@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -63,11 +64,18 @@ def test_a_config_file_is_checked_as_the_driver_will(tmp_path: Path) -> None:
 
 
 def test_the_table_lists_devices() -> None:
-    claim = {
+    claim: dict[str, Any] = {
         "metadata": {"namespace": "default", "name": "a", "uid": "u"},
         "status": {"allocation": allocation([("gpu", "gpu-1")], None, NODE, DRIVER)},
     }
-    assert table([claim]).splitlines()[1].split() == ["default", "a", "u", "gpu-1"]
+    assert table([claim]).splitlines()[1].split() == ["default", "a", "u", "-", "gpu-1"]
+    ready = {"type": "Ready", "status": "True", "reason": "Prepared", "message": "", "lastTransitionTime": "t"}
+    waiting = {**ready, "status": "False", "reason": "DeviceUnhealthy"}
+    claim["status"]["devices"] = [
+        {"driver": DRIVER, "pool": NODE, "device": "gpu-1", "conditions": [ready]},
+        {"driver": "nic.example.com", "pool": NODE, "device": "eth0", "conditions": [waiting]},
+    ]
+    assert table([claim]).splitlines()[1].split()[3] == "1/2"
 
 
 async def publish_slices(bus: Bus) -> None:
@@ -99,7 +107,7 @@ async def test_create_list_and_prepare_by_name(
     assert await _cli(*create, "-o", "json", *url) == 0
     uid = json.loads(capsys.readouterr().out)["metadata"]["uid"]
     assert await _cli("claim", "list", *url) == 0
-    assert capsys.readouterr().out.splitlines()[1].split() == ["default", "train-0", uid, "gpu-4"]
+    assert capsys.readouterr().out.splitlines()[1].split() == ["default", "train-0", uid, "-", "gpu-4"]
     kubelet = ["--registry-dir", str(registry_dir), "--driver", DRIVER, *url]
     assert await _cli("kubelet", "prepare", "train-0", "-o", "json", *kubelet) == 0
     prepared = json.loads(capsys.readouterr().out)
@@ -125,3 +133,29 @@ async def test_a_device_the_node_does_not_publish_is_refused_and_claims_can_be_d
     assert capsys.readouterr().out.splitlines()[-1] == "resourceclaim default/short-lived deleted"
     assert await _cli("claim", "delete", "short-lived", *url) == 2
     assert "no ResourceClaim default/short-lived in the standalone store" in capsys.readouterr().err
+
+
+async def test_get_shows_what_the_driver_reports_of_each_device(
+    nats_server: EmbeddedNats, registry_dir: Path, service: ClaimService, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = operator_args(nats_server.url)
+    assert await _cli("claim", "create", "infer-0", "--device", "gpu-5", "--node", NODE, "-o", "json", *url) == 0
+    uid = json.loads(capsys.readouterr().out)["metadata"]["uid"]
+    kubelet = ["--registry-dir", str(registry_dir), "--driver", DRIVER, *url]
+    assert await _cli("kubelet", "prepare", "infer-0", *kubelet) == 0
+    capsys.readouterr()
+    writer = service.preparer.parts.device_status
+    assert writer is not None
+    await writer.flush()  # written now rather than after the writer's delay
+    assert await _cli("claim", "get", "infer-0", "-o", "json", *url) == 0
+    claim = json.loads(capsys.readouterr().out)
+    kubernetes_validate.validate(claim, "1.36.0", strict=True)
+    [status] = claim["status"]["devices"]
+    assert (status["device"], status["conditions"][0]["status"]) == ("gpu-5", "True")
+    assert status["data"]["uuid"].startswith("GPU-")
+    assert await _cli("claim", "get", "infer-0", *url) == 0
+    text = capsys.readouterr().out
+    assert f"gpu-5 on {NODE} [{DRIVER}]: Ready=True (Prepared)" in text
+    assert f"CDI k8s.{DRIVER}/claim={uid}-gpu-5" in text
+    assert await _cli("claim", "list", *url) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[3] == "1/1"

@@ -381,7 +381,7 @@ async def test_a_channel_claim_is_the_templates_claim_on_a_free_slot(
     assert capsys.readouterr().out.strip().endswith("allocated slot-0 on gb-1, domain default/train")
     assert await cli("claim", "list", *url) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split(None, 3)[3] for line in lines[1:]] == [
+    assert [line.split(None, 4)[4] for line in lines[1:]] == [
         "slot-1 on gb-1, domain default/train",
         "slot-0 on gb-1, domain default/train",
     ]
