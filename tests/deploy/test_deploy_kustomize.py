@@ -682,11 +682,28 @@ def test_bindings_and_workloads_name_objects_that_exist(directory: Path) -> None
             assert grants(objects, account), f"{account} is bound to no role"
 
 
-def test_node_agent_writes_only_resource_slices() -> None:
+def test_node_agent_writes_only_resource_slices_and_its_drivers_claim_status() -> None:
     node = grants(build(BASE), "gpudra-node")
     writes = {(group, resource) for group, resource, verb in node if verb in WRITE_VERBS}
-    assert writes == {("resource.k8s.io", "resourceslices")}
+    assert writes == {("resource.k8s.io", "resourceslices"), ("resource.k8s.io", "resourceclaims/status")}
+    # Kubernetes 1.36 also asks for the driver's own entries, and only on claims of the agent's node.
+    driver_rules = [
+        rule
+        for role in build(BASE)
+        if role["kind"] == "ClusterRole" and role["metadata"]["name"] == "gpudra-node"
+        for rule in role["rules"]
+        if rule["resources"] == ["resourceclaims/driver"]
+    ]
+    assert driver_rules == [
+        {
+            "apiGroups": ["resource.k8s.io"],
+            "resources": ["resourceclaims/driver"],
+            "resourceNames": ["gpu.gpudra.io"],
+            "verbs": ["associated-node:update", "associated-node:patch"],
+        }
+    ]
     assert ("resource.k8s.io", "resourceclaims", "get") in node
+    assert not {v for g, r, v in node if r == "resourceclaims"} & WRITE_VERBS
     assert ("", "nodes", "get") in node
     assert ("", "nodes", "list") not in node
 
