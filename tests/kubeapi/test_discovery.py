@@ -27,6 +27,7 @@ async def test_group_discovery(client: ApiClient) -> None:
         "coordination.k8s.io",
         "events.k8s.io",
         "resource.k8s.io",
+        "admissionregistration.k8s.io",
         "apiextensions.k8s.io",
     }
 

@@ -3,6 +3,11 @@
 Optimistic concurrency, what each write may change (status subresource, generation,
 finalizers), preconditions and validation all live here so the HTTP layer only parses
 requests and the store only stores.
+
+A write (create, update, patch, delete) is answered as a ``Change``: checked, not yet stored. The server
+shows it to the validating admission webhooks (admission.py), as kube-apiserver does after validation and
+before storage, and only then calls ``commit``. Evictions delete at once: kube-apiserver deletes an evicted
+pod without admission too.
 """
 
 from __future__ import annotations
@@ -10,13 +15,16 @@ from __future__ import annotations
 import base64
 import copy
 import json
-from typing import Any
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from .errors import ApiError, JsonObj, bad_request, conflict, forbidden, internal, invalid, invalid_object, not_found
 from .patch import apply_patch
 from .resources import ResourceType
 from .selectors import Matcher, field_matcher, label_matcher
-from .store import Store, generate_name
+from .store import Store, generate_name, now
 from .validation import Validator, apply_defaults
 
 _SERVER_FIELDS = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation")
@@ -57,8 +65,28 @@ def _changed_content(rt: ResourceType, new: JsonObj, old: JsonObj) -> bool:
     return {k: v for k, v in new.items() if k not in skip} != {k: v for k, v in old.items() if k not in skip}
 
 
+@dataclass(frozen=True)
+class Change:
+    """A write that passed validation and is not stored yet: what admission is shown, and how to store it."""
+
+    operation: Literal["CREATE", "UPDATE", "DELETE"]
+    rt: ResourceType
+    subresource: str | None
+    namespace: str | None
+    name: str
+    obj: JsonObj | None
+    """The object as it will be stored; None for a delete."""
+    old: JsonObj | None
+    """The stored object an update or delete replaces."""
+    commit: Callable[[], JsonObj]
+    """Store it; the answer to the request."""
+
+
+Changes = list[Change]  # an alias: inside Operations, ``list`` is the method
+
+
 class Operations:
-    """get/list/create/update/patch/delete/deletecollection/evict on a Store."""
+    """get/list on a Store, and the writes as ``Change``s (evict excepted)."""
 
     def __init__(self, store: Store, validator: Validator) -> None:
         self.store = store
@@ -89,7 +117,7 @@ class Operations:
             "items": [list_item(rt, o) for o in items],
         }
 
-    def create(self, rt: ResourceType, namespace: str | None, body: Any) -> JsonObj:
+    def create(self, rt: ResourceType, namespace: str | None, body: Any) -> Change:
         obj = self._typed(rt, namespace, body)
         meta = obj["metadata"]
         generate_name(meta)
@@ -103,16 +131,38 @@ class Operations:
                 del obj["status"]
         apply_defaults(rt, obj)
         self.validator.check(rt, obj)
-        return present(rt, self.store.insert(rt, obj))
+        # BeforeCreate fills these before admission; insert keeps them.
+        meta.update(uid=str(uuid.uuid4()), creationTimestamp=now())
+        if rt.tracks_generation:
+            meta["generation"] = 1
+        return Change(
+            "CREATE",
+            rt,
+            None,
+            meta.get("namespace"),
+            meta["name"],
+            obj,
+            None,
+            lambda: present(rt, self.store.insert(rt, obj)),
+        )
 
-    def update(self, rt: ResourceType, namespace: str | None, name: str, body: Any, subresource: str | None) -> JsonObj:
+    def update(self, rt: ResourceType, namespace: str | None, name: str, body: Any, subresource: str | None) -> Change:
         obj = self._typed(rt, namespace, body)
         if obj["metadata"].get("name") != name:
             raise bad_request(
                 f"the name of the object ({obj['metadata'].get('name', '')}) "
                 f"does not match the name on the URL ({name})"
             )
-        return present(rt, self._update(rt, self._existing(rt, namespace, name), obj, subresource))
+        old = self._existing(rt, namespace, name)
+        new = self._update(rt, old, obj, subresource)
+
+        def commit() -> JsonObj:
+            if self.store.lookup(rt, namespace, name) is not old:  # written while admission ran
+                raise conflict(rt.group, rt.plural, name)
+            # A no-op write changes nothing, not even the resourceVersion (it was validated and admitted all the same).
+            return present(rt, old if new == old else self.store.replace(rt, new))
+
+        return Change("UPDATE", rt, subresource, namespace, name, new, old, commit)
 
     def patch(
         self,
@@ -123,7 +173,7 @@ class Operations:
         *,
         content_type: str,
         subresource: str | None = None,
-    ) -> JsonObj:
+    ) -> Change:
         """Apply the patch to the stored object, then update with the result (same checks as PUT)."""
         old = self._existing(rt, namespace, name)
         patched = apply_patch(content_type, copy.deepcopy(present(rt, old)), body, custom=rt.is_custom)
@@ -132,7 +182,7 @@ class Operations:
         patched["metadata"].setdefault("resourceVersion", old["metadata"]["resourceVersion"])
         return self.update(rt, namespace, name, patched, subresource)
 
-    def delete(self, rt: ResourceType, namespace: str | None, name: str, options: Any) -> JsonObj:
+    def delete(self, rt: ResourceType, namespace: str | None, name: str, options: Any) -> Change:
         """Delete honouring preconditions; answers the object, or a Status for most kinds once gone."""
         old = self._existing(rt, namespace, name)
         options = options if isinstance(options, dict) else {}
@@ -143,18 +193,25 @@ class Operations:
                 why = f"Precondition failed: {label} in precondition: {wanted}, {label} in object meta: {current}"
                 raise conflict(rt.group, rt.plural, name, why)
         orphan = options.get("propagationPolicy") == "Orphan" or options.get("orphanDependents") is True
-        obj, gone = self.store.delete_object(rt, namespace, name, orphan=orphan)
-        if gone and not rt.returns_deleted_object:
-            return success_status(rt, obj)
-        return present(rt, obj)
+
+        def commit() -> JsonObj:
+            obj, gone = self.store.delete_object(rt, namespace, name, orphan=orphan)
+            if gone and not rt.returns_deleted_object:
+                return success_status(rt, obj)
+            return present(rt, obj)
+
+        return Change("DELETE", rt, None, namespace, name, None, old, commit)
 
     def delete_collection(
         self, rt: ResourceType, namespace: str | None, query: dict[str, str], options: Any
-    ) -> JsonObj:
+    ) -> tuple[JsonObj, Changes]:
+        """The matching objects, and a delete of each (one gone by then, collected with its owner, is skipped)."""
         listed = self.list(rt, namespace, {k: v for k, v in query.items() if k in ("labelSelector", "fieldSelector")})
-        for item in listed["items"]:
+        changes = [
             self.delete(rt, item["metadata"].get("namespace"), item["metadata"]["name"], options)
-        return listed
+            for item in listed["items"]
+        ]
+        return listed, changes
 
     def evict(self, pods: ResourceType, namespace: str, name: str, body: Any) -> JsonObj:
         """POST pods/{name}/eviction: validate the Eviction, delete the pod, answer 201 Success."""
@@ -167,7 +224,7 @@ class Operations:
             raise invalid_object("policy", "Eviction", name, errors)
         if (body.get("metadata") or {}).get("name") != name:
             raise bad_request("name in URL does not match name in Eviction object")
-        self.delete(pods, namespace, name, body.get("deleteOptions"))
+        self.delete(pods, namespace, name, body.get("deleteOptions")).commit()
         self.store.evictions.append(copy.deepcopy(eviction))
         return success_status(pods, pod, code=201)
 
@@ -203,6 +260,7 @@ class Operations:
         return body
 
     def _update(self, rt: ResourceType, old: JsonObj, obj: JsonObj, subresource: str | None) -> JsonObj:
+        """The object the update would store (``== old`` for a no-op), validated."""
         self._preconditions(rt, old, obj)
         if subresource == "status":
             new = copy.deepcopy(old)
@@ -212,11 +270,11 @@ class Operations:
         else:
             new = self._main_update(rt, old, obj)
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
-        if new == old:  # a no-op write changes nothing, not even the resourceVersion (and was validated)
-            return old
+        if new == old:  # validated when it was stored
+            return new
         self.validator.check(rt, new, old)
         self._check_finalizers(rt, new, old)
-        return self.store.replace(rt, new)
+        return new
 
     def _preconditions(self, rt: ResourceType, old: JsonObj, obj: JsonObj) -> None:
         meta, old_meta, name = obj["metadata"], old["metadata"], old["metadata"]["name"]

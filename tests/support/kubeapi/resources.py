@@ -118,6 +118,13 @@ BUILTIN_RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("resource.k8s.io", "v1", "deviceclasses", "DeviceClass", namespaced=False),
     ResourceType("resource.k8s.io", "v1", "resourceclaimtemplates", "ResourceClaimTemplate", namespaced=True),
     ResourceType(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingwebhookconfigurations",
+        "ValidatingWebhookConfiguration",
+        namespaced=False,
+    ),
+    ResourceType(
         "apiextensions.k8s.io",
         "v1",
         "customresourcedefinitions",

@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import FieldError, JsonObj, duplicate, forbidden, invalid, required, too_long, too_many
 from .resources import ResourceType
@@ -346,6 +347,118 @@ def custom_resource_definition(obj: JsonObj, old: JsonObj | None) -> Errors:
     return []
 
 
+# --- admissionregistration.k8s.io/v1 ValidatingWebhookConfiguration --------------------------------------
+
+
+def _not_supported(path: str, value: Any, supported: list[str]) -> FieldError:
+    shown = ", ".join(json.dumps(v) for v in supported)
+    return FieldError(
+        path, "FieldValueNotSupported", f"Unsupported value: {json.dumps(value)}: supported values: {shown}"
+    )
+
+
+def _webhook_url(url: str, path: str) -> Errors:
+    """ValidateWebhookURL with forceHttps: an absolute https URL without user info, query or fragment."""
+    parts = urlsplit(url)
+    errs: Errors = []
+    if parts.scheme != "https":
+        errs.append(invalid(path, parts.scheme, "'https' is the only allowed URL scheme"))
+    if not parts.hostname:
+        errs.append(invalid(path, url, "host must be specified"))
+    if parts.username or parts.password:
+        errs.append(invalid(path, parts.username, "user information is not permitted in the URL"))
+    if parts.fragment or parts.query:
+        errs.append(invalid(path, url, "fragments and query parameters are not permitted"))
+    return errs
+
+
+def _client_config(client: JsonObj, path: str) -> Errors:
+    if bool(client.get("url")) == bool(client.get("service")):
+        return [required(path, "exactly one of url or service is required")]
+    if client.get("url"):
+        return _webhook_url(client["url"], f"{path}.url")
+    service, errs = client["service"], []
+    for field in ("namespace", "name"):
+        if not service.get(field):
+            errs.append(required(f"{path}.service.{field}", f"service {field} is required"))
+    service_path = service.get("path")
+    if service_path is not None and not service_path.startswith("/"):
+        errs.append(invalid(f"{path}.service.path", service_path, "must start with a '/'"))
+    if not 1 <= service.get("port", 443) <= 65535:
+        errs.append(
+            invalid(f"{path}.service.port", service.get("port"), "port is not valid: must be between 1 and 65535")
+        )
+    return errs
+
+
+def _webhook_rule(rule: JsonObj, path: str) -> Errors:
+    errs: Errors = []
+    for field in ("operations", "apiGroups", "apiVersions", "resources"):
+        if not rule.get(field):
+            errs.append(required(f"{path}.{field}"))
+    for j, operation in enumerate(rule.get("operations") or []):
+        if operation not in ("*", "CREATE", "UPDATE", "DELETE", "CONNECT"):
+            errs.append(
+                _not_supported(f"{path}.operations[{j}]", operation, ["*", "CONNECT", "CREATE", "DELETE", "UPDATE"])
+            )
+    if rule.get("scope", "*") not in ("*", "Cluster", "Namespaced"):
+        errs.append(_not_supported(f"{path}.scope", rule["scope"], ["*", "Cluster", "Namespaced"]))
+    return errs
+
+
+def _validating_webhook(hook: JsonObj, path: str) -> Errors:
+    """validateValidatingWebhook for v1 (sideEffects and admissionReviewVersions required)."""
+    name = hook.get("name") or ""
+    errs = dns_subdomain(name, f"{path}.name") if name else [required(f"{path}.name")]
+    if name and len(name.split(".")) < 3:
+        errs.append(invalid(f"{path}.name", name, "should be a domain with at least three segments separated by dots"))
+    for j, rule in enumerate(hook.get("rules") or []):
+        errs += _webhook_rule(rule, f"{path}.rules[{j}]")
+    if hook.get("failurePolicy", "Fail") not in ("Fail", "Ignore"):
+        errs.append(_not_supported(f"{path}.failurePolicy", hook["failurePolicy"], ["Fail", "Ignore"]))
+    if hook.get("matchPolicy", "Equivalent") not in ("Equivalent", "Exact"):
+        errs.append(_not_supported(f"{path}.matchPolicy", hook["matchPolicy"], ["Equivalent", "Exact"]))
+    if "sideEffects" not in hook:
+        errs.append(required(f"{path}.sideEffects", "must specify one of None, NoneOnDryRun"))
+    elif hook["sideEffects"] not in ("None", "NoneOnDryRun"):
+        errs.append(_not_supported(f"{path}.sideEffects", hook["sideEffects"], ["None", "NoneOnDryRun"]))
+    versions = hook.get("admissionReviewVersions") or []
+    if not versions:
+        errs.append(required(f"{path}.admissionReviewVersions", "must specify one of v1, v1beta1"))
+    elif not {"v1", "v1beta1"} & set(versions):
+        errs.append(invalid(f"{path}.admissionReviewVersions", versions, "must include at least one of v1, v1beta1"))
+    timeout = hook.get("timeoutSeconds", 10)
+    if not 1 <= timeout <= 30:
+        errs.append(invalid(f"{path}.timeoutSeconds", timeout, "the timeout value must be between 1 and 30 seconds"))
+    return errs + _client_config(hook.get("clientConfig") or {}, f"{path}.clientConfig")
+
+
+def validating_webhook_configuration(obj: JsonObj, old: JsonObj | None) -> Errors:
+    errs: Errors = []
+    names: set[str] = set()
+    for i, hook in enumerate(obj.get("webhooks") or []):
+        errs += _validating_webhook(hook, f"webhooks[{i}]")
+        if hook.get("name") in names:
+            errs.append(duplicate(f"webhooks[{i}].name", hook["name"]))
+        names.add(hook.get("name") or "")
+    return errs
+
+
+def default_validating_webhook_configuration(obj: JsonObj) -> None:
+    """SetDefaults_ValidatingWebhook, SetDefaults_Rule, SetDefaults_ServiceReference."""
+    for hook in obj.get("webhooks") or []:
+        hook.setdefault("failurePolicy", "Fail")
+        hook.setdefault("matchPolicy", "Equivalent")
+        hook.setdefault("namespaceSelector", {})
+        hook.setdefault("objectSelector", {})
+        hook.setdefault("timeoutSeconds", 10)
+        for rule in hook.get("rules") or []:
+            rule.setdefault("scope", "*")
+        service = (hook.get("clientConfig") or {}).get("service")
+        if isinstance(service, dict):
+            service.setdefault("port", 443)
+
+
 Rule = Callable[[JsonObj, JsonObj | None], Errors]
 
 RULES: dict[tuple[str, str], Rule] = {
@@ -354,8 +467,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("coordination.k8s.io", "Lease"): lease,
     ("", "Pod"): pod,
     ("apiextensions.k8s.io", "CustomResourceDefinition"): custom_resource_definition,
+    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"): validating_webhook_configuration,
 }
 
 DEFAULTERS: dict[tuple[str, str], Callable[[JsonObj], None]] = {
     ("resource.k8s.io", "ResourceClaim"): default_resource_claim,
+    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"): default_validating_webhook_configuration,
 }

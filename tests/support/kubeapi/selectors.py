@@ -89,3 +89,22 @@ def field_matcher(selector: str | None, supported: tuple[str, ...]) -> Matcher:
         return all((field_value(obj, path) == value) == equal for path, equal, value in requirements)
 
     return matches
+
+
+def selector_matches(selector: JsonObj | None, labels: dict[str, str]) -> bool:
+    """A structured ``LabelSelector`` (matchLabels and matchExpressions, ANDed); empty or absent selects all."""
+    selector = selector or {}
+    if any(labels.get(key) != value for key, value in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator, values = expression["key"], expression["operator"], set(expression.get("values") or [])
+        present = key in labels
+        held = {
+            "In": present and labels.get(key) in values,
+            "NotIn": not present or labels.get(key) not in values,
+            "Exists": present,
+            "DoesNotExist": not present,
+        }.get(operator, False)
+        if not held:
+            return False
+    return True

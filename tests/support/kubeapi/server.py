@@ -20,8 +20,9 @@ from typing import Any
 from aiohttp import web
 from kubernetes_asyncio.client import ApiClient, Configuration
 
+from .admission import ValidatingWebhooks
 from .errors import ApiError, JsonObj, bad_request, internal, no_such_resource
-from .operations import Operations, matcher, present
+from .operations import Change, Operations, matcher, present
 from .resources import ResourceRegistry, ResourceType
 from .selectors import Matcher
 from .store import Store, WatchEvent, raise_injected
@@ -78,6 +79,8 @@ class KubeApiServer:
         self.ops = Operations(self.store, self.validator)
         self.tokens = TokenAuthority(self.store)
         """ServiceAccount tokens tests issue, and the TokenReviews that check them."""
+        self.webhooks = ValidatingWebhooks(self.store)
+        """The ValidatingWebhookConfigurations' webhooks, called on writes (admission.py)."""
         self.url = ""
         self._runner: web.AppRunner | None = None
 
@@ -216,12 +219,12 @@ class KubeApiServer:
         if verb == "watch":
             return await self._watch(request, t, query)
         body = await self._body(request)
-        result, status = self._call(verb, t, query, body, request.content_type), 200
+        result, status = await self._call(verb, t, query, body, request.content_type), 200
         if verb == "create":
             status = 201
         return web.json_response(result, status=status)
 
-    def _call(self, verb: str, t: Target, query: dict[str, str], body: Any, content_type: str) -> JsonObj:
+    async def _call(self, verb: str, t: Target, query: dict[str, str], body: Any, content_type: str) -> JsonObj:
         ops, name = self.ops, t.name or ""
         if verb == "get":
             return ops.get(t.rt, t.namespace, name)
@@ -230,15 +233,29 @@ class KubeApiServer:
         if verb == "create" and t.subresource == "eviction":
             return ops.evict(t.rt, t.namespace or "", name, body)
         if verb == "create":
-            return ops.create(t.rt, t.namespace, body)
+            return await self._write(ops.create(t.rt, t.namespace, body))
         if verb == "update":
-            return ops.update(t.rt, t.namespace, name, body, t.subresource)
+            return await self._write(ops.update(t.rt, t.namespace, name, body, t.subresource))
         if verb == "patch":
-            return ops.patch(t.rt, t.namespace, name, body, content_type=content_type, subresource=t.subresource)
+            patched = ops.patch(t.rt, t.namespace, name, body, content_type=content_type, subresource=t.subresource)
+            return await self._write(patched)
         options = _delete_options(query, body)
         if verb == "delete":
-            return ops.delete(t.rt, t.namespace, name, options)
-        return ops.delete_collection(t.rt, t.namespace, query, options)
+            return await self._write(ops.delete(t.rt, t.namespace, name, options))
+        listed, deletes = ops.delete_collection(t.rt, t.namespace, query, options)
+        for change in deletes:
+            await self.webhooks.admit(change)
+            try:
+                change.commit()
+            except ApiError as err:  # collected with an owner deleted before it
+                if err.code != 404:
+                    raise
+        return listed
+
+    async def _write(self, change: Change) -> JsonObj:
+        """Admitted by the webhooks, then stored: kube-apiserver's order after validation."""
+        await self.webhooks.admit(change)
+        return change.commit()
 
     @staticmethod
     async def _body(request: web.Request) -> Any:
