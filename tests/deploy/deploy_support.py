@@ -10,19 +10,24 @@ from pathlib import Path
 import msgspec
 
 from libs.bus.topology import BusLimits
-from libs.settings import CommonSettings, env_name
+from libs.settings import CommonSettings, ProcessSettings, env_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @cache
-def service_settings() -> dict[str, type[CommonSettings]]:
+def service_settings() -> dict[str, type[ProcessSettings]]:
     """``services.<name>.settings.Settings`` for every service folder."""
-    found: dict[str, type[CommonSettings]] = {}
+    found: dict[str, type[ProcessSettings]] = {}
     for path in sorted((ROOT / "services").glob("*/settings.py")):
         module = importlib.import_module(f"services.{path.parent.name}.settings")
         found[path.parent.name] = module.Settings
     return found
+
+
+def on_the_bus(service: str) -> bool:
+    """Whether the service connects to NATS (every one but the admission webhook, which extends ProcessSettings)."""
+    return issubclass(service_settings()[service], CommonSettings)
 
 
 BOOTSTRAP_SETTINGS: tuple[type[msgspec.Struct], ...] = (CommonSettings, BusLimits)

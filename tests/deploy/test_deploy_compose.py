@@ -38,7 +38,9 @@ from tests.deploy.deploy_support import ROOT, RUNTIME_PROVIDED, bootstrap_env_na
 
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-CLUSTER_ONLY = {"auth_callout"}
+CLUSTER_ONLY = {"auth_callout", "admission"}
+"""The callout is the cluster's way of logging in (here every client has a credentials file); the admission
+webhook is called by kube-apiserver, and compose runs none (claims are written to gpudra_kube)."""
 USERS = Path("/trust/users")
 
 Obj = dict[str, Any]
@@ -70,9 +72,11 @@ def environment(service: Obj) -> dict[str, str]:
 def load(name: str) -> CommonSettings:
     service, module = gpudra_services()[name]
     try:
-        return load_settings(service_settings()[module.removeprefix("services.")], [], environment(service))
+        settings = load_settings(service_settings()[module.removeprefix("services.")], [], environment(service))
     except SettingsError as exc:
         pytest.fail(f"compose service {name}: {exc}")
+    assert isinstance(settings, CommonSettings), f"compose service {name} runs no service on the bus"
+    return settings
 
 
 def mounts(service: Obj) -> list[Path]:
@@ -90,7 +94,6 @@ def test_commands_name_existing_service_modules() -> None:
     for module in modules:
         assert module.startswith("services."), module
         assert importlib.util.find_spec(f"{module}.__main__") is not None, f"{module} cannot be run with python -m"
-    # The auth callout is the cluster's way of logging in; here every client has a credentials file.
     wanted = {f"services.{name}" for name in service_settings() if name not in CLUSTER_ONLY}
     assert modules == wanted, "every service runs in compose"
 

@@ -64,7 +64,12 @@ def expected() -> tuple[list[Row], dict[Row, str]]:
                 texts[row] = describe(field)
         for (field_name, default), users in groups.items():
             if field_name == name:
-                who = "all" if len(users) == len(services) else ", ".join(users)
+                missing = sorted(set(services) - set(users))
+                who = ", ".join(users)
+                if not missing:
+                    who = "all"
+                elif len(missing) == 1 and len(users) > 1:
+                    who = f"all but {missing[0]}"  # the bus's settings: every service but the admission webhook
                 row = (f"`{env_name(name)}`", f"`{flag_name(name)}`", who, default)
                 rows.append(row)
                 texts[row] = descriptions[(field_name, default)]

@@ -43,13 +43,23 @@ from libs.devices import DeviceSettings
 from libs.events.catalogue.remediation import RemediationStateChanged
 from libs.natsserver import EmbeddedNats, free_port, nats_server_binary
 from libs.runtime.probes import LIVENESS_PATH, READINESS_PATH
-from libs.settings import CommonSettings, SettingsError, env_name, load_settings
+from libs.settings import CommonSettings, ProcessSettings, SettingsError, env_name, load_settings
 from libs.trust.roles import NODE_ROLES, PRINCIPALS, SERVICE_ROLES, Role, permissions
 from libs.version import VERSION
+from services.admission.decision import CHECKED
+from services.admission.service import REVIEW_PATH
+from services.admission.settings import Settings as AdmissionSettings
 from services.auth_callout.admission import parse_grants
 from services.auth_callout.service import lifespan as callout_lifespan
 from services.auth_callout.settings import Settings as CalloutSettings
-from tests.deploy.deploy_support import ROOT, RUNTIME_PROVIDED, bootstrap_env_names, paths_used, service_settings
+from tests.deploy.deploy_support import (
+    ROOT,
+    RUNTIME_PROVIDED,
+    bootstrap_env_names,
+    on_the_bus,
+    paths_used,
+    service_settings,
+)
 from tests.health_controller.health_controller_support import (
     Feed,
     RecordingReboot,
@@ -101,6 +111,8 @@ SAMPLE_FIELDS = {
 }
 NODE_SERVICES = {"kubelet_shim", "discovery", "claim_preparation", "health", "compute_domain"}
 CONTROLLER_SERVICES = {"health", "compute_domain"}
+# The admission webhook: a Deployment of its own, called by kube-apiserver, on no bus.
+ADMISSION_SERVICE = "admission"
 # The NATS auth callout: deployed with the overlays that log in through it, not by the base.
 CALLOUT_SERVICE = "auth_callout"
 CALLOUT_BUNDLE = KUSTOMIZE / "auth-callout"
@@ -250,7 +262,7 @@ def environment(objects: list[Obj], obj: Obj, container: Obj) -> dict[str, str]:
     return env
 
 
-def settings_of(objects: list[Obj], obj: Obj, container: Obj, service: str) -> CommonSettings:
+def settings_of(objects: list[Obj], obj: Obj, container: Obj, service: str) -> ProcessSettings:
     env = environment(objects, obj, container)
     try:
         return load_settings(service_settings()[service], [], env)
@@ -347,11 +359,18 @@ def test_gpudra_variables_are_settings_of_the_service_they_are_given_to(
     settings_of(objects, obj, container, service)
 
 
-def test_config_map_holds_only_settings_every_service_has() -> None:
-    common = frozenset.intersection(*(env_names(service) for service in service_settings()))
+def test_config_map_holds_only_settings_every_service_that_loads_it_has() -> None:
     for directory in BUILDS:
-        data = one(build(directory), "ConfigMap", "gpudra-config").get("data", {})
-        assert set(data) <= common, f"{build_id(directory)}: gpudra-config is loaded by every service"
+        objects = build(directory)
+        loaders = {
+            service
+            for _, container, service in gpudra_containers(objects)
+            if {"configMapRef": {"name": "gpudra-config"}} in container.get("envFrom", [])
+        }
+        assert loaders >= NODE_SERVICES | CONTROLLER_SERVICES
+        common = frozenset.intersection(*(env_names(service) for service in loaders))
+        data = one(objects, "ConfigMap", "gpudra-config").get("data", {})
+        assert set(data) <= common, f"{build_id(directory)}: gpudra-config is loaded by {sorted(loaders)}"
 
 
 def test_every_gpudra_name_written_in_deploy_is_a_setting() -> None:
@@ -377,17 +396,22 @@ def test_node_name_comes_from_the_downward_api(
 def test_every_service_runs_where_it_belongs() -> None:
     objects = build(BASE)
     node = {service for obj, _, service in gpudra_containers(objects) if obj["kind"] == "DaemonSet"}
-    controller = {service for obj, _, service in gpudra_containers(objects) if obj["kind"] == "Deployment"}
+    controller = {service for obj, _, service in gpudra_containers([one(objects, "Deployment", "gpudra-controller")])}
+    admission = {service for obj, _, service in gpudra_containers([one(objects, "Deployment", "gpudra-admission")])}
+    deployments = {service for obj, _, service in gpudra_containers(objects) if obj["kind"] == "Deployment"}
     assert node == NODE_SERVICES
     assert controller == CONTROLLER_SERVICES
+    assert admission == {ADMISSION_SERVICE}
+    assert deployments == controller | admission
     callout = {
         obj["metadata"]["name"]
         for obj, _, service in gpudra_containers(build(STANDALONE))
         if service == CALLOUT_SERVICE
     }
     assert callout == {"gpudra-auth-callout"}, "the in-cluster NATS sends every login to the callout"
-    assert node | controller | {CALLOUT_SERVICE} == set(service_settings()), "a service is deployed nowhere"
-    for module in node | controller | {CALLOUT_SERVICE}:
+    deployed = node | controller | admission | {CALLOUT_SERVICE}
+    assert deployed == set(service_settings()), "a service is deployed nowhere"
+    for module in deployed:
         assert (ROOT / "services" / module / "__main__.py").is_file()
 
 
@@ -421,6 +445,7 @@ def test_the_node_monitors_read_the_gpus_discovery_publishes_and_keep_their_ledg
     host_paths = {v["name"] for v in daemonset["spec"]["template"]["spec"]["volumes"] if "hostPath" in v}
     mounts = {Path(m["mountPath"]): m["name"] for m in found["health"]["volumeMounts"]}
     assert mounts.get(Path("/dev")) in host_paths, "NVML opens /dev/nvidia*"
+    assert isinstance(health, CommonSettings)
     assert mounts.get(Path(health.state_dir)) in host_paths, "the ledger must outlive the pod"
 
 
@@ -591,7 +616,7 @@ def test_nvml_services_see_the_hosts_driver_root_read_only_where_their_settings_
     assert sorted(checked) == ["claim_preparation", "compute_domain", "discovery", "health"]
 
 
-def path_settings(settings: CommonSettings) -> Iterator[tuple[str, Path]]:
+def path_settings(settings: ProcessSettings) -> Iterator[tuple[str, Path]]:
     """Settings whose value is an absolute path a service reads or writes (kernel files and / excepted)."""
     for field in msgspec.structs.fields(type(settings)):
         value = getattr(settings, field.name)
@@ -767,6 +792,53 @@ def test_admission_policy_confines_the_node_agent_to_its_own_node() -> None:
     assert binding["validationActions"] == ["Deny"]
 
 
+def test_the_admission_webhook_is_reached_through_its_service_with_its_secrets_certificate() -> None:
+    """kube-apiserver calls the Service the configuration names, on a port that reaches the webhook's; the
+    certificate files the settings name come from Secret gpudra-admission-tls; it gets no API access."""
+    objects = build(BASE)
+    deployment = one(objects, "Deployment", "gpudra-admission")
+    ((_, container, service),) = list(gpudra_containers([deployment]))
+    settings = settings_of(objects, deployment, container, service)
+    assert isinstance(settings, AdmissionSettings)
+    assert settings.webhook_host == "0.0.0.0", "kube-apiserver reaches the pod IP"
+    (hook,) = one(objects, "ValidatingWebhookConfiguration", "gpudra-opaque-config")["webhooks"]
+    reference = hook["clientConfig"]["service"]
+    target = one(objects, "Service", reference["name"])
+    assert reference["namespace"] == target["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    assert reference["path"] == REVIEW_PATH
+    assert target["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    (port,) = [p for p in target["spec"]["ports"] if p["port"] == reference["port"]]
+    assert port_number(container, port["targetPort"]) == settings.webhook_port
+    annotation = one(objects, "ValidatingWebhookConfiguration", "gpudra-opaque-config")["metadata"]["annotations"]
+    assert annotation["cert-manager.io/inject-ca-from"] == f"{reference['namespace']}/{reference['name']}"
+    for path, key in ((settings.tls_cert_file, "tls.crt"), (settings.tls_key_file, "tls.key")):
+        mount = mount_of(container, path)
+        assert mount.get("readOnly") is True
+        secret = volume_of(deployment, mount)["secret"]
+        assert secret["secretName"] == "gpudra-admission-tls"
+        assert {Path(mount["mountPath"]) / item["path"]: item["key"] for item in secret["items"]}[Path(path)] == key
+    assert settings.driver_name == "gpu.gpudra.io" == one(objects, "DeviceClass", "gpu.gpudra.io")["metadata"]["name"]
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert grants(objects, spec["serviceAccountName"]) == set(), "it reads nothing from the API server"
+    assert deployment["spec"]["replicas"] >= 2
+    budget = [p for p in by_kind(objects, "PodDisruptionBudget") if p["metadata"]["name"] == "gpudra-admission"]
+    assert [p["spec"]["minAvailable"] for p in budget] == [1]
+
+
+def test_the_webhook_configuration_sends_what_the_webhook_checks_and_fails_open() -> None:
+    (hook,) = one(build(BASE), "ValidatingWebhookConfiguration", "gpudra-opaque-config")["webhooks"]
+    (rule,) = hook["rules"]
+    assert rule["apiGroups"] == ["resource.k8s.io"]
+    assert set(rule["resources"]) == set(CHECKED), "the resources decision.py reads configs of"
+    assert set(rule["operations"]) == {"CREATE", "UPDATE"}
+    assert hook["matchPolicy"] == "Equivalent", "writes through v1beta1 and v1beta2 are converted and sent"
+    assert hook["failurePolicy"] == "Ignore", "docs/deploy.md: prepare still refuses a bad config"
+    assert (hook["sideEffects"], hook["admissionReviewVersions"]) == ("None", ["v1"])
+    assert hook["timeoutSeconds"] <= 5
+    assert hook["namespaceSelector"] == hook["objectSelector"] == {}
+
+
 # --- image, labels, NATS --------------------------------------------------------------------------------------
 
 
@@ -892,6 +964,9 @@ def test_external_nats_credentials_and_ca_come_from_the_secret() -> None:
             continue
         volumes = {v["name"]: v for v in obj["spec"]["template"]["spec"]["volumes"]}
         for container in containers(obj):
+            service = service_of(container)
+            if service is not None and not on_the_bus(service):
+                continue
             (mount,) = [m for m in container["volumeMounts"] if creds.is_relative_to(m["mountPath"])]
             secret = volumes[mount["name"]]["secret"]
             assert secret["secretName"] == "gpudra-nats-client"
@@ -969,10 +1044,12 @@ def volume_of(obj: Obj, mount: Obj) -> Obj:
 
 
 def nats_clients(objects: list[Obj]) -> Iterator[tuple[Obj, Obj, str, CommonSettings]]:
-    """(workload, container, principal, settings) of every gpudra NATS client: services and ``gpudra`` steps.
-    The principal is the client name the connection carries (the service, or ``bootstrap``)."""
+    """(workload, container, principal, settings) of every gpudra NATS client: services on the bus and ``gpudra``
+    steps. The principal is the client name the connection carries (the service, or ``bootstrap``)."""
     for obj, container, service in gpudra_containers(objects):
-        yield obj, container, service, settings_of(objects, obj, container, service)
+        settings = settings_of(objects, obj, container, service)
+        if isinstance(settings, CommonSettings):
+            yield obj, container, service, settings
     for obj, container, args in cli_containers(objects):
         assert args[:2] == ["bus", BOOTSTRAP], f"{container['name']}: gpudra {args} is not a step deployments run"
         env = environment(objects, obj, container)
@@ -1386,10 +1463,12 @@ async def test_in_cluster_overlay_admits_every_workload_through_its_callout(
             await bootstrap.bootstrap(msgspec.structs.replace(limits, stream_replicas=1))
             served = []
             for obj, container, service in gpudra_containers(run.objects):
-                if service == CALLOUT_SERVICE:
+                if service == CALLOUT_SERVICE or not on_the_bus(service):
                     continue
                 token = run.token(obj, callout.token_audience)
-                bus = await Bus.connect(run.settings(obj, container, service_settings()[service], token), service)
+                settings = run.settings(obj, container, service_settings()[service], token)
+                assert isinstance(settings, CommonSettings)
+                bus = await Bus.connect(settings, service)
                 buses.append(bus)
                 await bus.serve(VERSION)  # nats.micro: $SRV.*.<service>, allowed for its own service only
                 await bus.nc.flush()
