@@ -116,17 +116,17 @@ class Reviewer:
 
     async def _answer(self, request: web.Request) -> web.Response:
         try:
-            review = read_review(await request.read())
+            asked = read_review(await request.read())
         except BadReview as exc:
             _reviews("", "bad_request").inc()
             log.warning("refused a request that is not an admission review: %s", exc)
             return web.Response(status=400, text=f"{exc}\n")
-        response = decide(review, self._driver)
-        resource = review.resource.resource
+        response = decide(asked, self._driver)
+        resource = asked.resource.resource
         fields = {
-            "object": describe(review),
-            "operation": review.operation,
-            "review_uid": review.uid,
+            "object": describe(asked),
+            "operation": asked.operation,
+            "review_uid": asked.uid,
         }
         if response.allowed:
             _reviews(resource, "allowed").inc()
