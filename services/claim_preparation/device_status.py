@@ -5,8 +5,9 @@ and tools want (the GPU's UUID, the MIG placement and profile, the CDI device id
 fails gets ``Ready=False`` and ``PrepareFailed`` with the reason; a device the health controller marks
 unhealthy turns ``Ready`` false with the reason, and back when it recovers; an unprepare removes the entries.
 
-Entries of other drivers are never touched: the claim is read, this driver's entries are replaced, and the
-status is written back with the object's ``resourceVersion`` (a conflict reads it again). A condition keeps its
+Entries of other drivers are never touched: this driver's entries are replaced in the claim as last seen (read by
+the prepare, or returned by the last write) and the status is written back with its ``resourceVersion``; a
+conflict reads the claim again. A condition keeps its
 ``lastTransitionTime`` while its status stays the same.
 
 Writes go through a queue, off the kubelet's path and ``DELAY`` after the change: a claim's newer wish replaces
@@ -146,6 +147,9 @@ class DeviceStatusWriter:
         self._wished: dict[str, tuple[ClaimRef, list[Entry]]] = {}
         self._written: set[str] = set()
         """Claims whose entries may be in their status: only those need a removal."""
+        self._known: dict[str, dict[str, Any]] = {}
+        """The claim as last read or written here: a write against it needs no read first, and a stale one is
+        refused by its resourceVersion (then the claim is read again)."""
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -153,9 +157,16 @@ class DeviceStatusWriter:
         """The claim's entries should become ``entries`` (empty: none of this driver's)."""
         if not entries and ref.uid not in self._written:
             self._wished.pop(ref.uid, None)  # nothing of ours is there: nothing to remove
+            self._known.pop(ref.uid, None)
             return
         self._wished[ref.uid] = (ref, entries)
         self._wake.set()
+
+    def seen(self, claim: dict[str, Any]) -> None:
+        """The claim as the prepare read it: the first write of its status goes against it."""
+        uid = (claim.get("metadata") or {}).get("uid")
+        if isinstance(uid, str):
+            self._known[uid] = claim
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="device status writer")
@@ -210,25 +221,27 @@ class DeviceStatusWriter:
             self._written.add(ref.uid)
         else:
             self._written.discard(ref.uid)
+            self._known.pop(ref.uid, None)
         return True
 
     async def _write_once(self, ref: ClaimRef, entries: list[Entry], now: str) -> bool:
-        obj = await self._kube.get(RESOURCE_CLAIMS, ref.name, ref.namespace)
+        obj = self._known.pop(ref.uid, None) or await self._kube.get(RESOURCE_CLAIMS, ref.name, ref.namespace)
         if (obj.get("metadata") or {}).get("uid") != ref.uid:
             return True  # another claim of the same name: ours is gone
         status = dict(obj.get("status") or {})
         current = list(status.get("devices") or [])
         devices = merged(current, self._driver, entries, now)
         if devices == current:
+            self._known[ref.uid] = obj
             return True
         if devices:
             status["devices"] = devices
         else:
             status.pop("devices", None)
         try:
-            await self._kube.update_status(RESOURCE_CLAIMS, obj | {"status": status})
+            self._known[ref.uid] = await self._kube.update_status(RESOURCE_CLAIMS, obj | {"status": status})
         except Conflict:
-            return False
+            return False  # the claim changed since: the next attempt reads it afresh
         return True
 
 

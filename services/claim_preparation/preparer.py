@@ -317,7 +317,10 @@ class Preparer:
             raise ClaimNotFound(f"{what} does not exist") from None
         except KubeError as exc:
             raise ApiUnavailable(f"cannot read {what}: {exc}") from exc
-        return read_allocation(obj, ref, driver=self.parts.driver, node=self.parts.node)
+        claim = read_allocation(obj, ref, driver=self.parts.driver, node=self.parts.node)
+        if self.parts.device_status is not None:
+            self.parts.device_status.seen(obj)
+        return claim
 
     async def _inventory(self) -> Inventory:
         with failures_as(DeviceFailure, "reading the node's devices"):

@@ -145,3 +145,26 @@ async def test_a_prepare_undone_before_its_status_was_written_costs_no_write(
     await writer.flush()
     after = (await kube.get(RESOURCE_CLAIMS, ref.name, ref.namespace))["metadata"]["resourceVersion"]
     assert after == before
+
+
+async def test_a_write_goes_against_the_claim_the_prepare_read_and_a_stale_one_is_read_again(
+    bus: Bus, kube: KubeApi, service: ClaimService
+) -> None:
+    """The claim changed between the prepare's read and the status write (another driver wrote its entry): the
+    write is refused by its resourceVersion, read again, and both entries end up there."""
+    ref = await store_claim(kube, "raced-0", [("gpu", "gpu-1")])
+    writer = service.preparer.parts.device_status
+    assert writer is not None
+    assert (await prepare(bus, ref)).results[ref.uid].error == ""
+    claim = await kube.get(RESOURCE_CLAIMS, ref.name, ref.namespace)
+    theirs = {"driver": "nic.example.com", "pool": NODE, "device": "eth2"}
+    devices = [*claim["status"].get("devices", []), theirs]  # ours too, should the writer have been first
+    await kube.update_status(RESOURCE_CLAIMS, claim | {"status": claim["status"] | {"devices": devices}})
+    await writer.flush()
+    claim = await until_claim(kube, ref, lambda c: bool(ours(c)))
+    assert theirs in claim["status"]["devices"]
+    assert (await unprepare(bus, ref)).results[ref.uid].error == ""
+    await writer.flush()
+    claim = await until_claim(kube, ref, lambda c: not ours(c))
+    assert claim["status"]["devices"] == [theirs]
+    assert writer._known == {}  # nothing kept of a claim that is done
