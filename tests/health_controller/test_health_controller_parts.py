@@ -4,6 +4,7 @@ compare-and-set, the lease, the drain's view of pods and claims, the reboot hook
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import sys
 from collections.abc import AsyncIterator
@@ -18,13 +19,13 @@ from libs.bus import Bus
 from libs.bus.election import Election
 from libs.bus.topology import LEASE_BUCKET, REMEDIATION_LEASE_PREFIX
 from libs.events.catalogue.health import EntityRef, HealthEvent
-from libs.kube import ClusterKube
+from libs.kube import NODES, ClusterKube
 from services.health.catalogue import default_catalogue
 from services.health.controller.books import BookStore, BreakerStore, StaleEntry, Versioned, fresh, node_key
 from services.health.controller.cluster_view import ClusterView
 from services.health.controller.config import read_drain_policy
 from services.health.controller.gpu_reset import RepairFailed
-from services.health.controller.kube_actions import Drainer, NodePatch, parent_gpu
+from services.health.controller.kube_actions import Drainer, NodeActions, NodePatch, parent_gpu
 from services.health.controller.lanes import Lanes
 from services.health.controller.live import LiveView, blocking, observe
 from services.health.controller.outbox import pending, prune
@@ -114,6 +115,33 @@ def test_the_live_view_follows_faults_and_their_clearing_and_judges_a_repair() -
 
 
 # --- the Node -------------------------------------------------------------------------------------------
+
+
+async def test_a_missing_standalone_node_is_created_already_cordoned_in_one_write(kube_api: KubeApiServer) -> None:
+    """Created and then cordoned, the Node would be seen uncordoned once after gpudra cordoned it: an uncordon
+    by hand, which cancels the remediation (the first one of a fresh standalone system was cancelled so)."""
+    kube = await ClusterKube.connect(kube_api.url)
+    try:
+        listed = await kube.list(NODES)
+        seen: list[bool] = []
+        events = kube.watch(NODES, resource_version=listed.resource_version)
+        actions = [
+            Cordon(node="n"),
+            TaintNode(node="n", taint=TAINT),
+            MarkNode(node="n", labels={"a": "b"}, annotations={}),
+        ]
+        await NodeActions(kube, create_missing=True).apply("n", actions)
+        async with asyncio.timeout(5), contextlib.aclosing(events):
+            async for kind, obj in events:
+                seen.append(bool(obj["spec"].get("unschedulable")))
+                if kind == "ADDED":
+                    break
+        created = await kube.get(NODES, "n")
+    finally:
+        await kube.close()
+    assert seen == [True]
+    assert created["metadata"]["labels"] == {"a": "b"}
+    assert created["spec"]["taints"] == [{"key": TAINT.key, "value": TAINT.value, "effect": TAINT.effect}]
 
 
 def test_a_node_patch_adds_and_removes_only_gpudras_taint() -> None:

@@ -12,7 +12,6 @@ Each eviction carries its rule's grace period, which overrides the pod's own ``t
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 from collections.abc import Collection, Iterable, Sequence
@@ -21,6 +20,7 @@ from typing import Any
 import msgspec
 
 from libs.kube import NODES, PODS, RESOURCE_CLAIMS, AlreadyExists, Conflict, KubeApi, NotFound, Obj, TooManyRequests
+from libs.kube.object_rules import merge_patch
 from libs.slices import DRIVER_NAME
 from services.health.controller import metrics
 from services.health.remediation import (
@@ -134,13 +134,24 @@ class NodeActions:
                 if not self._create_missing:
                     log.warning("Node does not exist; nothing to cordon or mark", extra={"node": node})
                     return
-                await self._create(node)
+                if await self._create(node, patch):
+                    return
         raise Conflict(f"Node {node}", f"{CONFLICT_ATTEMPTS} conflicting writes in a row")
 
-    async def _create(self, node: str) -> None:
+    async def _create(self, node: str, patch: NodePatch) -> bool:
+        """Create the Node with the actions already in it; False when it was created meanwhile (patch it then).
+
+        In one write, not created and then patched: a Node seen uncordoned right after gpudra cordoned it reads
+        as an uncordon by hand, which cancels the remediation that wanted the cordon."""
         log.info("creating the standalone Node object", extra={"node": node})
-        with contextlib.suppress(AlreadyExists):  # created meanwhile
-            await self._kube.create(NODES, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}})
+        blank: Obj = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}}
+        body = merge_patch(blank, patch.body(blank | {"metadata": {"name": node, "resourceVersion": ""}}))
+        body["metadata"].pop("resourceVersion", None)
+        try:
+            await self._kube.create(NODES, body)
+        except AlreadyExists:
+            return False
+        return True
 
 
 class Drainer:
