@@ -19,6 +19,7 @@ from libs.kube.errors import (
     Unavailable,
 )
 from libs.kube.local import LocalKube
+from libs.kube.object_rules import kube_time
 from libs.kube.port import KubeApi, ObjectList, WatchEvent
 from libs.kube.resources import (
     DEVICE_CLASSES,
@@ -74,6 +75,7 @@ __all__ = [
     "Unavailable",
     "WatchEvent",
     "custom_resource",
+    "kube_time",
     "open_kube",
     "resolve_mode",
 ]

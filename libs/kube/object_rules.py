@@ -19,8 +19,13 @@ SERVER_FIELDS = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGrace
 STALE = "the object has been modified; please apply your changes to the latest version and try again"
 
 
+def kube_time(moment: datetime) -> str:
+    """A ``metav1.Time`` as the API server writes it: RFC 3339 in UTC, to the second."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return kube_time(datetime.now(UTC))
 
 
 def new_object(resource: Resource, obj: Obj, *, uid: str, created: str) -> Obj:

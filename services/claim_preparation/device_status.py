@@ -7,8 +7,7 @@ unhealthy turns ``Ready`` false with the reason, and back when it recovers; an u
 
 Entries of other drivers are never touched: this driver's entries are replaced in the claim as last seen (read by
 the prepare, or returned by the last write) and the status is written back with its ``resourceVersion``; a
-conflict reads the claim again. A condition keeps its
-``lastTransitionTime`` while its status stays the same.
+conflict reads the claim again. A condition keeps its ``lastTransitionTime`` while its status stays the same.
 
 Writes go through a queue, off the kubelet's path and ``DELAY`` after the change: a claim's newer wish replaces
 its older one, so a prepare undone before its entries were written costs no write at all. The entries are a
@@ -27,7 +26,7 @@ from typing import Any
 from libs.claims.allocation import AllocatedClaim
 from libs.claims.problems import ClaimProblem
 from libs.events.catalogue import ClaimRef
-from libs.kube import RESOURCE_CLAIMS, Conflict, KubeApi, KubeError, NotFound
+from libs.kube import RESOURCE_CLAIMS, Conflict, KubeApi, KubeError, NotFound, kube_time
 from services.claim_preparation.devices import MigTarget, Target, lock_key
 from services.claim_preparation.record import PREPARE_COMPLETED, ClaimRecord
 
@@ -45,10 +44,6 @@ Entry = dict[str, Any]
 
 
 # --- the entries (pure) ------------------------------------------------------------------------------------
-
-
-def kube_time(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def condition(kind: str, ready: bool, reason: str, message: str) -> dict[str, str]:

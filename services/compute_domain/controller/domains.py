@@ -32,7 +32,7 @@ from libs.bus import Bus
 from libs.bus.topology import COMPUTEDOMAIN_BUCKET, stream_of
 from libs.events import CLUSTER, decode
 from libs.events.catalogue.computedomains import ComputeDomainNodeChanged, ComputeDomainStatusChanged
-from libs.kube import AlreadyExists, Conflict, KubeApi, KubeError, NotFound
+from libs.kube import AlreadyExists, Conflict, KubeApi, KubeError, NotFound, kube_time
 from libs.kube.follow import follow
 from libs.kube.resources import EVENTS, Resource, custom_resource
 from services.compute_domain.api import (
@@ -61,7 +61,7 @@ STOP_GRACE = 5.0
 
 
 def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return kube_time(dt.datetime.now(dt.UTC))
 
 
 class Domains:

@@ -7,12 +7,12 @@ adds and removes exactly what gpudra owns. Transitions become events; work is pa
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 
 import msgspec
 
 from libs.events.catalogue.remediation import RemediationState, RemediationStateChanged
+from libs.kube import kube_time
 from libs.slices.taints import DeviceTaint
 from services.health.catalogue import ACTION_RANK
 from services.health.remediation.actions import (
@@ -88,11 +88,6 @@ def device_taints(book: NodeBook, config: RemediationConfig) -> dict[str, tuple[
             )
             wanted.setdefault(fault.entity.device, {}).setdefault((taint.key, taint.effect), taint)
     return {device: tuple(sorted(t.values(), key=lambda t: (t.key, t.effect))) for device, t in wanted.items()}
-
-
-def kube_time(moment: dt.datetime) -> str:
-    """A Kubernetes ``metav1.Time``: RFC 3339 in UTC, to the second."""
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def node_status(book: NodeBook) -> tuple[RemediationState, str]:
