@@ -148,10 +148,7 @@ async def _serve(name: str, settings: S, lifespan: Lifespan[S], *, stall_seconds
 async def _serve_alone(name: str, settings: P, server: Server[P], *, stall_seconds: float = STALL_SECONDS) -> None:
     async with _process(name, settings, stall_seconds) as process, server(settings):
         process.probes.ready()
-        metadata = {"pid": str(os.getpid())}
-        if process.metrics_port is not None:
-            metadata["metrics"] = f"http://{settings.metrics_host}:{process.metrics_port}/metrics"
-        log.info("service ready", extra=metadata)
+        log.info("service ready", extra=_identity(settings, process.metrics_port))
         await process.stop.wait()
         process.probes.stopping()
         log.info("stopping")
@@ -162,9 +159,7 @@ async def _run(
 ) -> None:
     async with AsyncExitStack() as stack:
         endpoints = await _unless_refused(bus, stack.enter_async_context(lifespan(bus, settings)))
-        metadata = {"pid": str(os.getpid())}
-        if metrics_port is not None:
-            metadata["metrics"] = f"http://{settings.metrics_host}:{metrics_port}/metrics"
+        metadata = _identity(settings, metrics_port)
         await _unless_refused(bus, bus.serve(VERSION, endpoints, metadata))
         probes.ready(bus.nc)
         log.info("service ready", extra={"endpoints": [e.name for e in endpoints], **metadata})
@@ -174,6 +169,14 @@ async def _run(
             raise Fatal(bus.link.failure)
         probes.stopping()
         log.info("stopping")
+
+
+def _identity(settings: ProcessSettings, metrics_port: int | None) -> dict[str, str]:
+    """What says which process this is, in its ready line and its ``$SRV`` metadata: its pid, its metrics URL."""
+    identity = {"pid": str(os.getpid())}
+    if metrics_port is not None:
+        identity["metrics"] = f"http://{settings.metrics_host}:{metrics_port}/metrics"
+    return identity
 
 
 class Fatal(Exception):
