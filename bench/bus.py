@@ -35,6 +35,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import api
 
+from bench._stats import pct
 from libs.bus import Bus, ConsumerSpec, Endpoint
 from libs.events import Envelope, Event, encode
 from libs.events.catalogue import ClaimRef, ClaimUnprepared, PrepareClaims, PrepareClaimsReply
@@ -129,11 +130,6 @@ async def library_latency(bus: Bus, requests: int) -> tuple[list[float], float]:
 async def raw_latency(nc: Client, requests: int) -> tuple[list[float], float]:
     body = b'{"claims":[{"namespace":"default","name":"bench","uid":"00000000-0000-0000-0000-000000000000"}]}'
     return await latencies(lambda: nc.request("raw.bench.prepare", body, timeout=5), requests)
-
-
-def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 BENCH_PERMISSIONS = (

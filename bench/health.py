@@ -43,6 +43,7 @@ import nats
 from nats.aio.msg import Msg
 from nats.js import api
 
+from bench._stats import pct
 from bench._trust import SecuredServer
 from libs.bus import Bus
 from libs.bus.topology import HEALTH_BUCKET, INVENTORY_BUCKET, REMEDIATION_BUCKET, event_stream
@@ -361,9 +362,7 @@ async def background(bus: Bus, fleet: Fleet, rate: float) -> None:
 def summary(samples: list[float]) -> str:
     if not samples:
         return "no samples"
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-    return f"p50 {statistics.median(ordered):6.1f} ms   p99 {p99:6.1f} ms   ({len(ordered)} faults)"
+    return f"p50 {statistics.median(samples):6.1f} ms   p99 {pct(samples, 0.99):6.1f} ms   ({len(samples)} faults)"
 
 
 # --- a burst of nodes failing at once -----------------------------------------------------------------

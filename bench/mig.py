@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench._stats import pct
 from bench.prepare import DRIVER, store, up_system
 from libs.kube import LocalKube
 from libs.kubeletclient import KubeletClient
@@ -71,11 +72,6 @@ async def run(rounds: int, calls: int) -> dict[str, dict[str, list[float]]]:
             finally:
                 await client.close()
     return samples
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def report(samples: dict[str, dict[str, list[float]]], command: str) -> None:

@@ -60,6 +60,7 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from bench._stats import pct
 from bench._trust import SecuredServer
 from cli import endpoints
 from cli.claims import allocation, claim_object
@@ -243,11 +244,6 @@ def service_args(module: str, cprofile: Path | None) -> list[str]:
 
 
 # --- measuring --------------------------------------------------------------------------------------------------
-
-
-def pct(samples: Sequence[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def timed(call: Callable[[], Awaitable[object]], count: int) -> list[float]:
