@@ -32,6 +32,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", help="simulated backend: machine profile name or YAML path")
     parser.add_argument("--k8s-minor", type=int, default=35, help="Kubernetes minor version (34 or newer)")
     parser.add_argument("--mig-mode", choices=[m.value for m in MigMode], default=MigMode.STATIC.value)
+    parser.add_argument(
+        "--consumable-capacity", action="store_true", help="publish GPUs with MIG off as shareable (KEP-5075)"
+    )
     parser.add_argument("--no-slices", action="store_true", help="print the inventory only")
     return parser.parse_args(argv)
 
@@ -67,7 +70,13 @@ def describe(inventory: Inventory, out: TextIO) -> None:
 
 
 def check_slices(inventory: Inventory, args: argparse.Namespace, out: TextIO) -> list[str]:
-    slices = build_slices(inventory, k8s_minor=args.k8s_minor, generation=1, mig_mode=MigMode(args.mig_mode))
+    slices = build_slices(
+        inventory,
+        k8s_minor=args.k8s_minor,
+        generation=1,
+        mig_mode=MigMode(args.mig_mode),
+        shared_gpus=args.consumable_capacity,
+    )
     out.write(yaml.safe_dump_all(slices, sort_keys=False))
     return pool_problems(slices, args.k8s_minor) + _schema_problems(slices, args.k8s_minor)
 

@@ -31,13 +31,15 @@ def build_slices(
     mig_mode: MigMode = MigMode.STATIC,
     taints: Mapping[str, Sequence[DeviceTaint]] | None = None,
     owner: Mapping[str, Any] | None = None,
+    shared_gpus: bool = False,
 ) -> list[ResourceSlice]:
     """All slices of the node's pool. `taints` is keyed by device name; `owner` is the Node's owner
-    reference, so the slices go when the Node goes."""
+    reference, so the slices go when the Node goes; `shared_gpus` publishes GPUs with MIG off as shareable by
+    consumable capacity (``libs.slices.sharing``)."""
     limits = limits_for(k8s_minor)
     taints = taints or {}
     groups = [
-        _tainted(gpu_group(inventory, gpu, mig_mode), taints, limits)
+        _tainted(gpu_group(inventory, gpu, mig_mode, shared_gpus=shared_gpus), taints, limits)
         for gpu in sorted(inventory.gpus, key=lambda g: g.minor)
     ]
     contents = lay_out(groups, limits)

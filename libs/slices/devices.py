@@ -5,6 +5,9 @@
 - Dynamic MIG: a GPU with MIG mode on offers itself and every profile x placement as a partition, all
   consuming from its counter set; the MIG device is created when a claim is prepared. MIG mode itself is
   never switched (that needs a GPU reset), so a GPU with MIG off still offers only itself.
+
+With ``shared`` (discovery's ``consumable_capacity``), a GPU with MIG off offers itself as shareable
+(``libs.slices.sharing``); a GPU with MIG on is partitioned by MIG instead and is never shared this way.
 """
 
 import enum
@@ -21,6 +24,7 @@ from libs.slices.attributes import (
     mig_capacity,
     shared_attributes,
 )
+from libs.slices.sharing import shareable
 
 Device = dict[str, Any]
 
@@ -39,11 +43,12 @@ class GpuGroup:
     counter_set: dict[str, Any] | None = field(default=None)
 
 
-def gpu_group(inventory: Inventory, gpu: Gpu, mode: MigMode) -> GpuGroup:
+def gpu_group(inventory: Inventory, gpu: Gpu, mode: MigMode, *, shared_gpus: bool = False) -> GpuGroup:
     profiles = inventory.profiles_for(gpu)
     shared = shared_attributes(gpu)
     if not gpu.mig_enabled:
-        return GpuGroup(gpu.minor, [full_gpu(gpu, shared)])
+        whole = full_gpu(gpu, shared)
+        return GpuGroup(gpu.minor, [shareable(whole, gpu.memory_bytes) if shared_gpus else whole])
     if mode is MigMode.STATIC:
         return GpuGroup(gpu.minor, [static_mig(gpu, mig, shared) for mig in inventory.mig_devices_of(gpu)])
     if not profiles:

@@ -20,7 +20,7 @@ from libs.runtime.devices import open_devices
 from services.discovery.faults import FaultInjector
 from services.discovery.inventory_store import InventoryStore
 from services.discovery.reconcile import Reconciler
-from services.discovery.settings import Settings
+from services.discovery.settings import CONSUMABLE_CAPACITY_BETA, Settings
 from services.discovery.slices_sync import SliceSync, TaintSource, TaintWatch
 from services.discovery.startup import Kubernetes, open_kubernetes
 
@@ -55,15 +55,29 @@ async def running(bus: Bus, settings: Settings) -> AsyncIterator[Discovery]:
                 "kube_mode": kube.mode,
                 "kube_minor": kube.minor,
                 "mig_mode": settings.mig_mode,
+                "consumable_capacity": settings.consumable_capacity,
             },
         )
+        if settings.consumable_capacity and kube.mode != "local" and kube.minor < CONSUMABLE_CAPACITY_BETA:
+            log.warning(
+                "consumable_capacity is on, but Kubernetes 1.%d has DRAConsumableCapacity off by default: unless the "
+                "gate is on, the API server drops allowMultipleAllocations and every GPU stays whole to one claim",
+                kube.minor,
+                extra={"node": settings.node_name, "kube_minor": kube.minor},
+            )
         taints = await TaintSource.open(bus)
         publisher = SlicePublisher(kube.api, settings.node_name, synthetic_owner=kube.mode == "local")
         reconciler = Reconciler(
             bus=bus,
             backend=backend,
             store=await InventoryStore.open(bus, settings.node_name),
-            slices=SliceSync(publisher, taints, k8s_minor=kube.minor, mig_mode=settings.mig),
+            slices=SliceSync(
+                publisher,
+                taints,
+                k8s_minor=kube.minor,
+                mig_mode=settings.mig,
+                shared_gpus=settings.consumable_capacity,
+            ),
             resync_seconds=settings.resync_seconds,
             retry_seconds=settings.retry_seconds,
         )

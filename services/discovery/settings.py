@@ -16,6 +16,9 @@ from libs.devices.settings import DeviceSettings
 from libs.kube import KubeconfigSetting, KubeModeSetting
 from libs.slices import MigMode
 
+CONSUMABLE_CAPACITY_BETA = 36
+"""The first Kubernetes minor with DRAConsumableCapacity on by default (beta)."""
+
 STANDALONE_KUBE_MINOR = 34
 """The Kubernetes version whose ResourceSlice rules apply to the standalone store: the oldest gpudra supports,
 so a slice that passes here is one every supported API server takes."""
@@ -36,6 +39,13 @@ class Settings(DeviceSettings, kw_only=True, frozen=True):
         Literal["static", "dynamic"],
         _doc("static: publish existing MIG devices; dynamic: publish every MIG partition, created on prepare"),
     ] = "static"
+    consumable_capacity: Annotated[
+        bool,
+        _doc(
+            "publish GPUs with MIG off as shareable by consumable capacity (memory, computePercent), each share "
+            "an MPS client with its limits; Kubernetes 1.36 (DRAConsumableCapacity)"
+        ),
+    ] = False
     kube_minor: Annotated[
         int,
         _doc(

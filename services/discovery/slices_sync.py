@@ -33,10 +33,17 @@ Taints = dict[str, list[DeviceTaint]]
 
 
 def desired_slices(
-    inventory: Inventory, taints: Mapping[str, Sequence[DeviceTaint]], *, k8s_minor: int, mig_mode: MigMode
+    inventory: Inventory,
+    taints: Mapping[str, Sequence[DeviceTaint]],
+    *,
+    k8s_minor: int,
+    mig_mode: MigMode,
+    shared_gpus: bool = False,
 ) -> list[dict[str, Any]]:
     """The pool as it should be; the generation is the publisher's to choose (it must exceed the published one)."""
-    return build_slices(inventory, k8s_minor=k8s_minor, generation=1, mig_mode=mig_mode, taints=taints)
+    return build_slices(
+        inventory, k8s_minor=k8s_minor, generation=1, mig_mode=mig_mode, taints=taints, shared_gpus=shared_gpus
+    )
 
 
 class TaintSource:
@@ -98,14 +105,25 @@ class TaintWatch:
 class SliceSync:
     """Publishes the node's pool for an inventory: taints joined, laid out for the API server's version."""
 
-    def __init__(self, publisher: SlicePublisher, taints: TaintSource, *, k8s_minor: int, mig_mode: MigMode) -> None:
+    def __init__(
+        self,
+        publisher: SlicePublisher,
+        taints: TaintSource,
+        *,
+        k8s_minor: int,
+        mig_mode: MigMode,
+        shared_gpus: bool = False,
+    ) -> None:
         self.publisher = publisher
         self.taints = taints
         self.k8s_minor = k8s_minor
         self.mig_mode = mig_mode
+        self.shared_gpus = shared_gpus
 
     async def publish(self, inventory: Inventory) -> PublishResult:
         """Raises ``SlicePublishError`` (API) or ``SliceLayoutError`` (a GPU the version cannot describe)."""
         taints = await self.taints.taints_for(inventory.node)
-        desired = desired_slices(inventory, taints, k8s_minor=self.k8s_minor, mig_mode=self.mig_mode)
+        desired = desired_slices(
+            inventory, taints, k8s_minor=self.k8s_minor, mig_mode=self.mig_mode, shared_gpus=self.shared_gpus
+        )
         return await self.publisher.publish(desired)

@@ -123,6 +123,18 @@ def test_cached_validation_is_fast() -> None:
     assert time.perf_counter() - start < 1.0
 
 
+async def test_a_share_id_must_be_a_uuid(res: Any, kube_api: KubeApiServer) -> None:
+    kube_api.store.create(resource_claim("claim"))
+    result = {"request": "gpu", "driver": "gpu.gpudra.io", "pool": "n", "device": "gpu-0", "shareID": "share-1"}
+    status = {"status": {"allocation": {"devices": {"results": [result]}}}}
+    with pytest.raises(ApiException) as err:
+        await res.patch_namespaced_resource_claim_status("claim", "default", status)
+    causes = status_of(err.value)["details"]["causes"]
+    assert [c["field"] for c in causes] == ["status.allocation.devices.results[0].shareID"]
+    result["shareID"] = "4a3b2c1d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"
+    await res.patch_namespaced_resource_claim_status("claim", "default", status)
+
+
 async def test_claim_reservations_need_an_allocation(res: Any, kube_api: KubeApiServer) -> None:
     kube_api.store.create(resource_claim("claim"))
     status = {"status": {"reservedFor": [{"resource": "pods", "name": "p", "uid": "u-1"}]}}

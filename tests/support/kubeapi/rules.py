@@ -7,11 +7,14 @@ spec). Only the rules for the kinds this project writes are here; each names its
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
+
+from libs.claims.configapi.quantity import parse_quantity
 
 from .errors import FieldError, JsonObj, duplicate, forbidden, invalid, required, too_long, too_many
 from .resources import ResourceType
@@ -21,6 +24,7 @@ _SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]
 _NAME_PART_RE = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _C_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _QUANTITY_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?$")
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _SEMVER_RE = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
     r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
@@ -176,13 +180,65 @@ def _attribute(attr: JsonObj, path: str) -> Errors:
     return errs
 
 
-def _capacity(capacity: JsonObj, path: str) -> Errors:
+def _capacity(capacity: JsonObj, path: str, *, shareable: bool) -> Errors:
     errs: Errors = []
     for key, cap in capacity.items():
         errs += _device_key(key, _key(path, key))
         value = str((cap or {}).get("value", ""))
         if not _QUANTITY_RE.match(value):
             errs.append(invalid(_key(path, key) + ".value", value, "quantities must match the regular expression"))
+        elif (cap or {}).get("requestPolicy") is not None:
+            policy_path = _key(path, key) + ".requestPolicy"
+            if not shareable:
+                errs.append(forbidden(policy_path, "allowMultipleAllocations must be true"))
+            errs += _request_policy(cap["requestPolicy"], parse_quantity(value), policy_path)
+    return errs
+
+
+def _request_policy(policy: JsonObj, value: int, path: str) -> Errors:
+    """validateRequestPolicy (KEP-5075): one of validValues and validRange, with a default that either allows."""
+    values, bounds = policy.get("validValues"), policy.get("validRange")
+    if values and bounds:
+        return [forbidden(path, "exactly one of validValues or validRange may be set")]
+    if (values or bounds) and policy.get("default") is None:
+        return [required(f"{path}.default", "required when validValues or validRange is set")]
+    default = parse_quantity(policy["default"]) if policy.get("default") is not None else None
+    if values:
+        return _valid_values([parse_quantity(v) for v in values], default, value, path)
+    if bounds:
+        return _valid_range(bounds, default, value, f"{path}.validRange")
+    return []
+
+
+def _valid_values(values: list[int], default: int | None, value: int, path: str) -> Errors:
+    errs = [too_many(f"{path}.validValues", len(values), 10)] if len(values) > 10 else []
+    if any(later <= earlier for earlier, later in itertools.pairwise(values)):
+        errs.append(invalid(f"{path}.validValues", values, "must be sorted in ascending order and unique"))
+    errs += [
+        invalid(f"{path}.validValues", v, "must be less than or equal to the capacity value")
+        for v in values
+        if v > value
+    ]
+    if default not in values:
+        errs.append(invalid(f"{path}.default", default, "must be one of the validValues"))
+    return errs
+
+
+def _valid_range(bounds: JsonObj, default: int | None, value: int, path: str) -> Errors:
+    low = parse_quantity(bounds["min"])
+    high = parse_quantity(bounds["max"]) if bounds.get("max") is not None else None
+    step = parse_quantity(bounds["step"]) if bounds.get("step") is not None else None
+    errs = [invalid(f"{path}.min", low, "must be less than or equal to the capacity value")] if low > value else []
+    if high is not None and (high > value or high < low):
+        errs.append(invalid(f"{path}.max", high, "must be between min and the capacity value"))
+    if default is not None and (default < low or (high is not None and default > high)):
+        errs.append(invalid(f"{path}.default", default, "must be within the valid range"))
+    if step is not None:
+        if low + step > value:
+            errs.append(invalid(f"{path}.step", step, "min + step must be less than or equal to the capacity value"))
+        for name, amount in (("default", default), ("max", high)):
+            if amount is not None and step and (amount - low) % step:
+                errs.append(invalid(f"{path}.{name}", amount, "must be min plus a multiple of step"))
     return errs
 
 
@@ -194,7 +250,7 @@ def _device(device: JsonObj, path: str) -> Errors:
         errs.append(invalid(path, len(attributes) + len(capacity), detail))
     for key, attr in attributes.items():
         errs += _device_key(key, _key(f"{path}.attributes", key)) + _attribute(attr, _key(f"{path}.attributes", key))
-    return errs + _capacity(capacity, f"{path}.capacity")
+    return errs + _capacity(capacity, f"{path}.capacity", shareable=bool(device.get("allowMultipleAllocations")))
 
 
 def _node_selection(spec: JsonObj) -> Errors:
@@ -294,6 +350,12 @@ def _claim_status(status: JsonObj, old_status: JsonObj) -> Errors:
         errs.append(forbidden("status.reservedFor", "may not be specified when `allocated` is not set"))
     if len(status.get("reservedFor") or []) > 256:
         errs.append(too_many("status.reservedFor", len(status["reservedFor"]), 256))
+    results = ((status.get("allocation") or {}).get("devices") or {}).get("results") or []
+    for i, result in enumerate(results):
+        share = result.get("shareID")
+        if share is not None and not _UUID_RE.match(str(share)):
+            path = f"status.allocation.devices.results[{i}].shareID"
+            errs.append(invalid(path, share, "must be a valid UUID"))
     return errs
 
 
