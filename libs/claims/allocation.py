@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from libs.claims.configapi.quantity import QuantityError, parse_quantity
 from libs.claims.problems import BadClaimRef, ClaimNotFound, ClaimNotUsable
 from libs.events.catalogue import ClaimRef
 from libs.events.catalogue.claims import uid_problem
@@ -54,6 +55,7 @@ class _Result(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     device: str
     admin_access: bool | None = None
     share_id: str | None = msgspec.field(default=None, name="shareID")
+    consumed_capacity: dict[str, str | int] | None = None
 
 
 class _Devices(msgspec.Struct, frozen=True, kw_only=True):
@@ -96,6 +98,8 @@ class AllocationResult(msgspec.Struct, frozen=True, kw_only=True):
     device: str
     admin_access: bool = False
     share_id: str | None = None
+    consumed: dict[str, int] = {}
+    """A share's ``consumedCapacity`` (KEP-5075), as whole numbers; empty for a device allocated whole."""
 
     @property
     def request_name(self) -> str:
@@ -201,6 +205,25 @@ def _results(results: list[_Result], *, driver: str, node: str) -> tuple[Allocat
             device=result.device,
             admin_access=bool(result.admin_access),
             share_id=result.share_id,
+            consumed=_consumed(result),
         )
         for result in ours
     )
+
+
+def _consumed(result: _Result) -> dict[str, int]:
+    """A share's consumption; a share without one cannot be enforced, and a scheduler always writes it."""
+    if not result.share_id:
+        return {}
+    if not result.consumed_capacity:
+        raise ClaimNotUsable(
+            f"device {result.device} is a share (shareID {result.share_id}) without consumedCapacity: "
+            "what it may use is unknown"
+        )
+    consumed = {}
+    for name, amount in result.consumed_capacity.items():
+        try:
+            consumed[name] = parse_quantity(amount)
+        except QuantityError as exc:
+            raise ClaimNotUsable(f"device {result.device} consumedCapacity.{name}: {exc}") from None
+    return consumed

@@ -27,8 +27,9 @@ from libs.claims.allocation import AllocatedClaim
 from libs.claims.problems import ClaimProblem
 from libs.events.catalogue import ClaimRef
 from libs.kube import RESOURCE_CLAIMS, Conflict, KubeApi, KubeError, NotFound, kube_time
-from services.claim_preparation.devices import MigTarget, Target, lock_key
-from services.claim_preparation.record import PREPARE_COMPLETED, ClaimRecord
+from libs.slices.capacity import rendered
+from services.claim_preparation.devices import MigTarget, lock_key
+from services.claim_preparation.record import PREPARE_COMPLETED, ClaimRecord, PlannedDevice, SharePlan
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ def _key(driver: str, pool: str, device: str, share_id: str | None) -> Entry:
     return key
 
 
-def _data(target: Target, cdi_device_ids: Sequence[str], share_id: str | None, admin: bool) -> Entry:
+def _data(device: PlannedDevice, cdi_device_ids: Sequence[str], share: SharePlan | None) -> Entry:
+    target = device.target
     data: Entry = {"uuid": target.uuid, "cdiDeviceIDs": list(cdi_device_ids)}
     if isinstance(target, MigTarget):
         data["mig"] = {
@@ -70,19 +72,26 @@ def _data(target: Target, cdi_device_ids: Sequence[str], share_id: str | None, a
             "computeInstance": target.ci_id,
             "createdForClaim": target.dynamic,
         }
-    if share_id:
-        data["shareID"] = share_id
-    if admin:
+    if device.share_id:
+        data["shareID"] = device.share_id
+        data["consumedCapacity"] = rendered(device.consumed)
+    if device.share_id and share is not None:
+        data["mpsClient"] = {
+            "pinnedDeviceMemoryLimitBytes": share.memory_limit,
+            "activeThreadPercentage": share.active_thread_percentage,
+        }
+    if device.admin_access:
         data["adminAccess"] = True
     return data
 
 
 def prepared_entries(driver: str, record: ClaimRecord, unhealthy: Mapping[str, str]) -> list[Entry]:
     """One entry per prepared device; ``unhealthy``: device name (a GPU or a MIG device) → why, from health."""
-    planned = {device.target.name: device for device in record.devices}
+    planned = {(device.target.name, device.share_id): device for device in record.devices}
+    share = next((plan for plan in record.sharing if isinstance(plan, SharePlan)), None)
     entries = []
     for prepared in record.prepared:
-        device = planned.get(prepared.device)
+        device = planned.get((prepared.device, prepared.share_id))
         if device is None:
             continue
         target = device.target
@@ -92,10 +101,7 @@ def prepared_entries(driver: str, record: ClaimRecord, unhealthy: Mapping[str, s
             ready = condition(READY, False, "DeviceUnhealthy", why)
         entries.append(
             _key(driver, prepared.pool, prepared.device, prepared.share_id)
-            | {
-                "conditions": [ready],
-                "data": _data(target, prepared.cdi_device_ids, prepared.share_id, device.admin_access),
-            }
+            | {"conditions": [ready], "data": _data(device, prepared.cdi_device_ids, share)}
         )
     return entries
 

@@ -8,7 +8,7 @@ here by the same name.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import msgspec
 
@@ -121,6 +121,8 @@ class Holder(msgspec.Struct, frozen=True, kw_only=True):
     claim: str
     """``namespace/name`` of that claim."""
     target: Target
+    share: bool = False
+    """A share of a GPU shared by consumable capacity: other shares of the GPU may be beside it."""
 
 
 def overlaps(first: Target, second: Target) -> bool:
@@ -132,11 +134,17 @@ def overlaps(first: Target, second: Target) -> bool:
     return minor_of(first) == minor_of(second)
 
 
-def check_free(wanted: Iterable[Target], held: Mapping[str, Holder]) -> None:
-    """``DeviceBusy`` naming the first wanted device another claim holds."""
-    for target in wanted:
-        for holder in held.values():
+def check_free(wanted: Iterable[tuple[Target, bool]], held: Iterable[Holder]) -> None:
+    """``DeviceBusy`` naming the first wanted device another claim holds; ``wanted`` pairs each target with
+    whether it is a share, which is free beside other shares of the same GPU (whether they fit is
+    ``shares.check_fits``'s question)."""
+    held = list(held)
+    for target, share in wanted:
+        for holder in held:
+            if share and holder.share and holder.target.name == target.name:
+                continue
             if overlaps(target, holder.target):
                 same = holder.target.name == target.name
                 what = "is" if same else f"overlaps {holder.target.name}, which is"
-                raise DeviceBusy(f"device {target.name} {what} already prepared for claim {holder.claim}")
+                whose = "a share for" if holder.share else "for"
+                raise DeviceBusy(f"device {target.name} {what} already prepared {whose} claim {holder.claim}")

@@ -20,6 +20,7 @@ __all__ = [
     "DeviceBusy",
     "DeviceFailure",
     "RollbackFailed",
+    "ShareDoesNotFit",
     "UnknownDevice",
 ]
 
@@ -34,6 +35,10 @@ class UnknownDevice(ClaimProblem):
 
 class DeviceBusy(ClaimProblem):
     """A device is already prepared for another claim."""
+
+
+class ShareDoesNotFit(ClaimProblem):
+    """A share of a GPU consumes more than the shares other claims hold leave of it."""
 
 
 class DeviceFailure(ClaimProblem):

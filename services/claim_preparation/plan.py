@@ -9,6 +9,9 @@ A result with admin access (KEP-5018: a claim in a namespace labelled ``resource
 for monitoring and troubleshooting) gets the device as it is, even while another claim holds it: it never
 creates a MIG device and is never in a sharing group, so preparing it changes nothing on the GPU, and it does not
 count as holding the device (see ``Preparer._holders``).
+
+A result with a ``shareID`` is a share of a GPU shared by consumable capacity (``shares.py``): it is its GPU
+daemon's MPS client, planned as one ``SharePlan`` for all the claim's shares.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from services.claim_preparation.devices import Target, lock_key, resolve
 from services.claim_preparation.errors import UnknownDevice
 from services.claim_preparation.precedence import choose, decoded_candidates
 from services.claim_preparation.record import PlannedDevice, SharingPlan
+from services.claim_preparation.shares import SHARE_GROUP, check_share_config, plan_share
 from services.claim_preparation.sharing import plan_sharing
 
 
@@ -52,17 +56,19 @@ def plan_claim(claim: AllocatedClaim, inventory: Inventory, mps_root: Path, *, d
     for result in claim.results:
         target = _resolve(result, inventory, dynamic_mig=dynamic_mig)
         choice = choose(candidates, result, target)  # an admin's config is still checked, and then not applied
-        if not result.admin_access:
-            groups.setdefault(choice.group, _Group(config=choice.config, members={})).members.setdefault(
-                target.name, target
-            )
+        group = _group(result, choice.group)
+        if group == SHARE_GROUP:
+            check_share_config(target.name, choice.config)
+        elif group != ADMIN_GROUP:
+            groups.setdefault(group, _Group(config=choice.config, members={})).members.setdefault(target.name, target)
         devices.append(
             PlannedDevice(
                 request=result.request,
                 pool=result.pool,
                 target=target,
-                group=ADMIN_GROUP if result.admin_access else choice.group,
+                group=group,
                 share_id=result.share_id,
+                consumed=result.consumed,
                 admin_access=result.admin_access,
             )
         )
@@ -70,7 +76,15 @@ def plan_claim(claim: AllocatedClaim, inventory: Inventory, mps_root: Path, *, d
         plan_sharing(claim.ref.uid, name, group.config, list(group.members.values()), mps_root)
         for name, group in sorted(groups.items())
     ]
+    sharing.append(plan_share(claim.ref.uid, devices, inventory, mps_root))
     return ClaimPlan(devices=tuple(devices), sharing=tuple(plan for plan in sharing if plan is not None))
+
+
+def _group(result: AllocationResult, chosen: str) -> str:
+    """An admin's device is in no config group; a share is its GPU daemon's client, in no config group either."""
+    if result.admin_access:
+        return ADMIN_GROUP
+    return SHARE_GROUP if result.share_id else chosen
 
 
 def _resolve(result: AllocationResult, inventory: Inventory, *, dynamic_mig: bool) -> Target:

@@ -73,15 +73,18 @@ from services.claim_preparation.errors import (
 from services.claim_preparation.locks import KeyedLocks
 from services.claim_preparation.mps import MpsDaemons, MpsError
 from services.claim_preparation.outbox import Outbox
-from services.claim_preparation.plan import plan_claim
+from services.claim_preparation.plan import ClaimPlan, plan_claim
 from services.claim_preparation.record import (
     PREPARE_COMPLETED,
     PREPARE_STARTED,
     UNPREPARE_STARTED,
     ClaimRecord,
+    MpsPlan,
     PlannedDevice,
+    SharePlan,
     SharingPlan,
 )
+from services.claim_preparation.shares import DAEMONS, check_fits
 from services.claim_preparation.sharing import strategy_for
 from services.claim_preparation.timing import PhaseClock
 
@@ -245,7 +248,7 @@ class Preparer:
         async with AsyncExitStack() as stack:
             with clock.phase("wait"):
                 await stack.enter_async_context(self._devices.hold(plan.lock_keys, self._waiting(ref)))
-            check_free([d.target for d in plan.devices if not d.admin_access], self._holders(except_uid=ref.uid))
+            self._check_room(ref, plan, inventory)
             started = self._started(claim, plan.devices, plan.sharing)
             if plan.sharing or _created_mig_devices(started):
                 self._save(started, clock)
@@ -504,14 +507,20 @@ class Preparer:
         self._records[record.uid] = record
         self._count_devices()
 
-    def _holders(self, *, except_uid: str) -> dict[str, Holder]:
-        return {
-            device.target.name: Holder(claim=record.label, target=device.target)
-            for record in self._records.values()
-            if record.uid != except_uid
+    def _check_room(self, ref: ClaimRef, plan: ClaimPlan, inventory: Inventory) -> None:
+        """Refuse devices other claims hold, and a share that does not fit beside the other shares of its GPU."""
+        others = [record for record in self._records.values() if record.uid != ref.uid]
+        held = [
+            Holder(claim=record.label, target=device.target, share=device.share_id is not None)
+            for record in others
             for device in record.devices
             if not device.admin_access
-        }
+        ]
+        check_free([(d.target, d.share_id is not None) for d in plan.devices if not d.admin_access], held)
+        for share in plan.sharing:
+            if isinstance(share, SharePlan):
+                shares = [(r.label, p) for r in others for p in r.sharing if isinstance(p, SharePlan)]
+                check_fits(share, shares, inventory)
 
     def _count_devices(self) -> None:
         counts = {"gpu": 0, "mig": 0}
@@ -539,6 +548,7 @@ class Preparer:
         for record in loaded.records:
             await self._reconcile(record)
         await asyncio.to_thread(self._remove_orphan_specs)
+        await self._stop_orphan_daemons()
         self._count_devices()
         await self._announce_again()
         log.info("checkpoint loaded", extra={"claims": len(self._records), "boot_id": self.parts.boot_id})
@@ -575,6 +585,20 @@ class Preparer:
         if record.state != PREPARE_STARTED:  # the claim was announced prepared; the reboot unprepared it
             await self._announce_unprepared(record, clock)
         self._drop(record, clock)
+
+    async def _stop_orphan_daemons(self) -> None:
+        """Shared GPUs' daemons no recorded share uses: a reboot dropped their records (and ended the daemons,
+        leaving the directories)."""
+        root = self.parts.mps_root / DAEMONS
+        used = {plan.gpu for record in self._records.values() for plan in record.sharing if isinstance(plan, SharePlan)}
+        for gpu in await asyncio.to_thread(_subdirectories, root):
+            if gpu not in used:
+                log.info("stopping the MPS daemon of shared GPU %s: no claim holds a share of it", gpu)
+                daemon = MpsPlan(group=gpu, directory=str(root / gpu), devices=(gpu,), minors=())
+                try:
+                    await self.parts.daemons.stop(daemon)
+                except (MpsError, OSError) as exc:
+                    log.error("cannot stop the MPS daemon of shared GPU %s: %s", gpu, exc, extra={"device": gpu})
 
     def _remove_orphan_specs(self) -> None:
         """Specs of claims the checkpoint does not hold (a crash between spec and record, a lost record)."""
@@ -614,6 +638,10 @@ class Preparer:
             log.warning("cleanup cannot read claim %s: %s", record.ref, exc)
             return True
         return bool((obj.get("metadata") or {}).get("uid") == record.uid)
+
+
+def _subdirectories(root: Path) -> list[str]:
+    return sorted(entry.name for entry in root.iterdir() if entry.is_dir()) if root.is_dir() else []
 
 
 def _created_mig_devices(record: ClaimRecord) -> list[str]:

@@ -34,6 +34,8 @@ class PlannedDevice(msgspec.Struct, frozen=True, kw_only=True):
     group: str
     """The opaque config that applies (its index, or ``default-gpu``/``default-mig``): one setting per group."""
     share_id: str | None = None
+    consumed: dict[str, int] = {}
+    """What a share consumes of the device (``consumedCapacity``); empty for a device held whole."""
     admin_access: bool = False
 
 
@@ -68,7 +70,34 @@ class MpsPlan(msgspec.Struct, frozen=True, kw_only=True, tag="MPS"):
         return f"{self.directory}/log"
 
 
-SharingPlan = TimeSlicePlan | MpsPlan
+class SharePlan(msgspec.Struct, frozen=True, kw_only=True, tag="Share"):
+    """A claim's share of a GPU shared by consumable capacity: a client of the GPU's own MPS control daemon.
+
+    The daemon is the GPU's, not the claim's: the first share starts it, the last one to go stops it. What the
+    claim may use is its client's limits, from what it consumed."""
+
+    group: str
+    gpu: str
+    minor: int
+    directory: str
+    """The GPU's daemon: ``<mps-dir>/_gpus/<gpu>`` (no claim UID starts with ``_``)."""
+    consumed: dict[str, int]
+    """The claim's consumption of the GPU, all its shares of it together: what must fit beside other claims."""
+    memory_limit: int
+    """The client's pinned device memory limit in bytes."""
+    active_thread_percentage: int | None = None
+
+    @property
+    def minors(self) -> tuple[int, ...]:
+        return (self.minor,)
+
+    @property
+    def daemon(self) -> MpsPlan:
+        """The GPU's daemon as an MPS plan: no defaults of its own, every limit is a client's."""
+        return MpsPlan(group=self.gpu, directory=self.directory, devices=(self.gpu,), minors=(self.minor,))
+
+
+SharingPlan = TimeSlicePlan | MpsPlan | SharePlan
 
 
 class ClaimRecord(msgspec.Struct, frozen=True, kw_only=True):

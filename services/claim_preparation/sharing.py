@@ -8,7 +8,10 @@ done); each strategy then applies its plan, undoes it, and says what the contain
   are isolated by the hardware, so a MIG group needs nothing; undo puts the GPU back to ``Default``;
 - ``MPS``: the GPUs in exclusive-process mode plus one control daemon for the group, and its pipe and shm
   directories in the containers; undo stops the daemon and leaves exclusive-process mode unless another
-  claim's daemon still runs on that GPU.
+  claim's daemon still runs on that GPU;
+- a share of a GPU shared by consumable capacity (``shares.py``): the GPU in exclusive-process mode and its own
+  daemon, started by the first share and stopped with the last; each claim's containers get the client limits
+  from what it consumed.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from libs.devices.model import MpsSettings, TimeSliceInterval
 from services.claim_preparation.devices import FullGpu, Target, minor_of
 from services.claim_preparation.errors import ConfigError
 from services.claim_preparation.mps import MpsDaemons
-from services.claim_preparation.record import MpsPlan, SharingPlan, TimeSlicePlan
+from services.claim_preparation.record import MpsPlan, SharePlan, SharingPlan, TimeSlicePlan
+from services.claim_preparation.shares import client_edits
 
 # --- planning (pure) ----------------------------------------------------------------------------------------
 
@@ -156,10 +160,35 @@ class Mps:
         return mps_edits(self.plan.pipe_dir, self.plan.shm_dir)
 
 
+@dataclass(frozen=True)
+class Share:
+    """A client of the GPU's own MPS daemon: the first share starts it, the last one stops it."""
+
+    plan: SharePlan
+    backend: DeviceBackend
+    daemons: MpsDaemons
+
+    async def apply(self, uuids: Mapping[str, str]) -> None:
+        daemon = self.plan.daemon
+        await self.backend.start_mps(self.plan.minor, MpsSettings(pipe_directory=daemon.pipe_dir))
+        await self.daemons.start(daemon, uuids)
+
+    async def undo(self, shared_elsewhere: Collection[int]) -> None:
+        if self.plan.minor in shared_elsewhere:
+            return  # another claim's share still uses the daemon
+        await self.daemons.stop(self.plan.daemon)
+        await self.backend.stop_mps(self.plan.minor)
+
+    def edits(self) -> ContainerEdits:
+        return client_edits(self.plan)
+
+
 def strategy_for(
     plan: SharingPlan, backend: DeviceBackend, daemons: MpsDaemons, members: Mapping[str, int]
 ) -> SharingStrategy:
     """The strategy of ``plan``'s mode, bound to it."""
     if isinstance(plan, MpsPlan):
         return Mps(plan, backend, daemons, members)
+    if isinstance(plan, SharePlan):
+        return Share(plan, backend, daemons)
     return TimeSlicing(plan, backend)

@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 import msgspec
+import pytest
 from nats.js import JetStreamContext, api
 from nats.js.api import PubAck
 
@@ -884,3 +885,33 @@ async def read_until(child: asyncio.subprocess.Process, marker: str, timeout: fl
 
 if __name__ == "__main__":
     asyncio.run(_stalling_service(sys.argv[1], Path(sys.argv[2]), sys.argv[3]))
+
+
+async def crash_at(point: str, nats_url: str, root: Path, ref: ClaimRef) -> None:
+    """Run the crash child (``claim_prep_crash_child``) until it reports ``point``, then kill -9 it."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.claim_preparation.claim_prep_crash_child",
+        nats_url,
+        str(root),
+        point,
+        ref.uid,
+        ref.name,
+        cwd=REPO,
+        env={**os.environ, "OTEL_SDK_DISABLED": "true"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert child.stdout is not None
+    seen = b""
+    try:
+        async with asyncio.timeout(30):
+            while f"AT {point}".encode() not in seen:
+                line = await child.stdout.readline()
+                if not line:
+                    pytest.fail(f"the child ended before {point}:\n{seen.decode()}")
+                seen += line
+    finally:
+        child.send_signal(signal.SIGKILL)
+        await child.wait()

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,12 +10,11 @@ from libs.bus import Bus
 from libs.devices.errors import DeviceError
 from libs.devices.model import MigDevice, MpsSettings
 from libs.devices.simulated import SimulatedBackend
-from libs.events.catalogue import ClaimRef
 from libs.kube import RESOURCE_CLAIMS, KubeApi
 from libs.natsserver import EmbeddedNats
 from services.claim_preparation.settings import Settings
 from tests.claim_preparation.claim_prep_crash_child import POINTS
-from tests.claim_preparation.claim_prep_crash_support import claim_events
+from tests.claim_preparation.claim_prep_crash_support import claim_events, crash_at
 from tests.claim_preparation.claim_prep_support import (
     DYNAMIC_MIG,
     cdi_files,
@@ -35,38 +30,7 @@ from tests.claim_preparation.claim_prep_support import (
     until_answering,
 )
 
-REPO = Path(__file__).resolve().parents[2]
 MPS_MIG = [opaque(mig_config(strategy="MPS", mpsConfig={"defaultActiveThreadPercentage": 50}))]
-
-
-async def _crash_at(point: str, nats_url: str, root: Path, ref: ClaimRef) -> None:
-    """Run the crash child until it reports ``point``, then kill -9 it."""
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.claim_preparation.claim_prep_crash_child",
-        nats_url,
-        str(root),
-        point,
-        ref.uid,
-        ref.name,
-        cwd=REPO,
-        env={**os.environ, "OTEL_SDK_DISABLED": "true"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    assert child.stdout is not None
-    seen = b""
-    try:
-        async with asyncio.timeout(30):
-            while f"AT {point}".encode() not in seen:
-                line = await child.stdout.readline()
-                if not line:
-                    pytest.fail(f"the child ended before {point}:\n{seen.decode()}")
-                seen += line
-    finally:
-        child.send_signal(signal.SIGKILL)
-        await child.wait()
 
 
 def _clean(settings: Settings) -> None:
@@ -82,7 +46,7 @@ async def test_kill_9_at_any_point_leaves_a_node_the_next_start_makes_consistent
     point: str, *, tmp_path: Path, nats_server: EmbeddedNats, bus: Bus, kube: KubeApi, settings: Settings
 ) -> None:
     ref = await store_claim(kube, "crash-0", [("mig", DYNAMIC_MIG)], MPS_MIG)
-    await _crash_at(point, nats_server.url, tmp_path, ref)
+    await crash_at(point, nats_server.url, tmp_path, ref)
     async with serving(nats_server.url, settings) as service:
         await until_answering(bus)
         mig_names = {d.name for d in (await (await machine(settings)).inventory()).mig_devices}
