@@ -64,6 +64,7 @@ from bench._stats import pct
 from bench._trust import SecuredServer
 from cli import endpoints
 from cli.claims import allocation, claim_object
+from cli.shares import whole_devices
 from libs.bus import Bus
 from libs.events.catalogue import ClaimRef, PrepareClaims, PrepareClaimsReply, UnprepareClaims, UnprepareClaimsReply
 from libs.kube import RESOURCE_CLAIMS, LocalKube
@@ -415,7 +416,7 @@ async def store(kube: LocalKube, name: str, *names: str) -> tuple[str, str, str]
     """An allocated claim of these devices in the standalone store, as (namespace, name, uid) for the kubelet."""
     devices = [("mig" if "-mig-" in device else "gpu", device) for device in names]
     created = await kube.create(RESOURCE_CLAIMS, claim_object(name, "default", devices, None, DRIVER))
-    created["status"] = {"allocation": allocation(devices, None, NODE, DRIVER)}
+    created["status"] = {"allocation": allocation(whole_devices(devices, node=NODE, driver=DRIVER), None, NODE, DRIVER)}
     await kube.update_status(RESOURCE_CLAIMS, created)
     return ("default", name, str(created["metadata"]["uid"]))
 

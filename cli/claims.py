@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,13 @@ import msgspec
 import yaml
 
 from cli import context, endpoints
+from cli.shares import AllocationRefused, allocate, parse_capacity_requests
 from libs.bus import Bus
 from libs.claims.allocation import pinned_to
 from libs.claims.configapi import DecodeProblem, decode_parameters
 from libs.kube import RESOURCE_CLAIMS, RESOURCE_SLICES, KubeApi, KubeError, LocalKube, NotFound
 from libs.kube.resources import custom_resource, is_dns_label
+from libs.slices.capacity import rendered
 from services.compute_domain.api import DRIVER as CHANNEL_DRIVER
 from services.compute_domain.api import GROUP, KIND, VERSION, ApiObjectError, ComputeDomain, decode_domain
 from services.compute_domain.controller.render import workload_claim_template
@@ -60,6 +62,17 @@ def add_parser(
         "--domain",
         metavar="[NAMESPACE/]DOMAIN",
         help="a channel claim of this ComputeDomain (default: in the claim's namespace), on a free slot of --node",
+    )
+    create.add_argument(
+        "--memory",
+        metavar="QUANTITY",
+        help="a share of each device with this much memory (a GPU published as shareable by consumable capacity)",
+    )
+    create.add_argument(
+        "--capacity",
+        action="append",
+        metavar="NAME=QUANTITY",
+        help="a share of each device with this much of a capacity (computePercent=50); repeat for more",
     )
     create.add_argument("--config", type=Path, help="YAML or JSON file with opaque parameters (GpuConfig...)")
     create.add_argument("--no-check", action="store_true", help="store the config even if it does not decode")
@@ -113,7 +126,7 @@ def device_class(device: str) -> str:
     return "mig.gpudra.io" if "-mig-" in device else "gpu.gpudra.io"
 
 
-def _requests(devices: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+def _requests(devices: Sequence[tuple[str, str]], capacity: Mapping[str, int]) -> list[dict[str, Any]]:
     by_request: dict[str, list[str]] = {}
     for request, device in devices:
         by_request.setdefault(request, []).append(device)
@@ -122,14 +135,28 @@ def _requests(devices: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
         classes = {device_class(name) for name in names}
         if len(classes) > 1:
             raise UsageError(f"request {request} mixes GPUs and MIG devices; give them separate requests")
-        exactly = {"deviceClassName": classes.pop(), "allocationMode": "ExactCount", "count": len(names)}
+        exactly: dict[str, Any] = {
+            "deviceClassName": classes.pop(),
+            "allocationMode": "ExactCount",
+            "count": len(names),
+        }
+        if capacity:
+            exactly["capacity"] = {"requests": rendered(capacity)}
         requests.append({"name": request, "exactly": exactly})
     return requests
 
 
-def claim_object(name: str, namespace: str, devices: Sequence[tuple[str, str]], config: Any, driver: str) -> Any:
-    """The ResourceClaim as a user writes it (spec only)."""
-    spec: dict[str, Any] = {"requests": _requests(devices)}
+def claim_object(
+    name: str,
+    namespace: str,
+    devices: Sequence[tuple[str, str]],
+    config: Any,
+    driver: str,
+    *,
+    capacity: Mapping[str, int] | None = None,
+) -> Any:
+    """The ResourceClaim as a user writes it (spec only); ``capacity`` is what each device's request asks."""
+    spec: dict[str, Any] = {"requests": _requests(devices, capacity or {})}
     if config is not None:
         spec["config"] = [{"opaque": {"driver": driver, "parameters": config}}]
     return {
@@ -140,11 +167,10 @@ def claim_object(name: str, namespace: str, devices: Sequence[tuple[str, str]], 
     }
 
 
-def allocation(devices: Sequence[tuple[str, str]], config: Any, node: str, driver: str) -> dict[str, Any]:
-    """``status.allocation`` as the scheduler writes it: results in the node's pool, config from the claim."""
-    allocated: dict[str, Any] = {
-        "results": [{"request": r, "driver": driver, "pool": node, "device": d} for r, d in devices]
-    }
+def allocation(results: Sequence[Mapping[str, Any]], config: Any, node: str, driver: str) -> dict[str, Any]:
+    """``status.allocation`` as the scheduler writes it: the results (``cli.shares.allocate``), config from the
+    claim, pinned to the node."""
+    allocated: dict[str, Any] = {"results": [dict(result) for result in results]}
     if config is not None:
         allocated["config"] = [{"source": "FromClaim", "opaque": {"driver": driver, "parameters": config}}]
     return {"devices": allocated, "nodeSelector": pinned_to(node)}
@@ -212,12 +238,20 @@ def readiness(claim: dict[str, Any]) -> str:
     return f"{ready}/{len(entries)}"
 
 
+def _allocated(result: Mapping[str, Any]) -> str:
+    """A result; a share with what it consumed (``gpu-4 (share: memory 40Gi, computePercent 0)``)."""
+    if not result.get("shareID"):
+        return str(result.get("device"))
+    consumed = ", ".join(f"{name} {amount}" for name, amount in (result.get("consumedCapacity") or {}).items())
+    return f"{result.get('device')} (share: {consumed or 'nothing consumed'})"
+
+
 def describe(claim: dict[str, Any]) -> str:
     """A claim for a person: its allocation, then each device as its driver reports it."""
     meta = claim["metadata"]
     lines = [f"resourceclaim {meta.get('namespace', '')}/{meta['name']} (uid {meta.get('uid', '')})"]
     results = results_of(claim)
-    lines.append(f"allocated: {', '.join(str(r.get('device')) for r in results) or 'nothing yet'}")
+    lines.append(f"allocated: {', '.join(map(_allocated, results)) or 'nothing yet'}")
     for entry in device_statuses(claim):
         ready = ready_condition(entry)
         state = f"Ready={ready.get('status', '?')} ({ready.get('reason', 'no Ready condition')})"
@@ -234,6 +268,14 @@ def describe(claim: dict[str, Any]) -> str:
             )
         if data.get("cdiDeviceIDs"):
             lines.append(f"    CDI {', '.join(map(str, data['cdiDeviceIDs']))}")
+        if isinstance(data.get("mpsClient"), dict):
+            client = data["mpsClient"]
+            percent = client.get("activeThreadPercentage")
+            lines.append(
+                f"    share {entry.get('shareID')}: MPS client, pinned memory limit "
+                f"{client.get('pinnedDeviceMemoryLimitBytes')} bytes, "
+                + (f"{percent}% of the threads" if percent is not None else "no thread cap")
+            )
     return "\n".join(lines)
 
 
@@ -360,13 +402,14 @@ async def with_store(args: argparse.Namespace) -> tuple[Bus, KubeApi]:
         raise
 
 
-async def published_devices(kube: KubeApi, node: str, driver: str) -> set[str]:
-    """The devices ``node`` publishes for ``driver`` in its ResourceSlices: all the scheduler could allocate."""
+async def published_devices(kube: KubeApi, node: str, driver: str) -> dict[str, dict[str, Any]]:
+    """The devices ``node`` publishes for ``driver`` in its ResourceSlices, by name: all the scheduler could
+    allocate, with the capacities it would allocate from."""
     slices = await kube.list(RESOURCE_SLICES, fields={"spec.nodeName": node, "spec.driver": driver})
-    return {device["name"] for item in slices.items for device in item["spec"].get("devices", [])}
+    return {device["name"]: device for item in slices.items for device in item["spec"].get("devices", [])}
 
 
-def unpublished_problem(wanted: Sequence[str], published: set[str], node: str, driver: str) -> str | None:
+def unpublished_problem(wanted: Sequence[str], published: Collection[str], node: str, driver: str) -> str | None:
     """Why an allocation of ``wanted`` could not have come from the scheduler, or None."""
     if not published:
         return f"node {node} publishes no {driver} devices (is discovery running on it?)"
@@ -382,15 +425,25 @@ async def create_claim(kube: KubeApi, args: argparse.Namespace) -> dict[str, Any
     devices = parse_devices(args.device)
     config = read_config(args.config, check=not args.no_check)
     node, driver = _system_defaults(args)
-    problem = unpublished_problem(
-        [device for _, device in devices], await published_devices(kube, node, driver), node, driver
-    )
+    published = await published_devices(kube, node, driver)
+    problem = unpublished_problem([device for _, device in devices], published, node, driver)
     if problem:
         raise UsageError(problem)
-    created = await kube.create(RESOURCE_CLAIMS, claim_object(args.name, args.namespace, devices, config, driver))
-    created["status"] = {"allocation": allocation(devices, config, node, driver)}
+    try:
+        capacity = parse_capacity_requests(args.capacity or [], args.memory)
+        claims = (await kube.list(RESOURCE_CLAIMS)).items if capacity or _shareable(devices, published) else []
+        results = allocate(devices, capacity, published, claims, node=node, driver=driver)
+    except AllocationRefused as exc:
+        raise UsageError(str(exc)) from None
+    claim = claim_object(args.name, args.namespace, devices, config, driver, capacity=capacity)
+    created = await kube.create(RESOURCE_CLAIMS, claim)
+    created["status"] = {"allocation": allocation(results, config, node, driver)}
     stored: dict[str, Any] = await kube.update_status(RESOURCE_CLAIMS, created)
     return stored
+
+
+def _shareable(devices: Sequence[tuple[str, str]], published: Mapping[str, Mapping[str, Any]]) -> bool:
+    return any(published[device].get("allowMultipleAllocations") for _, device in devices)
 
 
 async def create_channel_claim(kube: KubeApi, args: argparse.Namespace) -> dict[str, Any]:
@@ -398,6 +451,8 @@ async def create_channel_claim(kube: KubeApi, args: argparse.Namespace) -> dict[
     for flag, given in (
         ("--config", args.config is not None),
         ("--no-check", args.no_check),
+        ("--memory", args.memory is not None),
+        ("--capacity", bool(args.capacity)),
         ("--driver", args.driver),
     ):
         if given:
@@ -417,7 +472,7 @@ async def create_channel_claim(kube: KubeApi, args: argparse.Namespace) -> dict[
         )
     node, _ = _system_defaults(args)
     published = await published_devices(kube, node, CHANNEL_DRIVER)
-    slot = free_slot(published, held_slots((await kube.list(RESOURCE_CLAIMS)).items, node), node)
+    slot = free_slot(set(published), held_slots((await kube.list(RESOURCE_CLAIMS)).items, node), node)
     claim = channel_claim_object(args.name, args.namespace, domain)
     created = await kube.create(RESOURCE_CLAIMS, claim)
     created["status"] = {"allocation": channel_allocation(claim, node, slot)}

@@ -24,6 +24,7 @@ from cli.claims import COMPUTE_DOMAINS, UsageError, allocation, parse_domain_ref
 from cli.domains import domain_object
 from cli.kubelet import AmbiguousDriver, claim_driver
 from cli.main import parse, parser
+from cli.shares import whole_devices
 from libs.bus import Bus
 from libs.events.catalogue import ClaimRef
 from libs.kube import RESOURCE_CLAIMS, KubeApi, LocalKube, NotFound
@@ -440,7 +441,13 @@ def test_domain_and_device_exclude_each_other(capsys: pytest.CaptureFixture[str]
 
 def test_the_kubelet_calls_the_driver_the_allocation_names() -> None:
     channel = {"status": {"allocation": {"devices": {"results": [{"driver": DRIVER, "device": "slot-0"}]}}}}
-    gpu = {"status": {"allocation": allocation([("gpu", "gpu-0")], None, "gb-1", "gpu.gpudra.io")}}
+    gpu = {
+        "status": {
+            "allocation": allocation(
+                whole_devices([("gpu", "gpu-0")], node="gb-1", driver="gpu.gpudra.io"), None, "gb-1", "gpu.gpudra.io"
+            )
+        }
+    }
     assert claim_driver(channel) == DRIVER
     assert claim_driver(gpu) == "gpu.gpudra.io"
     assert claim_driver({"metadata": {}}) == ""  # not allocated: the system's GPU driver, as before

@@ -17,6 +17,7 @@ from cli.claims import UsageError, allocation, claim_object, parse_devices
 from cli.endpoints import NotRunning
 from cli.faults import command_of, target_node
 from cli.main import parse
+from cli.shares import whole_devices
 from libs.events.catalogue import InjectFault
 from libs.events.subjects import rpc_subject
 from libs.kube import RESOURCE_CLAIMS, Invalid
@@ -73,7 +74,8 @@ def test_claim_create_arguments_give_a_well_formed_claim_or_a_usage_error(
         return
     assert all(is_dns_label(request) and is_dns_label(device) for request, device in pairs)
     assert clean_subject(object_key(RESOURCE_CLAIMS, args.namespace, args.name))
-    msgspec.json.encode([claim, allocation(pairs, None, "node-0", "gpu.gpudra.io")])
+    results = whole_devices(pairs, node="node-0", driver="gpu.gpudra.io")
+    msgspec.json.encode([claim, allocation(results, None, "node-0", "gpu.gpudra.io")])
 
 
 @settings(max_examples=200, deadline=None)

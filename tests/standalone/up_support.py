@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -16,9 +17,16 @@ from cli import endpoints
 System = tuple[asyncio.subprocess.Process, endpoints.Endpoints]
 
 
-async def gpudra(*args: str) -> asyncio.subprocess.Process:
+async def gpudra(*args: str, env: Mapping[str, str] | None = None) -> asyncio.subprocess.Process:
+    """``gpudra ARGS...``; ``env`` adds to this process's environment (settings as an operator sets them)."""
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        sys.executable,
+        "-m",
+        "cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -35,10 +43,10 @@ async def read_until(process: asyncio.subprocess.Process, marker: str, timeout: 
 
 
 @asynccontextmanager
-async def running_up(state_dir: Path, *flags: str) -> AsyncIterator[System]:
+async def running_up(state_dir: Path, *flags: str, env: Mapping[str, str] | None = None) -> AsyncIterator[System]:
     """``gpudra up --state-dir STATE_DIR FLAGS...`` until the block exits, then Ctrl-C and its exit awaited."""
     kubelet_dir = tempfile.mkdtemp(prefix="k", dir="/tmp")  # pytest's tmp_path is too deep for socket paths
-    process = await gpudra("up", "--state-dir", str(state_dir), "--kubelet-dir", kubelet_dir, *flags)
+    process = await gpudra("up", "--state-dir", str(state_dir), "--kubelet-dir", kubelet_dir, *flags, env=env)
     try:
         await read_until(process, "Ctrl-C stops everything")
         yield process, endpoints.read(state_dir)
