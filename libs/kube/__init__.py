@@ -23,6 +23,7 @@ from libs.kube.object_rules import kube_time
 from libs.kube.port import KubeApi, ObjectList, WatchEvent
 from libs.kube.resources import (
     DEVICE_CLASSES,
+    DEVICE_TAINT_RULES,
     LEASES,
     NODES,
     PODS,
@@ -48,6 +49,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "DEVICE_CLASSES",
+    "DEVICE_TAINT_RULES",
     "LEASES",
     "NODES",
     "PODS",

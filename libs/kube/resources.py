@@ -60,6 +60,8 @@ RESOURCE_SLICES = Resource(
 )
 RESOURCE_CLAIMS = Resource("resource.k8s.io", "v1", "resourceclaims", "ResourceClaim", True, status_subresource=True)
 DEVICE_CLASSES = Resource("resource.k8s.io", "v1", "deviceclasses", "DeviceClass", False)
+DEVICE_TAINT_RULES = Resource("resource.k8s.io", "v1beta2", "devicetaintrules", "DeviceTaintRule", False)
+"""Served from Kubernetes 1.36 where the gate DRADeviceTaintRules (beta, off by default) is on."""
 NODES = Resource("", "v1", "nodes", "Node", False, status_subresource=True, tracks_generation=False)
 PODS = Resource(
     "",

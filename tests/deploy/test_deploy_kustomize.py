@@ -72,6 +72,7 @@ from tests.health_controller.health_controller_support import (
     pods_on,
 )
 from tests.support.kubeapi import KubeApiServer
+from tests.support.kubeapi.resources import DEVICE_TAINT_RULES
 
 DEPLOY = ROOT / "deploy"
 KUSTOMIZE = DEPLOY / "kustomize"
@@ -745,7 +746,10 @@ async def test_the_remediation_role_grants_exactly_the_calls_the_controller_make
 ) -> None:
     """A device repair (partial drain through the claims, eviction) and a node repair (cordon, taint, full drain,
     a DeleteAfterTimeout pod deleted), against the Kubernetes API test server, which counts every request by
-    verb and resource: the ClusterRole must allow each, and nothing else."""
+    verb and resource: the ClusterRole must allow each, and nothing else. The server is a 1.36 one serving
+    DeviceTaintRules, which the controller follows."""
+    kube_api.version = "v1.36.0"
+    kube_api.registry.add(DEVICE_TAINT_RULES)
     policy = tmp_path / "drain.yaml"
     policy.write_text("rules:\n  - {mode: DeleteAfterTimeout, namespaces: [batch], timeout: 0}\n")
     add_node(kube_api, "node-a")

@@ -27,6 +27,7 @@ from libs.bus.topology import LEASE_BUCKET, REMEDIATION_LEASE_PREFIX
 from libs.bus.tracing import extract, messaging_span
 from libs.events import CLUSTER, Envelope, Event
 from libs.kube import KubeApi, open_kube, resolve_mode
+from libs.slices import DRIVER_NAME
 from libs.version import VERSION
 from services.health.controller import metrics
 from services.health.controller.admission import BreakerGate
@@ -51,6 +52,7 @@ from services.health.controller.kube_actions import Drainer, NodeActions, parent
 from services.health.controller.lanes import Lanes
 from services.health.controller.outbox import Pending
 from services.health.controller.reboot import RebootHook, reboot_hook
+from services.health.controller.taint_rules import TaintRules
 from services.health.controller.taints_store import TaintStore
 from services.health.remediation import AnyInput, NodeObserved, RemediationSucceeded, Work
 from services.health.settings import Settings
@@ -100,6 +102,7 @@ class Controller:
         self._stack = AsyncExitStack()
         self.lanes = Lanes[Item](self._batch, workers=config.workers)
         self.view = ClusterView(bus, kube)
+        self.taint_rules = TaintRules(kube, DRIVER_NAME, lambda: self.view.inventory)
         self.store: BookStore
         self.gate: BreakerGate
         self.engine: Engine
@@ -124,6 +127,9 @@ class Controller:
         await self.view.start()
         stack.push_async_callback(self.view.stop)
         self.view.on_node = self._node_changed
+        self.taint_rules.on_change = self._rule_changed
+        await self.taint_rules.start()
+        stack.push_async_callback(self.taint_rules.stop)
         self.election = Election(
             await self.bus.kv(LEASE_BUCKET),
             REMEDIATION_LEASE_PREFIX,
@@ -182,6 +188,7 @@ class Controller:
             access=self,
             publish=self._publish,
             clock=self._clock,
+            taint_rules=self.taint_rules,
         )
 
     # --- intake ---------------------------------------------------------------------------------------
@@ -392,6 +399,21 @@ class Controller:
         if self.election.is_leader:
             observed = NodeObserved(unschedulable=state.unschedulable, labels=state.labels)
             self.lanes.submit(node, InputItem(input=observed))
+
+    async def _rule_changed(self, node: str, device: str) -> None:
+        """An operator's DeviceTaintRules on a device changed: the leader says what the device's health now is,
+        from the book as stored (this replica may not hold the node's book)."""
+        if not self.election.is_leader:
+            return
+        try:
+            stored = (await self.store.load(node)).stored
+            await self.executor.announce_rules(node, stored, device)
+        except Exception as exc:
+            log.warning(
+                "cannot announce the health of a device a DeviceTaintRule changed: %s",
+                exc,
+                extra={"node": node, "device": device},
+            )
 
     async def _sweeping(self) -> None:
         while self.election.is_leader:

@@ -15,12 +15,13 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Literal, Protocol
 
 from libs.events import Event
 from libs.events.catalogue.health import EntityRef
 from libs.events.catalogue.remediation import RemediationStepCompleted, Step
+from libs.events.envelope import new_event_id
 from services.health.controller import metrics
 from services.health.controller.books import StoredNode
 from services.health.controller.config import Timing
@@ -29,6 +30,7 @@ from services.health.controller.kube_actions import NODE_ACTIONS, Drainer, NodeA
 from services.health.controller.live import blocking
 from services.health.controller.outbox import Pending, still_wanted
 from services.health.controller.reboot import RebootHook
+from services.health.controller.taint_rules import RuleTaint, TaintRules, with_rule_taints
 from services.health.controller.taints_store import TaintStore, device_health
 from services.health.remediation import (
     Action,
@@ -86,8 +88,11 @@ class Executor:
         access: NodeAccess,
         publish: Publisher,
         clock: Clock,
+        taint_rules: TaintRules | None = None,
     ) -> None:
         self._rules = rules
+        self._taint_rules = taint_rules
+        """An operator's DeviceTaintRules, counted beside the book's taints (None: not followed)."""
         self._timing = timing
         self._taints = taints
         self._nodes = nodes
@@ -129,13 +134,30 @@ class Executor:
         for entry, action in items:
             assert isinstance(action, SetDeviceTaints)
             record = record_of(stored.book, action.device)
-            event = device_health(node, action.device, action.taints, record.reason if record else "")
+            ruled = self.rule_taints(node, [action.device]).get(action.device, [])
+            event = device_health(node, action.device, action.taints, record.reason if record else "", ruled)
             await self._taints.announce(event, f"rem:{node}:{entry.id}:health")
             log.info(
                 "device health: %s", event.health, extra={"node": node, "device": action.device, "reason": event.reason}
             )
             if event.health == "Unhealthy" and entry.detected is not None:
                 metrics.QUARANTINE_SECONDS.labels("device").observe(_since(entry.detected, self._clock()))
+
+    async def announce_rules(self, node: str, stored: StoredNode, device: str) -> None:
+        """The device's health after an operator's DeviceTaintRules on it changed: the book's taints and reason
+        as they are, with the rules' taints as they now are."""
+        record = record_of(stored.book, device)
+        own = device_taints(stored.book, self._rules).get(device, ())
+        ruled = self.rule_taints(node, [device]).get(device, [])
+        event = device_health(node, device, own, record.reason if record else "", ruled)
+        await self._taints.announce(event, new_event_id())
+        log.info("device health: %s", event.health, extra={"node": node, "device": device, "reason": event.reason})
+
+    def rule_taints(self, node: str, devices: Collection[str]) -> dict[str, list[RuleTaint]]:
+        """The DeviceTaintRules' taints on these devices of the node (all its devices when none are named)."""
+        if self._taint_rules is None:
+            return {}
+        return self._taint_rules.taints(node, devices or None)
 
     async def _node(self, node: str, items: list[tuple[Pending, Action]]) -> None:
         await self._nodes.apply(node, [action for _, action in items])
@@ -197,7 +219,7 @@ class Executor:
         rechecked = False
         while still_wanted(stored.book, work):
             pods = await self._drainer.pods(node, with_devices=bool(devices))
-            taints = device_taints(stored.book, self._rules)
+            taints = with_rule_taints(device_taints(stored.book, self._rules), self.rule_taints(node, devices))
             plan = plan_drain(pods, devices, self._drainer.policy, started, self._clock(), taints=taints)
             if plan.done:
                 skipped = f", {len(plan.skipped)} left (system or DaemonSet pods)" if plan.skipped else ""

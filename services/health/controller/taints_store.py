@@ -22,17 +22,23 @@ from libs.bus import Bus
 from libs.bus.topology import HEALTH_BUCKET, taints_key
 from libs.events.catalogue.health import DeviceHealthChanged
 from libs.slices import DeviceTaint
-
-BLOCKING = frozenset({"NoSchedule", "NoExecute"})
+from services.health.controller.taint_rules import BLOCKING, RuleTaint, blocking_rules
 
 _encoder = msgspec.json.Encoder()
 
 
-def device_health(node: str, device: str, taints: Sequence[DeviceTaint], reason: str) -> DeviceHealthChanged:
-    blocked = [t for t in taints if t.effect in BLOCKING]
+def device_health(
+    node: str, device: str, taints: Sequence[DeviceTaint], reason: str, ruled: Sequence[RuleTaint] = ()
+) -> DeviceHealthChanged:
+    """The device's health as Kubernetes sees it: gpudra's taints and, from ``ruled``, an operator's
+    DeviceTaintRules; unhealthy while any of them blocks it, with a reason naming the taints and the rules."""
+    blocked = [t for t in [*taints, *(r.taint for r in ruled)] if t.effect in BLOCKING]
     if not blocked:
         return DeviceHealthChanged(node=node, pool=node, device=device, health="Healthy", reason=reason)
     keys = ", ".join(f"{t.key}={t.value}:{t.effect}" if t.value else f"{t.key}:{t.effect}" for t in blocked)
+    rules = blocking_rules(ruled)
+    if rules:
+        keys += f"; by DeviceTaintRule {', '.join(rules)}"
     why = f"{reason} (taints {keys})" if reason else f"taints {keys}"
     return DeviceHealthChanged(node=node, pool=node, device=device, health="Unhealthy", reason=why)
 

@@ -134,6 +134,12 @@ BUILTIN_RESOURCES: tuple[ResourceType, ...] = (
     ),
 )
 
+DEVICE_TAINT_RULES = ResourceType(
+    "resource.k8s.io", "v1beta2", "devicetaintrules", "DeviceTaintRule", namespaced=False, status_subresource=True
+)
+"""Served by Kubernetes 1.36 only with the gate DRADeviceTaintRules (beta, off by default) on: a test that wants
+it sets ``kube_api.version`` to 1.36 and adds it (``kube_api.registry.add``)."""
+
 CRD_KEY = ("apiextensions.k8s.io", "customresourcedefinitions")
 
 
