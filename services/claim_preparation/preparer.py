@@ -348,7 +348,7 @@ class Preparer:
     async def _set_up(self, record: ClaimRecord, clock: PhaseClock) -> ClaimRecord:
         with clock.phase("apply"):
             devices = await self._create_mig_devices(record.devices)
-            edits = await self._apply_sharing(record.sharing, devices)
+            edits = await self._apply_sharing(record.uid, record.sharing, devices)
         spec = claim_spec(self.parts.driver, record.uid, devices, edits, self.parts.paths)
         event_id, since = self.parts.outbox.expect()
         completed = msgspec.structs.replace(
@@ -402,14 +402,14 @@ class Preparer:
             return await mig.create(self.parts.backend, target)
 
     async def _apply_sharing(
-        self, plans: Sequence[SharingPlan], devices: Sequence[PlannedDevice]
+        self, uid: str, plans: Sequence[SharingPlan], devices: Sequence[PlannedDevice]
     ) -> dict[str, ContainerEdits]:
         edits: dict[str, ContainerEdits] = {}
         for plan in plans:
             members = [d.target for d in devices if d.group == plan.group]
-            strategy = strategy_for(
-                plan, self.parts.backend, self.parts.daemons, {t.name: minor_of(t) for t in members}
-            )
+            by_minor = {t.name: minor_of(t) for t in members}
+            elsewhere = self._shared_elsewhere(plan, uid)
+            strategy = strategy_for(plan, self.parts.backend, self.parts.daemons, by_minor, elsewhere)
             with failures_as(DeviceFailure, f"setting up {type(plan).__name__.removesuffix('Plan')} sharing"):
                 await strategy.apply({t.name: t.uuid for t in members})
             edits[plan.group] = strategy.edits()

@@ -167,8 +167,12 @@ class Share:
     plan: SharePlan
     backend: DeviceBackend
     daemons: MpsDaemons
+    joining: bool = False
+    """Another claim's share already runs the GPU's daemon: nothing to start, only the client's edits."""
 
     async def apply(self, uuids: Mapping[str, str]) -> None:
+        if self.joining:
+            return
         daemon = self.plan.daemon
         await self.backend.start_mps(self.plan.minor, MpsSettings(pipe_directory=daemon.pipe_dir))
         await self.daemons.start(daemon, uuids)
@@ -184,11 +188,16 @@ class Share:
 
 
 def strategy_for(
-    plan: SharingPlan, backend: DeviceBackend, daemons: MpsDaemons, members: Mapping[str, int]
+    plan: SharingPlan,
+    backend: DeviceBackend,
+    daemons: MpsDaemons,
+    members: Mapping[str, int],
+    shared_elsewhere: Collection[int] = (),
 ) -> SharingStrategy:
-    """The strategy of ``plan``'s mode, bound to it."""
+    """The strategy of ``plan``'s mode, bound to it; ``shared_elsewhere``: GPUs another claim has set up the
+    same way (a share joins their daemon)."""
     if isinstance(plan, MpsPlan):
         return Mps(plan, backend, daemons, members)
     if isinstance(plan, SharePlan):
-        return Share(plan, backend, daemons)
+        return Share(plan, backend, daemons, joining=plan.minor in shared_elsewhere)
     return TimeSlicing(plan, backend)

@@ -197,28 +197,44 @@ async def test_a_share_the_node_cannot_serve_is_refused_before_anything_changes(
     assert not daemon_running(settings)
 
 
-SHARE_POINTS = ("started", "sharing", "cdi", "completed", "unprepare-started", "spec-removed")
-"""The crash child's points a share passes (it creates no MIG device)."""
+FIRST_SHARE_POINTS = ("started", "sharing", "cdi", "completed", "unprepare-started", "spec-removed")
+"""The crash child's points the first share of a GPU passes (it starts the daemon; it creates no MIG device)."""
+JOINING_POINTS = tuple(point for point in FIRST_SHARE_POINTS if point != "sharing")
+"""A share joining a running daemon starts nothing."""
 
 
-@pytest.mark.parametrize("point", SHARE_POINTS)
-async def test_kill_9_of_one_share_leaves_the_other_shares_daemon_running(
-    point: str, *, tmp_path: Path, nats_server: EmbeddedNats, bus: Bus, kube: KubeApi, settings: Settings
+@pytest.mark.parametrize(
+    ("point", "joining"),
+    [(point, False) for point in FIRST_SHARE_POINTS] + [(point, True) for point in JOINING_POINTS],
+)
+async def test_kill_9_of_a_share_at_any_step_leaves_the_gpu_as_the_other_shares_need_it(
+    point: str,
+    joining: bool,
+    *,
+    tmp_path: Path,
+    nats_server: EmbeddedNats,
+    bus: Bus,
+    kube: KubeApi,
+    settings: Settings,
 ) -> None:
-    staying = await store_share(kube, "staying", half())
+    staying = await store_share(kube, "staying", half()) if joining else None
     crashing = await store_share(kube, "crashing", half())
-    async with serving(nats_server.url, settings):
-        await until_answering(bus)
-        assert (await prepare(bus, staying)).results[staying.uid].error == ""
+    if staying is not None:
+        async with serving(nats_server.url, settings):
+            await until_answering(bus)
+            assert (await prepare(bus, staying)).results[staying.uid].error == ""
     await crash_at(point, nats_server.url, tmp_path, crashing)
     async with serving(nats_server.url, settings) as service:
         await until_answering(bus)
-        kept = {staying.uid, crashing.uid} if point == "completed" else {staying.uid}
-        assert set(service.preparer.records) == kept
-        assert daemon_running(settings)
-        assert client_env(settings, staying)["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=40960M"
+        completed = {crashing.uid} if point == "completed" else set()
+        assert set(service.preparer.records) == completed | ({staying.uid} if staying else set())
+        assert daemon_running(settings) == bool(completed or staying)
+        if staying is not None:
+            assert client_env(settings, staying)["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=40960M"
         assert (await prepare(bus, crashing)).results[crashing.uid].error == ""
-        assert (await unprepare(bus, staying, crashing)).results[crashing.uid].error == ""
+        assert daemon_running(settings)
+        refs = [crashing, *([staying] if staying else [])]
+        assert all(r.error == "" for r in (await unprepare(bus, *refs)).results.values())
         assert not daemon_running(settings)
         assert cdi_files(settings) == []
 
