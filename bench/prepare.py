@@ -19,9 +19,8 @@ kubelet with the kubelet-like gRPC client (``libs.kubeletclient``).
   specs are reset by a reboot anyway (``libs/files``); the ratio is given against both.
 - Throughput: 16 callers at once, each with its own claim, then all 16 unprepare; prepares/s over the prepare
   bursts. 16 claims hold the 8 GPUs at once through MIG: the simulated machine has two 3g.40gb MIG devices on
-  each GPU and each claim gets one. A GPU cannot go to two claims in this driver (the second is DeviceBusy: the
-  driver publishes no ``allowMultipleAllocations``), and time-slicing or MPS share one claim between pods, not
-  one GPU between claims. The two claims on one GPU take turns on its lock, as they would on a node.
+  each GPU and each claim gets one (shares of a whole GPU by consumable capacity are ``bench shares``'s). The
+  two claims on one GPU take turns on its lock, as they would on a node.
 - Where the time goes: the same prepare and unprepare straight over NATS (no gRPC, no shim), a bare JetStream
   publish + ack (what the event costs), the service's phase timings (the ``timings_ms`` that ``ClaimPrepared``
   carries), and the CPU milliseconds each process spent per prepare+unprepare cycle (from /proc).
@@ -49,7 +48,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -371,12 +370,14 @@ async def system(root: Path, cprofile: Path | None) -> AsyncIterator[System]:
 
 
 @contextlib.asynccontextmanager
-async def up_system(root: Path, machine: str = PROFILE, mig_mode: str = "static") -> AsyncIterator[System]:
+async def up_system(
+    root: Path, machine: str = PROFILE, mig_mode: str = "static", settings: Mapping[str, str] | None = None
+) -> AsyncIterator[System]:
     """``gpudra up`` as a user starts it (the supervisor, nats-server, every service) on the bench's machine:
-    what it costs with everything else that reacts to a claim running too."""
+    what it costs with everything else that reacts to a claim running too. ``settings``: more ``GPUDRA_*``."""
     profile = root / "profile.yaml"
     profile.write_text(machine)
-    env = {**os.environ, "GPUDRA_MIG_MODE": mig_mode, "GPUDRA_LOG_LEVEL": "INFO"}  # tracing on, as users run it
+    env = {**os.environ, "GPUDRA_MIG_MODE": mig_mode, "GPUDRA_LOG_LEVEL": "INFO", **(settings or {})}  # tracing on
     argv = [sys.executable, "-m", "cli", "up", "--state-dir", str(root), "--node", NODE, "--profile", str(profile)]
     up = await Child.start("gpudra up", argv, env, "Ctrl-C stops everything")
     floor: Child | None = None
