@@ -42,6 +42,9 @@ class Gpu(msgspec.Struct, frozen=True, kw_only=True):
     mig_enabled: bool
     addressing_mode: str | None = None
     fabric: FabricInfo | None = None
+    iommu_group: int | None = None
+    """The IOMMU group of the GPU's PCI function (``/sys/bus/pci/devices/<bdf>/iommu_group``); None without an
+    IOMMU: such a GPU cannot be passed through to a VM."""
 
     @property
     def name(self) -> str:

@@ -15,6 +15,11 @@ def gpu_device_name(minor: int) -> str:
     return f"gpu-{minor}"
 
 
+def vfio_device_name(minor: int) -> str:
+    """The GPU as a VM gets it (bound to vfio-pci): a device of its own beside ``gpu-<minor>``."""
+    return f"gpu-{minor}-vfio"
+
+
 def profile_token(profile_name: str) -> str:
     """`1g.10gb` -> `1g10gb`, `1g.10gb+me` -> `1g10gbme`: device names must be DNS labels."""
     return _NOT_DNS.sub("", profile_name.lower())

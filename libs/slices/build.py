@@ -11,9 +11,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from libs.devices.model import Inventory
-from libs.slices.devices import Device, GpuGroup, MigMode, gpu_group
+from libs.slices.devices import NO_PASSTHROUGH, Device, GpuGroup, MigMode, gpu_group
 from libs.slices.layout import SliceContent, lay_out
 from libs.slices.limits import SliceLimits, limits_for
+from libs.slices.passthrough import PassthroughGpus
 from libs.slices.taints import DeviceTaint, allowed_taints
 
 DRIVER_NAME = "gpu.gpudra.io"
@@ -32,14 +33,16 @@ def build_slices(
     taints: Mapping[str, Sequence[DeviceTaint]] | None = None,
     owner: Mapping[str, Any] | None = None,
     shared_gpus: bool = False,
+    passthrough: PassthroughGpus = NO_PASSTHROUGH,
 ) -> list[ResourceSlice]:
     """All slices of the node's pool. `taints` is keyed by device name; `owner` is the Node's owner
     reference, so the slices go when the Node goes; `shared_gpus` publishes GPUs with MIG off as shareable by
-    consumable capacity (``libs.slices.sharing``)."""
+    consumable capacity (``libs.slices.sharing``); `passthrough` names the GPUs also offered to VMs
+    (``libs.slices.passthrough``)."""
     limits = limits_for(k8s_minor)
     taints = taints or {}
     groups = [
-        _tainted(gpu_group(inventory, gpu, mig_mode, shared_gpus=shared_gpus), taints, limits)
+        _tainted(gpu_group(inventory, gpu, mig_mode, shared_gpus=shared_gpus, passthrough=passthrough), taints, limits)
         for gpu in sorted(inventory.gpus, key=lambda g: g.minor)
     ]
     contents = lay_out(groups, limits)

@@ -7,7 +7,8 @@
   never switched (that needs a GPU reset), so a GPU with MIG off still offers only itself.
 
 With ``shared`` (discovery's ``consumable_capacity``), a GPU with MIG off offers itself as shareable
-(``libs.slices.sharing``); a GPU with MIG on is partitioned by MIG instead and is never shared this way.
+(``libs.slices.sharing``); a GPU with MIG on is partitioned by MIG instead and is never shared this way. A GPU
+with MIG off that ``passthrough`` names also offers itself to VMs (``libs.slices.passthrough``).
 """
 
 import enum
@@ -24,9 +25,11 @@ from libs.slices.attributes import (
     mig_capacity,
     shared_attributes,
 )
+from libs.slices.passthrough import PassthroughGpus, passthrough_devices
 from libs.slices.sharing import shareable
 
 Device = dict[str, Any]
+NO_PASSTHROUGH = PassthroughGpus()
 
 
 class MigMode(enum.StrEnum):
@@ -43,12 +46,23 @@ class GpuGroup:
     counter_set: dict[str, Any] | None = field(default=None)
 
 
-def gpu_group(inventory: Inventory, gpu: Gpu, mode: MigMode, *, shared_gpus: bool = False) -> GpuGroup:
+def gpu_group(
+    inventory: Inventory,
+    gpu: Gpu,
+    mode: MigMode,
+    *,
+    shared_gpus: bool = False,
+    passthrough: PassthroughGpus = NO_PASSTHROUGH,
+) -> GpuGroup:
     profiles = inventory.profiles_for(gpu)
     shared = shared_attributes(gpu)
     if not gpu.mig_enabled:
         whole = full_gpu(gpu, shared)
-        return GpuGroup(gpu.minor, [shareable(whole, gpu.memory_bytes) if shared_gpus else whole])
+        whole = shareable(whole, gpu.memory_bytes) if shared_gpus else whole
+        if passthrough.offers(gpu):
+            devices, counter_set = passthrough_devices(gpu, whole, shared)
+            return GpuGroup(gpu.minor, devices, counter_set)
+        return GpuGroup(gpu.minor, [whole])
     if mode is MigMode.STATIC:
         return GpuGroup(gpu.minor, [static_mig(gpu, mig, shared) for mig in inventory.mig_devices_of(gpu)])
     if not profiles:

@@ -15,6 +15,7 @@ import msgspec
 
 from libs.devices.settings import DeviceSettings
 from libs.kube import KubeconfigSetting, KubeModeSetting
+from libs.slices.passthrough import NONE, PassthroughGpus, PassthroughSetting
 
 
 def _doc(text: str) -> msgspec.Meta:
@@ -32,6 +33,7 @@ class Settings(DeviceSettings, kw_only=True, frozen=True):
         Literal["static", "dynamic"],
         _doc("static: publish existing MIG devices; dynamic: publish every MIG partition, created on prepare"),
     ] = "static"
+    passthrough_gpus: PassthroughSetting = NONE
     dev_root: Annotated[
         str, _doc("host directory that holds dev/nvidia*: / for NVML (default), the simulated machine's otherwise")
     ] = ""
@@ -64,6 +66,10 @@ class Settings(DeviceSettings, kw_only=True, frozen=True):
     @property
     def mps_path(self) -> Path:
         return self._under_state(self.mps_dir, "mps")
+
+    @property
+    def passthrough(self) -> PassthroughGpus:
+        return PassthroughGpus.parse(self.passthrough_gpus)
 
     @property
     def dev_root_path(self) -> str:

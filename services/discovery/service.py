@@ -56,6 +56,7 @@ async def running(bus: Bus, settings: Settings) -> AsyncIterator[Discovery]:
                 "kube_minor": kube.minor,
                 "mig_mode": settings.mig_mode,
                 "consumable_capacity": settings.consumable_capacity,
+                "passthrough_gpus": settings.passthrough_gpus,
             },
         )
         if settings.consumable_capacity and kube.mode != "local" and kube.minor < CONSUMABLE_CAPACITY_BETA:
@@ -77,6 +78,7 @@ async def running(bus: Bus, settings: Settings) -> AsyncIterator[Discovery]:
                 k8s_minor=kube.minor,
                 mig_mode=settings.mig,
                 shared_gpus=settings.consumable_capacity,
+                passthrough=settings.passthrough,
             ),
             resync_seconds=settings.resync_seconds,
             retry_seconds=settings.retry_seconds,

@@ -15,6 +15,7 @@ import msgspec
 from libs.devices.settings import DeviceSettings
 from libs.kube import KubeconfigSetting, KubeModeSetting
 from libs.slices import MigMode
+from libs.slices.passthrough import NONE, PassthroughGpus, PassthroughSetting
 
 CONSUMABLE_CAPACITY_BETA = 36
 """The first Kubernetes minor with DRAConsumableCapacity on by default (beta)."""
@@ -46,6 +47,7 @@ class Settings(DeviceSettings, kw_only=True, frozen=True):
             "an MPS client with its limits; Kubernetes 1.36 (DRAConsumableCapacity)"
         ),
     ] = False
+    passthrough_gpus: PassthroughSetting = NONE
     kube_minor: Annotated[
         int,
         _doc(
@@ -60,3 +62,7 @@ class Settings(DeviceSettings, kw_only=True, frozen=True):
     @property
     def mig(self) -> MigMode:
         return MigMode(self.mig_mode)
+
+    @property
+    def passthrough(self) -> PassthroughGpus:
+        return PassthroughGpus.parse(self.passthrough_gpus)

@@ -25,6 +25,8 @@ from libs.bus.watching import stop_watching
 from libs.devices.model import Inventory
 from libs.kube.slice_publisher import PublishResult, SlicePublisher
 from libs.slices import DeviceTaint, MigMode, build_slices
+from libs.slices.devices import NO_PASSTHROUGH
+from libs.slices.passthrough import PassthroughGpus
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +41,17 @@ def desired_slices(
     k8s_minor: int,
     mig_mode: MigMode,
     shared_gpus: bool = False,
+    passthrough: PassthroughGpus = NO_PASSTHROUGH,
 ) -> list[dict[str, Any]]:
     """The pool as it should be; the generation is the publisher's to choose (it must exceed the published one)."""
     return build_slices(
-        inventory, k8s_minor=k8s_minor, generation=1, mig_mode=mig_mode, taints=taints, shared_gpus=shared_gpus
+        inventory,
+        k8s_minor=k8s_minor,
+        generation=1,
+        mig_mode=mig_mode,
+        taints=taints,
+        shared_gpus=shared_gpus,
+        passthrough=passthrough,
     )
 
 
@@ -113,17 +122,24 @@ class SliceSync:
         k8s_minor: int,
         mig_mode: MigMode,
         shared_gpus: bool = False,
+        passthrough: PassthroughGpus = NO_PASSTHROUGH,
     ) -> None:
         self.publisher = publisher
         self.taints = taints
         self.k8s_minor = k8s_minor
         self.mig_mode = mig_mode
         self.shared_gpus = shared_gpus
+        self.passthrough = passthrough
 
     async def publish(self, inventory: Inventory) -> PublishResult:
         """Raises ``SlicePublishError`` (API) or ``SliceLayoutError`` (a GPU the version cannot describe)."""
         taints = await self.taints.taints_for(inventory.node)
         desired = desired_slices(
-            inventory, taints, k8s_minor=self.k8s_minor, mig_mode=self.mig_mode, shared_gpus=self.shared_gpus
+            inventory,
+            taints,
+            k8s_minor=self.k8s_minor,
+            mig_mode=self.mig_mode,
+            shared_gpus=self.shared_gpus,
+            passthrough=self.passthrough,
         )
         return await self.publisher.publish(desired)

@@ -11,6 +11,8 @@ import yaml
 from libs.devices.simulated import load_profile
 from libs.devices.simulated.ops import initial_state, inventory_of
 from libs.slices import DRIVER_NAME, MigMode, build_slices
+from libs.slices.passthrough import PassthroughGpus
+from tests.unit.slices.slices_support import with_iommu_groups
 
 CLASSES = Path(__file__).resolve().parents[3] / "deploy/kustomize/base/deviceclasses.yaml"
 EQUALS = re.compile(r'device\.attributes\["gpu\.gpudra\.io"\]\.(\w+) (==|in) ("[^"]*"|\[[^\]]*\])')
@@ -20,7 +22,7 @@ def classes() -> dict[str, dict[str, Any]]:
     return {c["metadata"]["name"]: c for c in yaml.safe_load_all(CLASSES.read_text())}
 
 
-@pytest.mark.parametrize("version", ["1.34.0", "1.35.0"])
+@pytest.mark.parametrize("version", ["1.34.0", "1.35.0", "1.36.0"])
 def test_device_classes_validate(version: str) -> None:
     for device_class in classes().values():
         kubernetes_validate.validate(device_class, version, strict=True)
@@ -41,15 +43,18 @@ def selects(expression: str, device: dict[str, Any]) -> bool:
 
 
 def test_each_class_selects_the_devices_it_names() -> None:
-    inventory = inventory_of(initial_state("node-a", load_profile("mixed-mig")))
-    devices = [d for s in build_slices(inventory, k8s_minor=35, generation=1) for d in s["spec"]["devices"]]
+    """``mixed-mig`` with every GPU offered to VMs: the whole ones (4-7, MIG off) get a vfio device each."""
+    inventory = with_iommu_groups(inventory_of(initial_state("node-a", load_profile("mixed-mig"))))
+    slices = build_slices(inventory, k8s_minor=35, generation=1, passthrough=PassthroughGpus(every=True))
+    devices = [d for s in slices for d in s["spec"].get("devices") or ()]
     chosen = {
         name: {d["name"] for d in devices if selects(c["spec"]["selectors"][0]["cel"]["expression"], d)}
         for name, c in classes().items()
     }
     assert chosen["gpu.gpudra.io"] == {f"gpu-{i}" for i in range(4, 8)}
     assert chosen["mig.gpudra.io"] == {d["name"] for d in devices if "-mig-" in d["name"]}
-    assert chosen["any.gpu.gpudra.io"] == {d["name"] for d in devices}
+    assert chosen["vfio.gpudra.io"] == {f"gpu-{i}-vfio" for i in range(4, 8)}
+    assert chosen["any.gpu.gpudra.io"] == {d["name"] for d in devices if not d["name"].endswith("-vfio")}
     assert chosen["compute-domain-default-channel.gpudra.io"] == set()
     assert classes()["gpu.gpudra.io"]["spec"]["extendedResourceName"] == "gpudra.io/gpu"
 
