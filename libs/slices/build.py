@@ -11,10 +11,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from libs.devices.model import Inventory
-from libs.slices.devices import NO_PASSTHROUGH, Device, GpuGroup, MigMode, gpu_group
+from libs.slices.devices import Device, GpuGroup, MigMode, gpu_group
 from libs.slices.layout import SliceContent, lay_out
 from libs.slices.limits import SliceLimits, limits_for
-from libs.slices.passthrough import PassthroughGpus
+from libs.slices.passthrough import NO_PASSTHROUGH, PassthroughGpus
 from libs.slices.taints import DeviceTaint, allowed_taints
 
 DRIVER_NAME = "gpu.gpudra.io"

@@ -25,11 +25,10 @@ from libs.slices.attributes import (
     mig_capacity,
     shared_attributes,
 )
-from libs.slices.passthrough import PassthroughGpus, passthrough_devices
+from libs.slices.passthrough import NO_PASSTHROUGH, PassthroughGpus, passthrough_devices
 from libs.slices.sharing import shareable
 
 Device = dict[str, Any]
-NO_PASSTHROUGH = PassthroughGpus()
 
 
 class MigMode(enum.StrEnum):

@@ -65,6 +65,9 @@ class PassthroughGpus(msgspec.Struct, frozen=True):
         return named and not gpu.mig_enabled and gpu.iommu_group is not None
 
 
+NO_PASSTHROUGH = PassthroughGpus()
+
+
 def passthrough_devices(gpu: Gpu, whole: Device, shared: Attributes) -> tuple[list[Device], dict[str, Any]]:
     """The GPU's container device and its vfio device, both consuming the GPU's one counter, and the counter set."""
     consumption = [{"counterSet": counter_set_name(gpu.minor), "counters": {COUNTER: {"value": format_quantity(1)}}}]

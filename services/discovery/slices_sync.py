@@ -25,8 +25,7 @@ from libs.bus.watching import stop_watching
 from libs.devices.model import Inventory
 from libs.kube.slice_publisher import PublishResult, SlicePublisher
 from libs.slices import DeviceTaint, MigMode, build_slices
-from libs.slices.devices import NO_PASSTHROUGH
-from libs.slices.passthrough import PassthroughGpus
+from libs.slices.passthrough import NO_PASSTHROUGH, PassthroughGpus
 
 log = logging.getLogger(__name__)
 
