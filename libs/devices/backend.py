@@ -10,6 +10,7 @@ from typing import Protocol
 
 from libs.devices.events import DeviceEvent
 from libs.devices.model import HealthCounters, Inventory, MigDevice, MpsSettings, TimeSliceInterval
+from libs.devices.pci import PciSysfs
 
 
 class DeviceBackend(Protocol):
@@ -46,6 +47,11 @@ class DeviceBackend(Protocol):
         ...
 
     async def read_counters(self, minor: int) -> HealthCounters: ...
+
+    def pci(self) -> PciSysfs:
+        """The node's PCI functions and IOMMU groups in sysfs and /dev/vfio, for passing GPUs to VMs
+        (``libs.devices.pci``): the host's on NVML, the machine's own tree on the simulated backend."""
+        ...
 
     def events(self) -> AsyncIterator[DeviceEvent]:
         """A new subscription that starts now: it yields events that happen after this call returns."""

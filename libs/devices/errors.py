@@ -68,6 +68,13 @@ class NvmlError(DeviceError):
         self.code = code
 
 
+class PciError(DeviceError):
+    """A PCI function or IOMMU group that sysfs does not have, or a sysfs write that failed or did not finish.
+
+    ``device`` is the function's bus id (``0000:17:00.0``) or ``iommu group <N>``, so the message says which
+    function of which GPU to look at."""
+
+
 class ProfileError(Exception):
     """A machine profile (built-in name or the user's YAML file) is unusable; says where and why."""
 

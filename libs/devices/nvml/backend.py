@@ -24,6 +24,7 @@ from libs.devices.nvml.calls import Caller
 from libs.devices.nvml.discovery import Discovery, discover
 from libs.devices.nvml.events import EventWatcher
 from libs.devices.nvml.library import NvmlLibrary, load_nvml
+from libs.devices.pci import PciSysfs
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +33,12 @@ T = TypeVar("T")
 
 
 class NvmlBackend:
-    def __init__(self, node: str, sysfs_root: Path, library: NvmlLibrary, event_wait_ms: int) -> None:
+    def __init__(
+        self, node: str, sysfs_root: Path, library: NvmlLibrary, event_wait_ms: int, dev_root: Path = Path("/dev")
+    ) -> None:
         self._node = node
         self._sysfs_root = sysfs_root
+        self._pci = PciSysfs(sysfs_root, dev_root, node=node)
         self._nvidia_smi, self._nvidia_smi_env = library.smi_command()
         self._event_wait_ms = event_wait_ms
         self._discovery: Discovery | None = None
@@ -47,12 +51,14 @@ class NvmlBackend:
         *,
         driver_root: str = "/",
         sysfs_root: Path = Path("/sys"),
+        dev_root: Path = Path("/dev"),
         nvidia_smi: str = "",
         event_wait_ms: int = 500,
     ) -> "NvmlBackend":
         """Raises BackendUnavailable where NVML cannot start (no driver, no library). `driver_root` is where this
         process sees the driver's files; `nvidia_smi`, when given, replaces the one found there. `event_wait_ms`
-        is how long one NVML event wait blocks, so also how long close() may take."""
+        is how long one NVML event wait blocks, so also how long close() may take. `sysfs_root` and `dev_root` are
+        the host's /sys and /dev as this process sees them: passthrough binds GPUs there and finds /dev/vfio."""
         library = await asyncio.to_thread(load_nvml, driver_root)
         try:
             await asyncio.to_thread(pynvml.nvmlInit)
@@ -67,7 +73,7 @@ class NvmlBackend:
             ) from error
         if nvidia_smi:
             library = msgspec.structs.replace(library, nvidia_smi=nvidia_smi)
-        return cls(node, sysfs_root, library, event_wait_ms)
+        return cls(node, sysfs_root, library, event_wait_ms, dev_root)
 
     @property
     def name(self) -> str:
@@ -117,6 +123,9 @@ class NvmlBackend:
         if self._watcher is None:
             self._watcher = EventWatcher(self._node, self._handles, self._event_wait_ms)
         return self._watcher.subscribe()
+
+    def pci(self) -> PciSysfs:
+        return self._pci
 
     def _handles(self) -> dict[int, Any]:
         """Called from the watcher's thread: the cached handles, or a fresh discovery's."""

@@ -119,6 +119,7 @@ def read_gpu(node: str, index: int, driver: str, cuda: str, sysfs_root: Path) ->
         pci_bus_id=bus_id,
         pcie_root=sysfs.pcie_root(sysfs_root, bus_id),
         numa_node=sysfs.numa_node(sysfs_root, bus_id),
+        iommu_group=sysfs.iommu_group(sysfs_root, bus_id),
         mig_enabled=bool(mig_mode and mig_mode[0] == pynvml.NVML_DEVICE_MIG_ENABLE),
         addressing_mode=ADDRESSING_MODES.get(addressing) if addressing is not None else None,
         fabric=read_fabric(call, handle),

@@ -1,13 +1,19 @@
-"""PCI topology from sysfs: NUMA node and PCIe root complex of a GPU.
+"""A GPU's PCI topology from sysfs: NUMA node, PCIe root complex and IOMMU group.
 
-NVML does not report the root complex, and its NUMA call is missing on older drivers; sysfs has both for
-any PCI device. The sysfs root is a parameter so tests can point it at a temporary tree.
+NVML reports none of the root complex and the IOMMU group, and its NUMA call is missing on older drivers; sysfs
+has all three for any PCI function (read through ``libs.devices.pci``). A GPU NVML lists but sysfs does not show
+(a container without the host's /sys, a hand-made test tree) has none of them rather than failing discovery. The
+sysfs root is a parameter so tests can point it at a temporary tree.
 """
 
-import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-_ROOT_COMPLEX = re.compile(r"^pci[0-9a-f]{4}:[0-9a-f]{2}$")
+from libs.devices.errors import PciError
+from libs.devices.pci import PciSysfs
+
+T = TypeVar("T")
 
 
 def sysfs_bus_id(nvml_bus_id: str) -> str:
@@ -18,16 +24,21 @@ def sysfs_bus_id(nvml_bus_id: str) -> str:
 
 def numa_node(sysfs_root: Path, bus_id: str) -> int | None:
     """None when the platform has no NUMA affinity for the device (the kernel writes -1) or says nothing."""
-    try:
-        value = int((sysfs_root / "bus/pci/devices" / bus_id / "numa_node").read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    return value if value >= 0 else None
+    return _unless_absent(PciSysfs(sysfs_root).numa_node_of, bus_id)
 
 
 def pcie_root(sysfs_root: Path, bus_id: str) -> str | None:
     """`pci<domain>:<bus>` of the root complex above the device, from the device's resolved sysfs path."""
-    device = sysfs_root / "bus/pci/devices" / bus_id
-    if not device.exists():
+    return _unless_absent(PciSysfs(sysfs_root).pcie_root_of, bus_id)
+
+
+def iommu_group(sysfs_root: Path, bus_id: str) -> int | None:
+    """None without an IOMMU (or with it off): such a GPU cannot be passed through to a VM."""
+    return _unless_absent(PciSysfs(sysfs_root).iommu_group_of, bus_id)
+
+
+def _unless_absent(read: Callable[[str], T | None], bus_id: str) -> T | None:
+    try:
+        return read(bus_id)
+    except PciError:
         return None
-    return next((part for part in device.resolve().parts if _ROOT_COMPLEX.match(part)), None)

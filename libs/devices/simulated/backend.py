@@ -12,7 +12,8 @@ from typing import TypeVar, cast
 from libs.devices.errors import StateError
 from libs.devices.events import DeviceEvent
 from libs.devices.model import HealthCounters, Inventory, MigDevice, MpsSettings, TimeSliceInterval
-from libs.devices.simulated import driver_root, faults, ops
+from libs.devices.pci import PciSysfs
+from libs.devices.simulated import driver_root, faults, ops, pci
 from libs.devices.simulated.eventlog import EventFollower
 from libs.devices.simulated.machine import MachineProfile
 from libs.devices.simulated.profiles import load_profile
@@ -27,6 +28,7 @@ class SimulatedBackend:
     def __init__(self, node: str, store: StateStore, poll_interval: float) -> None:
         self._node = node
         self._store = store
+        self._pci = pci.SimulatedPciSysfs(store.state_dir, node=node)
         self._poll_interval = poll_interval
         self._inventory: tuple[SimState, Inventory] | None = None
         self._queued: list[tuple[Step, asyncio.Future[object]]] = []
@@ -42,21 +44,24 @@ class SimulatedBackend:
     ) -> "SimulatedBackend":
         """Creates the machine from `profile` on first use; later opens may omit the profile.
 
-        The machine's stand-in driver install is laid out on every open, so a state directory from before it
-        existed gets one too.
+        The machine's stand-in driver install and its PCI functions in sysfs are laid out on every open, so a state
+        directory from before they existed gets them too.
         """
         backend = cls(node, StateStore(Path(state_dir)), poll_interval)
         wanted = load_profile(profile) if profile is not None else None
         adopted = await asyncio.to_thread(backend._store.transact, lambda state: backend._adopt(state, wanted))
-        await asyncio.to_thread(driver_root.lay_out, Path(state_dir), adopted.driver_version)
+        await asyncio.to_thread(driver_root.lay_out, Path(state_dir), adopted.profile.driver_version)
+        audio = adopted.profile.audio_functions
+        await asyncio.to_thread(pci.lay_out, Path(state_dir), adopted.gpus, audio_functions=audio)
         return backend
 
-    def _adopt(self, state: SimState | None, wanted: MachineProfile | None) -> tuple[Change, MachineProfile]:
+    def _adopt(self, state: SimState | None, wanted: MachineProfile | None) -> tuple[Change, SimState]:
         where = str(self._store.state_dir)
         if state is None:
             if wanted is None:
                 raise StateError(where, "no simulated machine here yet; give a profile (e.g. dgx-h100) to create one")
-            return Change(ops.initial_state(self._node, wanted)), wanted
+            created = ops.initial_state(self._node, wanted)
+            return Change(created), created
         if state.node != self._node:
             raise StateError(where, f"it simulates node {state.node}, not {self._node}; use one state dir per node")
         if wanted is not None and wanted != state.profile:
@@ -65,7 +70,7 @@ class SimulatedBackend:
                 f"it was created with profile {state.profile.name!r}, not {wanted.name!r}; "
                 "use the same profile or a fresh state dir",
             )
-        return Change(None), state.profile
+        return Change(None), state
 
     @property
     def name(self) -> str:
@@ -109,6 +114,10 @@ class SimulatedBackend:
     def events(self) -> AsyncIterator[DeviceEvent]:
         return EventFollower(self._store.events_path, self._poll_interval)
 
+    def pci(self) -> PciSysfs:
+        """The machine's sysfs and /dev/vfio under its state directory, with a simulated kernel behind writes."""
+        return self._pci
+
     async def close(self) -> None:
         """Nothing to release: the machine lives in the state directory, not in this object."""
 
@@ -150,6 +159,24 @@ class SimulatedBackend:
 
     async def clear_faults(self, minor: int) -> None:
         await self._fault(lambda state: faults.clear_faults(state, minor))
+
+    # PCI faults: what passthrough to a VM must survive. Marker files, so any process may set or clear them.
+
+    async def hold_unbind(self, bdf: str) -> None:
+        """Every unbind of the PCI function ``bdf`` blocks until ``release_unbind``: a driver stuck in its remove."""
+        await asyncio.to_thread(self._pci.hold_unbind, bdf)
+
+    async def release_unbind(self, bdf: str) -> None:
+        await asyncio.to_thread(self._pci.release_unbind, bdf)
+
+    async def mark_in_use(self, minor: int) -> None:
+        """A process holds the GPU: its unbind from nvidia blocks until ``mark_idle``."""
+        gpu = ops.find_gpu(await self._state(), minor)
+        await asyncio.to_thread(self._pci.mark_in_use, gpu.pci_bus_id)
+
+    async def mark_idle(self, minor: int) -> None:
+        gpu = ops.find_gpu(await self._state(), minor)
+        await asyncio.to_thread(self._pci.mark_idle, gpu.pci_bus_id)
 
     @staticmethod
     def _sticky(state: SimState, sticky: bool | None) -> bool:

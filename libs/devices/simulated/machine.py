@@ -15,6 +15,9 @@ from libs.devices.simulated.mig import GpuLayout
 
 _UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "gpudra.io")
 
+FIRST_IOMMU_GROUP = 10
+"""GPU index i is in IOMMU group 10 + i: on a host the lowest groups belong to the chipset's own functions."""
+
 Count = Annotated[int, msgspec.Meta(ge=1, le=64)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 
@@ -48,6 +51,8 @@ class MachineProfile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     mig_devices: tuple[PreCreatedMig, ...] = ()
     fabric: FabricSpec | None = None
     sticky_faults: bool = False
+    audio_functions: bool = False
+    """Each GPU also has an audio function (``.1``) in its IOMMU group, which a VM must take with it."""
 
     @property
     def model(self) -> GpuModel:
@@ -103,6 +108,7 @@ def build_gpu(node: str, profile: MachineProfile, index: int) -> Gpu:
         mig_enabled=profile.mig_enabled_on(index),
         addressing_mode=profile.addressing_mode,
         fabric=FabricInfo(cluster_uuid=fabric.cluster_uuid, clique_id=fabric.clique_id) if fabric else None,
+        iommu_group=FIRST_IOMMU_GROUP + index,
     )
 
 

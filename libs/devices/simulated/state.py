@@ -127,7 +127,7 @@ class StateStore:
         A step that raises changes nothing; its place in the result holds ``Failed`` and the others still run.
         """
         outcomes: list[object] = []
-        with self._locked():
+        with locked(self.lock_path):
             if not self._swept:  # under the lock no other writer is half-way: what is left, a crash left
                 remove_temporaries(self.state_dir)
                 self._swept = True
@@ -148,16 +148,6 @@ class StateStore:
                 self._append(events)
         return outcomes
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
     def _write(self, state: SimState) -> None:
         self._cached = None  # a freed inode can come back with the same size within one timestamp tick
         write_atomically(self.state_path, self._encoder.encode(state))
@@ -169,6 +159,18 @@ class StateStore:
             _write_all(fd, lines)
         finally:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def locked(lock_path: Path) -> Iterator[None]:
+    """Holds an fcntl lock on ``lock_path`` (created 0600 in a 0700 directory): the machine's processes take turns."""
+    lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
