@@ -109,6 +109,12 @@ def gpu_edits(paths: NodePaths, minor: int) -> ContainerEdits:
     return ContainerEdits(device_nodes=(paths.node(f"/dev/nvidia{minor}"),))
 
 
+def vfio_edits(paths: NodePaths, iommu_group: int) -> ContainerEdits:
+    """A GPU passed through to a VM: the VFIO container node and its IOMMU group's node, what QEMU (KubeVirt's
+    virt-launcher, Kata's runtime) opens to give the VM the group's devices; no NVIDIA node or driver file."""
+    return ContainerEdits(device_nodes=(paths.node("/dev/vfio/vfio"), paths.node(f"/dev/vfio/{iommu_group}")))
+
+
 def mig_edits(paths: NodePaths, parent_minor: int, gi: int, ci: int) -> ContainerEdits:
     """The parent GPU's node and the capability nodes of the GPU instance and of its compute instance."""
     caps = (paths.mig_minor(parent_minor, gi, None), paths.mig_minor(parent_minor, gi, ci))

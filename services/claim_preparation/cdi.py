@@ -5,7 +5,9 @@ Kind ``k8s.<driver>/claim``, spec ``k8s.<driver>-claim_<claimUID>.json``, device
 other. Every device carries its own nodes (``libs.cdi.nvidia``) and its group's sharing edits (MPS pipe and
 shm); the spec-level edits (control nodes, the driver's files and hooks, ``NVIDIA_VISIBLE_DEVICES=void`` so a
 legacy NVIDIA runtime hook adds no GPUs of its own) apply once to any container that uses one of the claim's
-devices. The ``cdiVersion`` is the lowest that covers what was written.
+devices. A GPU passed through to a VM gets its VFIO nodes only: a claim of VM GPUs alone gets no NVIDIA control
+node and no driver file, as the host's driver no longer holds those GPUs. The ``cdiVersion`` is the lowest that
+covers what was written.
 
 The one impure part, ``node_paths``, runs once at start: the driver root is searched then, not on every prepare,
 whose latency is the kubelet's.
@@ -19,9 +21,9 @@ from collections.abc import Mapping, Sequence
 
 from libs.cdi import ContainerEdits, Device, Spec, claim_kind, minimum_version, qualified_name
 from libs.cdi.driver import LIB_DIRS, VERSION_FILE, DriverFiles, discover_driver, driver_edits
-from libs.cdi.nvidia import NodePaths, control_edits, gpu_edits, mig_edits
+from libs.cdi.nvidia import NodePaths, control_edits, gpu_edits, mig_edits, vfio_edits
 from libs.events.catalogue import PreparedDevice
-from services.claim_preparation.devices import FullGpu, Target
+from services.claim_preparation.devices import FullGpu, Target, VfioTarget
 from services.claim_preparation.record import PlannedDevice
 
 VISIBLE_DEVICES_VOID = "NVIDIA_VISIBLE_DEVICES=void"
@@ -38,6 +40,8 @@ log = logging.getLogger(__name__)
 def device_edits(target: Target, paths: NodePaths) -> ContainerEdits:
     if isinstance(target, FullGpu):
         return gpu_edits(paths, target.minor)
+    if isinstance(target, VfioTarget):
+        return vfio_edits(paths, target.iommu_group)
     if target.gi_id is None or target.ci_id is None:
         raise ValueError(f"MIG device {target.name} has no instance ids yet; create it first")
     return mig_edits(paths, target.parent_minor, target.gi_id, target.ci_id)
@@ -61,7 +65,9 @@ def claim_spec(
         )
         for name, device in unique.items()
     )
-    common = control_edits(paths) + paths.driver + ContainerEdits(env=(VISIBLE_DEVICES_VOID,))
+    void = ContainerEdits(env=(VISIBLE_DEVICES_VOID,))
+    containers = any(not isinstance(device.target, VfioTarget) for device in unique.values())
+    common = control_edits(paths) + paths.driver + void if containers else void
     spec = Spec(cdi_version="0.3.0", kind=claim_kind(driver), devices=cdi_devices, container_edits=common)
     return Spec(cdi_version=minimum_version(spec), kind=spec.kind, devices=spec.devices, container_edits=common)
 

@@ -28,7 +28,7 @@ from libs.claims.problems import ClaimProblem
 from libs.events.catalogue import ClaimRef
 from libs.kube import RESOURCE_CLAIMS, Conflict, KubeApi, KubeError, NotFound, kube_time
 from libs.slices.capacity import rendered
-from services.claim_preparation.devices import MigTarget, lock_key
+from services.claim_preparation.devices import MigTarget, VfioTarget, lock_key
 from services.claim_preparation.record import PREPARE_COMPLETED, ClaimRecord, PlannedDevice, SharePlan
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ def _key(driver: str, pool: str, device: str, share_id: str | None) -> Entry:
 def _data(device: PlannedDevice, cdi_device_ids: Sequence[str], share: SharePlan | None) -> Entry:
     target = device.target
     data: Entry = {"uuid": target.uuid, "cdiDeviceIDs": list(cdi_device_ids)}
+    if isinstance(target, VfioTarget):
+        data["vm"] = {"pciBusID": target.pci_bus_id, "iommuGroup": target.iommu_group}
     if isinstance(target, MigTarget):
         data["mig"] = {
             "profile": target.profile,

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 import msgspec
 
 from libs.devices.model import Gpu, Inventory, MigDevice
-from libs.devices.names import gpu_device_name
+from libs.devices.names import gpu_device_name, vfio_device_name
+from libs.slices.passthrough import NO_PASSTHROUGH, PassthroughGpus
 from services.claim_preparation.errors import DeviceBusy, UnknownDevice
 
 
@@ -41,12 +42,22 @@ class MigTarget(msgspec.Struct, frozen=True, kw_only=True, tag="mig"):
         return msgspec.structs.replace(self, uuid=device.uuid, gi_id=device.gi_id, ci_id=device.ci_id)
 
 
-Target = FullGpu | MigTarget
+class VfioTarget(msgspec.Struct, frozen=True, kw_only=True, tag="vfio"):
+    """A whole GPU for a VM: its IOMMU group is bound to vfio-pci at prepare, given back at unprepare."""
+
+    name: str
+    minor: int
+    uuid: str
+    pci_bus_id: str
+    iommu_group: int
+
+
+Target = FullGpu | MigTarget | VfioTarget
 
 
 def minor_of(target: Target) -> int:
     """The physical GPU a target lives on: what its operations change, hence what it locks."""
-    return target.minor if isinstance(target, FullGpu) else target.parent_minor
+    return target.parent_minor if isinstance(target, MigTarget) else target.minor
 
 
 def lock_key(target: Target) -> str:
@@ -54,18 +65,23 @@ def lock_key(target: Target) -> str:
 
 
 def kind_of(target: Target) -> str:
-    return "gpu" if isinstance(target, FullGpu) else "mig"
+    return "mig" if isinstance(target, MigTarget) else "vfio" if isinstance(target, VfioTarget) else "gpu"
 
 
-def resolve(name: str, inventory: Inventory, *, dynamic_mig: bool) -> Target:
+def resolve(
+    name: str, inventory: Inventory, *, dynamic_mig: bool, passthrough: PassthroughGpus = NO_PASSTHROUGH
+) -> Target:
     """The target ``name`` stands for, or ``UnknownDevice``.
 
     A MIG partition that does not exist is created only in dynamic MIG mode: in static mode MIG devices are
-    the operator's, and discovery publishes only those that exist, so a claim naming another one is stale.
+    the operator's, and discovery publishes only those that exist, so a claim naming another one is stale. A
+    GPU's vfio device exists only where the node's ``passthrough_gpus`` offers that GPU, as discovery does.
     """
     for gpu in inventory.gpus:
         if gpu.name == name:
             return FullGpu(name=name, minor=gpu.minor, uuid=gpu.uuid)
+        if vfio_device_name(gpu.minor) == name:
+            return _vfio(gpu, passthrough)
     for device in inventory.mig_devices:
         if device.name == name:
             return _static_mig(device)
@@ -78,6 +94,22 @@ def resolve(name: str, inventory: Inventory, *, dynamic_mig: bool) -> Target:
             if partition is not None:
                 problem = f"MIG device {name} does not exist, and MIG devices are created only in dynamic MIG mode"
     raise UnknownDevice(problem)
+
+
+def _vfio(gpu: Gpu, passthrough: PassthroughGpus) -> VfioTarget:
+    if not passthrough.offers(gpu) or gpu.iommu_group is None:
+        why = "MIG is on" if gpu.mig_enabled else "it has no IOMMU group" if gpu.iommu_group is None else ""
+        raise UnknownDevice(
+            f"device {vfio_device_name(gpu.minor)}: {gpu.name} is not offered to VMs on this node "
+            f"({why or 'GPUDRA_PASSTHROUGH_GPUS does not name it'})"
+        )
+    return VfioTarget(
+        name=vfio_device_name(gpu.minor),
+        minor=gpu.minor,
+        uuid=gpu.uuid,
+        pci_bus_id=gpu.pci_bus_id,
+        iommu_group=gpu.iommu_group,
+    )
 
 
 def _static_mig(device: MigDevice) -> MigTarget:
@@ -126,7 +158,8 @@ class Holder(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def overlaps(first: Target, second: Target) -> bool:
-    """The same device, or a full GPU and a MIG device on it (which cannot both be handed out)."""
+    """The same device, or two on one GPU of which one is the whole GPU (for a container or a VM): only MIG
+    devices share a GPU."""
     if first.name == second.name:
         return True
     if isinstance(first, MigTarget) and isinstance(second, MigTarget):

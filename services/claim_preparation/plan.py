@@ -11,11 +11,14 @@ creates a MIG device and is never in a sharing group, so preparing it changes no
 count as holding the device (see ``Preparer._holders``).
 
 A result with a ``shareID`` is a share of a GPU shared by consumable capacity (``shares.py``): it is its GPU
-daemon's MPS client, planned as one ``SharePlan`` for all the claim's shares.
+daemon's MPS client, planned as one ``SharePlan`` for all the claim's shares. A ``gpu-<minor>-vfio`` result is a
+GPU for a VM (``passthrough.py``): it takes no config, and its IOMMU group's endpoints are planned to move to
+vfio-pci.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
@@ -23,10 +26,12 @@ import msgspec
 from libs.claims.allocation import AllocatedClaim, AllocationResult
 from libs.claims.configapi import DeviceConfig
 from libs.devices.model import Inventory
-from services.claim_preparation.devices import Target, lock_key, resolve
+from libs.slices.passthrough import NO_PASSTHROUGH, PassthroughGpus
+from services.claim_preparation.devices import Target, VfioTarget, lock_key, resolve
 from services.claim_preparation.errors import UnknownDevice
-from services.claim_preparation.precedence import choose, decoded_candidates
-from services.claim_preparation.record import PlannedDevice, SharingPlan
+from services.claim_preparation.passthrough import VFIO_GROUP, plan_passthrough
+from services.claim_preparation.precedence import check_unconfigured, choose, decoded_candidates
+from services.claim_preparation.record import Endpoint, PlannedDevice, SharingPlan
 from services.claim_preparation.shares import SHARE_GROUP, check_share_config, plan_share
 from services.claim_preparation.sharing import plan_sharing
 
@@ -49,18 +54,33 @@ class _Group(msgspec.Struct, kw_only=True):
     members: dict[str, Target] = {}
 
 
-def plan_claim(claim: AllocatedClaim, inventory: Inventory, mps_root: Path, *, dynamic_mig: bool) -> ClaimPlan:
+def plan_claim(
+    claim: AllocatedClaim,
+    inventory: Inventory,
+    mps_root: Path,
+    *,
+    dynamic_mig: bool,
+    passthrough: PassthroughGpus = NO_PASSTHROUGH,
+) -> ClaimPlan:
+    """Everything but the passthrough of VM GPUs, which needs their IOMMU groups read under the GPUs' locks
+    (``with_passthrough``)."""
     candidates = decoded_candidates(claim)
     devices: list[PlannedDevice] = []
     groups: dict[str, _Group] = {}
     for result in claim.results:
-        target = _resolve(result, inventory, dynamic_mig=dynamic_mig)
-        choice = choose(candidates, result, target)  # an admin's config is still checked, and then not applied
-        group = _group(result, choice.group)
-        if group == SHARE_GROUP:
-            check_share_config(target.name, choice.config)
-        elif group != ADMIN_GROUP:
-            groups.setdefault(group, _Group(config=choice.config, members={})).members.setdefault(target.name, target)
+        target = _resolve(result, inventory, dynamic_mig=dynamic_mig, passthrough=passthrough)
+        if isinstance(target, VfioTarget):
+            check_unconfigured(candidates, result, target)
+            group = VFIO_GROUP
+        else:
+            choice = choose(candidates, result, target)  # an admin's config is still checked, and then not applied
+            group = _group(result, choice.group)
+            if group == SHARE_GROUP:
+                check_share_config(target.name, choice.config)
+            elif group != ADMIN_GROUP:
+                groups.setdefault(group, _Group(config=choice.config, members={})).members.setdefault(
+                    target.name, target
+                )
         devices.append(
             PlannedDevice(
                 request=result.request,
@@ -72,12 +92,18 @@ def plan_claim(claim: AllocatedClaim, inventory: Inventory, mps_root: Path, *, d
                 admin_access=result.admin_access,
             )
         )
-    sharing = [
+    sharing: list[SharingPlan | None] = [
         plan_sharing(claim.ref.uid, name, group.config, list(group.members.values()), mps_root)
         for name, group in sorted(groups.items())
     ]
     sharing.append(plan_share(claim.ref.uid, devices, inventory, mps_root))
     return ClaimPlan(devices=tuple(devices), sharing=tuple(plan for plan in sharing if plan is not None))
+
+
+def with_passthrough(plan: ClaimPlan, endpoints: Mapping[int, tuple[Endpoint, ...]]) -> ClaimPlan:
+    """The plan with its VM GPUs' passthrough, from their IOMMU groups' endpoints as read now."""
+    passthrough = plan_passthrough(plan.devices, endpoints)
+    return msgspec.structs.replace(plan, sharing=(*plan.sharing, *passthrough)) if passthrough else plan
 
 
 def _group(result: AllocationResult, chosen: str) -> str:
@@ -87,9 +113,11 @@ def _group(result: AllocationResult, chosen: str) -> str:
     return SHARE_GROUP if result.share_id else chosen
 
 
-def _resolve(result: AllocationResult, inventory: Inventory, *, dynamic_mig: bool) -> Target:
+def _resolve(
+    result: AllocationResult, inventory: Inventory, *, dynamic_mig: bool, passthrough: PassthroughGpus
+) -> Target:
     if not result.admin_access:
-        return resolve(result.device, inventory, dynamic_mig=dynamic_mig)
+        return resolve(result.device, inventory, dynamic_mig=dynamic_mig, passthrough=passthrough)
     try:
         return resolve(result.device, inventory, dynamic_mig=False)
     except UnknownDevice as exc:

@@ -73,6 +73,16 @@ def fits(config: DeviceConfig, target: Target) -> bool:
     return isinstance(config, MigDeviceConfig) and not isinstance(target, FullGpu)
 
 
+def check_unconfigured(candidates: Sequence[Candidate], result: AllocationResult, target: Target) -> None:
+    """A GPU for a VM takes no opaque config (its driver is the VM's): an entry naming its request is an error."""
+    for candidate in candidates:
+        if candidate.entry is not None and candidate.requests and candidate.entry.applies_to(result):
+            raise ConfigError(
+                f"{candidate.describe()}: request {result.request} gets {target.name}, a GPU for a VM, which takes "
+                "no config"
+            )
+
+
 def choose(candidates: Sequence[Candidate], result: AllocationResult, target: Target) -> Choice:
     """The highest-precedence candidate for one device, or ``ConfigError`` when one named for it does not fit."""
     for candidate in reversed(candidates):

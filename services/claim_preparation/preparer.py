@@ -50,6 +50,7 @@ from libs.events.catalogue import (
 )
 from libs.events.envelope import new_event_id
 from libs.kube import RESOURCE_CLAIMS, KubeApi, KubeError, NotFound
+from libs.slices.passthrough import NO_PASSTHROUGH, PassthroughGpus
 from services.claim_preparation import metrics, mig
 from services.claim_preparation.cdi import claim_spec, prepared_devices
 from services.claim_preparation.checkpoint import CheckpointError, CheckpointStore
@@ -73,7 +74,8 @@ from services.claim_preparation.errors import (
 from services.claim_preparation.locks import KeyedLocks
 from services.claim_preparation.mps import MpsDaemons, MpsError
 from services.claim_preparation.outbox import Outbox
-from services.claim_preparation.plan import ClaimPlan, plan_claim
+from services.claim_preparation.passthrough import read_endpoints, vfio_groups
+from services.claim_preparation.plan import ClaimPlan, plan_claim, with_passthrough
 from services.claim_preparation.record import (
     PREPARE_COMPLETED,
     PREPARE_STARTED,
@@ -85,7 +87,7 @@ from services.claim_preparation.record import (
     SharingPlan,
 )
 from services.claim_preparation.shares import DAEMONS, check_fits
-from services.claim_preparation.sharing import strategy_for
+from services.claim_preparation.sharing import DEFAULT_VFIO_TIMEOUT, strategy_for
 from services.claim_preparation.timing import PhaseClock
 
 log = logging.getLogger(__name__)
@@ -127,6 +129,10 @@ class Parts:
     """Create MIG devices a claim names that do not exist yet (discovery's ``mig_mode`` dynamic)."""
     device_status: DeviceStatusWriter | None = None
     """Reports each claim's devices in its ``status.devices`` (None: not at all)."""
+    passthrough: PassthroughGpus = NO_PASSTHROUGH
+    """The GPUs this node offers to VMs (``passthrough_gpus``, as discovery publishes them)."""
+    vfio_timeout: float = DEFAULT_VFIO_TIMEOUT
+    """The bound on each sysfs step of a passthrough (an unbind, the wait for the group's node)."""
 
 
 @dataclass(frozen=True)
@@ -244,11 +250,18 @@ class Preparer:
         with clock.phase("lookup"):
             inventory = await self._inventory()
         with clock.phase("config"):
-            plan = plan_claim(claim, inventory, self.parts.mps_root, dynamic_mig=self.parts.dynamic_mig)
+            plan = plan_claim(
+                claim,
+                inventory,
+                self.parts.mps_root,
+                dynamic_mig=self.parts.dynamic_mig,
+                passthrough=self.parts.passthrough,
+            )
         async with AsyncExitStack() as stack:
             with clock.phase("wait"):
                 await stack.enter_async_context(self._devices.hold(plan.lock_keys, self._waiting(ref)))
             self._check_room(ref, plan, inventory)
+            plan = await self._with_passthrough(claim, plan, inventory)
             started = self._started(claim, plan.devices, plan.sharing)
             if plan.sharing or _created_mig_devices(started):
                 self._save(started, clock)
@@ -324,6 +337,16 @@ class Preparer:
         if self.parts.device_status is not None:
             self.parts.device_status.seen(obj)
         return claim
+
+    async def _with_passthrough(self, claim: AllocatedClaim, plan: ClaimPlan, inventory: Inventory) -> ClaimPlan:
+        """The plan with its VM GPUs' IOMMU groups as they are now, read under the GPUs' locks so no other
+        prepare or unprepare moves them meanwhile."""
+        groups = vfio_groups(claim, inventory)
+        if not groups:
+            return plan
+        with failures_as(DeviceFailure, "reading the IOMMU groups of the GPUs for VMs"):
+            endpoints = await asyncio.to_thread(read_endpoints, self.parts.backend.pci(), groups)
+        return with_passthrough(plan, endpoints)
 
     async def _inventory(self) -> Inventory:
         with failures_as(DeviceFailure, "reading the node's devices"):
@@ -409,7 +432,9 @@ class Preparer:
             members = [d.target for d in devices if d.group == plan.group]
             by_minor = {t.name: minor_of(t) for t in members}
             elsewhere = self._shared_elsewhere(plan, uid)
-            strategy = strategy_for(plan, self.parts.backend, self.parts.daemons, by_minor, elsewhere)
+            strategy = strategy_for(
+                plan, self.parts.backend, self.parts.daemons, by_minor, elsewhere, vfio_timeout=self.parts.vfio_timeout
+            )
             with failures_as(DeviceFailure, f"setting up {type(plan).__name__.removesuffix('Plan')} sharing"):
                 await strategy.apply({t.name: t.uuid for t in members})
             edits[plan.group] = strategy.edits()
@@ -452,7 +477,9 @@ class Preparer:
                 errors.append(f"removing the CDI spec: {exc}")
         with clock.phase("apply"):
             for plan in reversed(record.sharing):
-                strategy = strategy_for(plan, self.parts.backend, self.parts.daemons, {})
+                strategy = strategy_for(
+                    plan, self.parts.backend, self.parts.daemons, {}, vfio_timeout=self.parts.vfio_timeout
+                )
                 elsewhere = self._shared_elsewhere(plan, record.uid)
                 await _attempt(errors, f"undoing {type(plan).__name__} {plan.group}", strategy.undo(elsewhere))
             created = _created_mig_devices(record)  # independent, like their creation: all at once
@@ -523,7 +550,7 @@ class Preparer:
                 check_fits(share, shares, inventory)
 
     def _count_devices(self) -> None:
-        counts = {"gpu": 0, "mig": 0}
+        counts = {"gpu": 0, "mig": 0, "vfio": 0}
         for record in self._records.values():
             if record.state == PREPARE_COMPLETED:
                 for target in {d.target.name: d.target for d in record.devices}.values():

@@ -97,7 +97,33 @@ class SharePlan(msgspec.Struct, frozen=True, kw_only=True, tag="Share"):
         return MpsPlan(group=self.gpu, directory=self.directory, devices=(self.gpu,), minors=(self.minor,))
 
 
-SharingPlan = TimeSlicePlan | MpsPlan | SharePlan
+class Endpoint(msgspec.Struct, frozen=True, kw_only=True):
+    """A PCI function of a passed-through GPU's IOMMU group and the driver it had before: what it goes back to."""
+
+    bdf: str
+    driver: str | None
+
+
+class PassthroughPlan(msgspec.Struct, frozen=True, kw_only=True, tag="VFIO"):
+    """A GPU handed to a VM: every endpoint of its IOMMU group on vfio-pci until unprepare gives them back.
+
+    Recorded before the first sysfs write, with each endpoint's driver as it was, so a crash at any point is
+    undone by putting each one back where it was."""
+
+    group: str
+    gpu: str
+    minor: int
+    bdf: str
+    """The GPU's own PCI function."""
+    iommu_group: int
+    endpoints: tuple[Endpoint, ...]
+
+    @property
+    def minors(self) -> tuple[int, ...]:
+        return (self.minor,)
+
+
+SharingPlan = TimeSlicePlan | MpsPlan | SharePlan | PassthroughPlan
 
 
 class ClaimRecord(msgspec.Struct, frozen=True, kw_only=True):

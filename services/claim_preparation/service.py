@@ -88,6 +88,8 @@ async def build_parts(
         boot_id=await asyncio.to_thread(read_boot_id, settings.boot_id_path),
         outbox=Outbox(bus, settings.checkpoint_path),
         dynamic_mig=settings.mig_mode == "dynamic",
+        passthrough=settings.passthrough,
+        vfio_timeout=settings.passthrough_timeout_seconds,
         device_status=(
             DeviceStatusWriter(kube, settings.driver_name, delay=settings.device_status_delay_seconds)
             if settings.device_status

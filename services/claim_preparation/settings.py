@@ -34,6 +34,14 @@ class Settings(DeviceSettings, kw_only=True, frozen=True):
         _doc("static: publish existing MIG devices; dynamic: publish every MIG partition, created on prepare"),
     ] = "static"
     passthrough_gpus: PassthroughSetting = NONE
+    passthrough_timeout_seconds: Annotated[
+        float,
+        _doc(
+            "bound on moving each PCI function of a GPU for a VM to or from vfio-pci, and on the wait for "
+            "/dev/vfio/<group>"
+        ),
+        msgspec.Meta(gt=0, le=600),
+    ] = 30.0
     dev_root: Annotated[
         str, _doc("host directory that holds dev/nvidia*: / for NVML (default), the simulated machine's otherwise")
     ] = ""

@@ -11,7 +11,8 @@ done); each strategy then applies its plan, undoes it, and says what the contain
   claim's daemon still runs on that GPU;
 - a share of a GPU shared by consumable capacity (``shares.py``): the GPU in exclusive-process mode and its own
   daemon, started by the first share and stopped with the last; each claim's containers get the client limits
-  from what it consumed.
+  from what it consumed;
+- a GPU for a VM (``passthrough.py``): its IOMMU group on vfio-pci, given back to its drivers at undo.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ from libs.devices.model import MpsSettings, TimeSliceInterval
 from services.claim_preparation.devices import FullGpu, Target, minor_of
 from services.claim_preparation.errors import ConfigError
 from services.claim_preparation.mps import MpsDaemons
-from services.claim_preparation.record import MpsPlan, SharePlan, SharingPlan, TimeSlicePlan
+from services.claim_preparation.passthrough import Passthrough
+from services.claim_preparation.record import MpsPlan, PassthroughPlan, SharePlan, SharingPlan, TimeSlicePlan
 from services.claim_preparation.shares import client_edits
+
+DEFAULT_VFIO_TIMEOUT = 30.0
 
 # --- planning (pure) ----------------------------------------------------------------------------------------
 
@@ -193,11 +197,15 @@ def strategy_for(
     daemons: MpsDaemons,
     members: Mapping[str, int],
     shared_elsewhere: Collection[int] = (),
+    *,
+    vfio_timeout: float = DEFAULT_VFIO_TIMEOUT,
 ) -> SharingStrategy:
     """The strategy of ``plan``'s mode, bound to it; ``shared_elsewhere``: GPUs another claim has set up the
-    same way (a share joins their daemon)."""
+    same way (a share joins their daemon); ``vfio_timeout`` bounds each sysfs step of a passthrough."""
     if isinstance(plan, MpsPlan):
         return Mps(plan, backend, daemons, members)
     if isinstance(plan, SharePlan):
         return Share(plan, backend, daemons, joining=plan.minor in shared_elsewhere)
+    if isinstance(plan, PassthroughPlan):
+        return Passthrough(plan, backend, vfio_timeout)
     return TimeSlicing(plan, backend)

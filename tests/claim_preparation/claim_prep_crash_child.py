@@ -2,7 +2,9 @@
 
 ``python -m tests.claim_preparation.claim_prep_crash_child NATS_URL ROOT POINT UID NAME``: prepares the claim
 (and for the unprepare points, unprepares it) with the real preparer and real files, until the step named
-POINT has finished; then prints ``AT POINT`` and blocks, so the parent can kill -9 it exactly there.
+POINT has finished; then prints ``AT POINT`` and blocks, so the parent can kill -9 it exactly there. Besides
+the named ``POINTS``, ``sysfs-write-<n>`` stops after the n-th write to the simulated sysfs (a GPU for a VM).
+The parent's ``crash_at`` passes settings the child overrides as JSON in ``CHILD_SETTINGS``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,13 +21,16 @@ from pathlib import Path
 from libs.bus import Bus
 from libs.cdi import Spec, SpecDir
 from libs.devices.model import MigDevice, MpsSettings
+from libs.devices.pci import PciSysfs
 from libs.devices.simulated import SimulatedBackend
+from libs.devices.simulated.pci import SimulatedPciSysfs
 from libs.events.catalogue import ClaimRef
 from libs.kube import LocalKube
 from services.claim_preparation.checkpoint import CheckpointStore
 from services.claim_preparation.preparer import Preparer
 from services.claim_preparation.record import ClaimRecord
 from services.claim_preparation.service import build_parts
+from tests.claim_preparation.claim_prep_crash_support import CHILD_SETTINGS
 from tests.claim_preparation.claim_prep_support import open_machine, service_settings
 
 POINTS = ("started", "mig", "sharing", "cdi", "completed", "unprepare-started", "spec-removed")
@@ -45,6 +52,22 @@ class Machine(SimulatedBackend):
     async def start_mps(self, minor: int, settings: MpsSettings) -> None:
         await super().start_mps(minor, settings)
         stop_here("sharing")
+
+    def pci(self) -> PciSysfs:
+        base = super().pci()
+        assert isinstance(base, SimulatedPciSysfs)
+        return CountingSysfs(base.state_dir, node=self.node)
+
+
+class CountingSysfs(SimulatedPciSysfs):
+    """Stops after the n-th sysfs write of the run for point ``sysfs-write-<n>`` (a bind or an unbind step)."""
+
+    writes = 0
+
+    def write(self, relative_path: str, text: str) -> None:
+        super().write(relative_path, text)
+        CountingSysfs.writes += 1
+        stop_here(f"sysfs-write-{CountingSysfs.writes}")
 
 
 class Store(CheckpointStore):
@@ -68,7 +91,7 @@ class Specs(SpecDir):
 
 
 async def main(nats_url: str, root: Path, uid: str, name: str) -> None:
-    settings = service_settings(root, nats_url)
+    settings = service_settings(root, nats_url, **json.loads(os.environ.get(CHILD_SETTINGS) or "{}"))
     bus = await Bus.connect(settings, "claim_preparation")
     kube = await LocalKube.open(bus.js)
     machine = await open_machine(Machine, settings)

@@ -59,6 +59,8 @@ from tests.claim_preparation.claim_prep_support import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
+CHILD_SETTINGS = "GPUDRA_TEST_CRASH_CHILD_SETTINGS"
+"""JSON of settings the crash child overrides (``crash_at``'s ``child_settings``)."""
 SPEC_PREFIX = f"k8s.{DRIVER}-claim_"
 READY = "service ready"
 ROLLBACK = "left by the last run"
@@ -887,8 +889,11 @@ if __name__ == "__main__":
     asyncio.run(_stalling_service(sys.argv[1], Path(sys.argv[2]), sys.argv[3]))
 
 
-async def crash_at(point: str, nats_url: str, root: Path, ref: ClaimRef) -> None:
-    """Run the crash child (``claim_prep_crash_child``) until it reports ``point``, then kill -9 it."""
+async def crash_at(
+    point: str, nats_url: str, root: Path, ref: ClaimRef, *, child_settings: Mapping[str, object] | None = None
+) -> None:
+    """Run the crash child (``claim_prep_crash_child``) until it reports ``point``, then kill -9 it;
+    ``child_settings`` override the child's claim_preparation settings."""
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -899,7 +904,7 @@ async def crash_at(point: str, nats_url: str, root: Path, ref: ClaimRef) -> None
         ref.uid,
         ref.name,
         cwd=REPO,
-        env={**os.environ, "OTEL_SDK_DISABLED": "true"},
+        env={**os.environ, "OTEL_SDK_DISABLED": "true", CHILD_SETTINGS: json.dumps(dict(child_settings or {}))},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )

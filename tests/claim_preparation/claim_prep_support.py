@@ -8,6 +8,7 @@ lives in the test's temp dir. Tests talk to it as the kubelet_shim does: NATS re
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -210,7 +211,7 @@ B = TypeVar("B", bound=SimulatedBackend)
 
 async def open_machine(cls: type[B], settings: Settings) -> B:
     """The test's machine as a ``SimulatedBackend`` subclass (gates, failures), created from the profile."""
-    await SimulatedBackend.open(NODE, settings.simulated_state, PROFILE)
+    await SimulatedBackend.open(NODE, settings.simulated_state, settings.profile)
     return cls(NODE, StateStore(settings.simulated_state), DEFAULT_POLL_INTERVAL)
 
 
@@ -228,3 +229,11 @@ def cdi_files(settings: Settings) -> list[Path]:
 
 def schema() -> SchemaValidator:
     return SchemaValidator(CDI_SCHEMA)
+
+
+def spec_of(settings: Settings, ref: ClaimRef) -> dict[str, Any]:
+    """The claim's CDI spec, checked against the CDI schema."""
+    [spec_file] = [f for f in cdi_files(settings) if ref.uid in f.name]
+    spec: dict[str, Any] = json.loads(spec_file.read_text())
+    schema().check(spec)
+    return spec

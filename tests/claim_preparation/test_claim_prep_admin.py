@@ -6,7 +6,6 @@ hand out the device's CDI without touching its configuration, and never to count
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from libs.bus import Bus
@@ -24,8 +23,8 @@ from tests.claim_preparation.claim_prep_support import (
     machine,
     opaque,
     prepare,
-    schema,
     sim_state,
+    spec_of,
     store_claim,
     unprepare,
 )
@@ -58,13 +57,6 @@ async def store_admin_claim(
     ]
     assert errors == []
     return ClaimRef(namespace=ADMIN_NAMESPACE, name=name, uid=created["metadata"]["uid"])
-
-
-def spec_of(settings: Settings, ref: ClaimRef) -> dict[str, Any]:
-    [spec_file] = [f for f in cdi_files(settings) if ref.uid in f.name]
-    spec: dict[str, Any] = json.loads(spec_file.read_text())
-    schema().check(spec)
-    return spec
 
 
 async def test_an_admin_claim_shares_a_held_gpu_without_touching_it(

@@ -30,9 +30,9 @@ from tests.claim_preparation.claim_prep_support import (
     gpu_config,
     opaque,
     prepare,
-    schema,
     serving,
     sim_state,
+    spec_of,
     store_claim,
     unprepare,
     until_answering,
@@ -72,10 +72,7 @@ def half(**more: str) -> dict[str, str]:
 
 def client_env(settings: Settings, ref: ClaimRef) -> dict[str, str]:
     """The env the claim's one device gives its containers, from its CDI spec (checked against the schema)."""
-    [spec_file] = [f for f in cdi_files(settings) if ref.uid in f.name]
-    spec = json.loads(spec_file.read_text())
-    schema().check(spec)
-    [device] = spec["devices"]
+    [device] = spec_of(settings, ref)["devices"]
     return dict(entry.split("=", 1) for entry in device["containerEdits"]["env"])
 
 

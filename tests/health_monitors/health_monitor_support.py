@@ -23,6 +23,7 @@ from libs.bus.topology import event_stream
 from libs.devices import DeviceBackend
 from libs.devices.events import DeviceEvent
 from libs.devices.model import HealthCounters, Inventory, MigDevice, MpsSettings, TimeSliceInterval
+from libs.devices.pci import PciSysfs
 from libs.devices.simulated import SimulatedBackend
 from libs.events import Domain, Envelope, Event, decode, event_subject
 from libs.events.catalogue.health import HealthEvent, MonitorStatusChanged
@@ -134,6 +135,9 @@ class MisbehavingBackend:
     @property
     def node(self) -> str:
         return self.inner.node
+
+    def pci(self) -> PciSysfs:
+        return self.inner.pci()
 
     async def read_counters(self, minor: int) -> HealthCounters:
         if minor == self.hang_minor:

@@ -7,7 +7,9 @@ crash at any point, or after another process moved the function meanwhile, finis
 
 A sysfs write can block in the kernel indefinitely (nvidia's unbind waits for every process using the GPU), so
 each one runs in a thread and the whole call is bounded by ``timeout``; a write that does not finish is reported
-naming the function and the driver, and left to the kernel, which may still complete it.
+naming the function and the driver, and left to the kernel, which may still complete it. ``writes_settled`` waits
+for such a write: whoever gives the function back must, or the kernel finishes the unbind after the function was
+put back, and leaves it on no driver.
 """
 
 import asyncio
@@ -90,6 +92,15 @@ async def restore_driver(sysfs: PciSysfs, bdf: str, driver: str, *, timeout: flo
     )
 
 
+async def writes_settled(sysfs: PciSysfs, bdf: str, *, timeout: float) -> bool:
+    """Whether no write to the function is still in the kernel, waiting up to ``timeout`` for those that are."""
+    pending = list(_IN_FLIGHT.get((str(sysfs.sys_root), bdf), ()))
+    if not pending:
+        return True
+    _, still = await asyncio.wait(pending, timeout=timeout)
+    return not still
+
+
 async def wait_for_group_node(sysfs: PciSysfs, group: int, *, timeout: float) -> None:
     """Returns once ``/dev/vfio/<group>`` exists, which is when the group can be handed to a VM."""
     node = sysfs.group_node(group)
@@ -132,7 +143,7 @@ async def _converge(sysfs: PciSysfs, bdf: str, goal: str, plan: Planner, timeout
                     raise refused or PciError(sysfs.node, bdf, f"{_describe(step)} did not take effect")
                 last, refused = step, None
                 try:
-                    await _in_own_thread(functools.partial(apply, sysfs, bdf, step))
+                    await _in_own_thread(functools.partial(apply, sysfs, bdf, step), (str(sysfs.sys_root), bdf))
                 except PciError as error:  # the kernel refused: read again, the function may have moved meanwhile
                     refused = error
     except TimeoutError:
@@ -167,11 +178,19 @@ def _describe(step: Step) -> str:
             return "the kernel's probe"
 
 
-async def _in_own_thread(call: Callable[[], None]) -> None:
+_IN_FLIGHT: dict[tuple[str, str], set[asyncio.Future[None]]] = {}
+"""(sysfs root, bdf) → the writes to that function still in the kernel, each done when its thread returns."""
+
+
+async def _in_own_thread(call: Callable[[], None], key: tuple[str, str]) -> None:
     """A write blocked in the kernel cannot be cancelled: in a daemon thread of its own it holds neither a
-    worker of the loop's executor nor the process's exit while it waits, however long that is."""
+    worker of the loop's executor nor the process's exit while it waits, however long that is. It stays in
+    ``_IN_FLIGHT`` until it returns, whether or not anyone still waits for it."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
+    finished: asyncio.Future[None] = loop.create_future()
+    _IN_FLIGHT.setdefault(key, set()).add(finished)
+    finished.add_done_callback(lambda future: _forget(key, future))
 
     def run() -> None:
         error: Exception | None = None
@@ -181,9 +200,18 @@ async def _in_own_thread(call: Callable[[], None]) -> None:
             error = raised
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
             loop.call_soon_threadsafe(_settle, done, error)
+            loop.call_soon_threadsafe(_settle, finished, None)
 
     threading.Thread(target=run, name="pci-sysfs-write", daemon=True).start()
     await done
+
+
+def _forget(key: tuple[str, str], future: asyncio.Future[None]) -> None:
+    writes = _IN_FLIGHT.get(key)
+    if writes is not None:
+        writes.discard(future)
+        if not writes:
+            del _IN_FLIGHT[key]
 
 
 def _settle(done: asyncio.Future[None], error: Exception | None) -> None:
