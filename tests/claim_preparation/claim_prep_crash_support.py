@@ -25,7 +25,8 @@ import statistics
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -48,6 +49,7 @@ from services.claim_preparation.devices import MigTarget
 from services.claim_preparation.record import PREPARE_COMPLETED, ClaimRecord, MpsPlan, TimeSlicePlan
 from services.claim_preparation.service import running
 from services.claim_preparation.settings import Settings
+from services.kubelet_shim.service import serve
 from tests.claim_preparation.claim_prep_support import (
     DRIVER,
     NODE,
@@ -57,6 +59,7 @@ from tests.claim_preparation.claim_prep_support import (
     service_settings,
     store_claim,
 )
+from tests.kubelet_shim.shim_support import shim_settings, short_dir
 
 REPO = Path(__file__).resolve().parents[2]
 CHILD_SETTINGS = "GPUDRA_TEST_CRASH_CHILD_SETTINGS"
@@ -148,6 +151,7 @@ def process_env(settings: Settings) -> dict[str, str]:
         "backend": settings.backend,
         "profile": settings.profile,
         "mig_mode": settings.mig_mode,
+        "passthrough_gpus": settings.passthrough_gpus,
         "kube_mode": settings.kube_mode,
         "boot_id_path": settings.boot_id_path,
         "metrics_port": str(settings.metrics_port),
@@ -920,3 +924,30 @@ async def crash_at(
     finally:
         child.send_signal(signal.SIGKILL)
         await child.wait()
+
+
+# --- a run, as the crash-cycle tests drive it ------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def kubelet_and_service(settings: Settings, bus: Bus) -> AsyncIterator[tuple[KubeletClient, ServiceRunner]]:
+    """The shim (in this process) registered with the kubelet-like client, and the service runner."""
+    with short_dir("cc-") as kubelet_dir:
+        async with (
+            serve(bus, shim_settings(settings.nats_url, kubelet_dir)) as shim,
+            ServiceRunner(process_env(settings)) as runner,
+        ):
+            client = await KubeletClient.register(shim.registration_socket.path, driver_name=DRIVER, call_timeout=30)
+            async with client:
+                yield client, runner
+
+
+def share(cycles: int, uids: list[str]) -> dict[str, int]:
+    """``cycles`` spread over the claims as evenly as it goes."""
+    return {uid: cycles // len(uids) + (index < cycles % len(uids)) for index, uid in enumerate(uids)}
+
+
+def findings(stats: RunStats) -> list[str]:
+    """What went wrong during the run: broken facts right after answers, errors a kill cannot explain."""
+    errors = [f"{n} x answered with error: {kind}" for kind, n in stats.errors.items() if kind not in TRANSIENT_ERRORS]
+    return stats.violations + errors

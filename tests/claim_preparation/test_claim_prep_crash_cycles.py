@@ -24,8 +24,7 @@ import dataclasses
 import os
 import random
 import signal
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -34,25 +33,21 @@ import pytest
 from libs.bus import Bus
 from libs.devices.model import MpsSettings, TimeSliceInterval
 from libs.kube import KubeApi
-from libs.kubeletclient import KubeletClient
 from libs.natsserver import EmbeddedNats
 from services.claim_preparation.checkpoint import CheckpointStore
-from services.claim_preparation.settings import Settings
-from services.kubelet_shim.service import serve
 from tests.claim_preparation.claim_prep_crash_support import (
     CLAIMS,
-    TRANSIENT_ERRORS,
     ClaimEvent,
     CrashRun,
     NodeSnapshot,
-    RunStats,
-    ServiceRunner,
     audit,
     audit_events,
     audit_state,
     claim_events,
-    process_env,
+    findings,
+    kubelet_and_service,
     read_until,
+    share,
     snapshot,
     start_stalling_service,
     store_claims,
@@ -66,34 +61,9 @@ from tests.claim_preparation.claim_prep_support import (
     unprepare,
     until_answering,
 )
-from tests.kubelet_shim.shim_support import shim_settings, short_dir
 
 CYCLES = 200
 SEED_VARIABLE = "GPUDRA_CRASH_SEED"
-
-
-@asynccontextmanager
-async def kubelet_and_service(settings: Settings, bus: Bus) -> AsyncIterator[tuple[KubeletClient, ServiceRunner]]:
-    """The shim (in this process) registered with the kubelet-like client, and the service runner."""
-    with short_dir("cc-") as kubelet_dir:
-        async with (
-            serve(bus, shim_settings(settings.nats_url, kubelet_dir)) as shim,
-            ServiceRunner(process_env(settings)) as runner,
-        ):
-            client = await KubeletClient.register(shim.registration_socket.path, driver_name=DRIVER, call_timeout=30)
-            async with client:
-                yield client, runner
-
-
-def share(cycles: int, uids: list[str]) -> dict[str, int]:
-    """``cycles`` spread over the claims as evenly as it goes."""
-    return {uid: cycles // len(uids) + (index < cycles % len(uids)) for index, uid in enumerate(uids)}
-
-
-def findings(stats: RunStats) -> list[str]:
-    """What went wrong during the run: broken facts right after answers, errors a kill cannot explain."""
-    errors = [f"{n} x answered with error: {kind}" for kind, n in stats.errors.items() if kind not in TRANSIENT_ERRORS]
-    return stats.violations + errors
 
 
 @pytest.mark.slow
