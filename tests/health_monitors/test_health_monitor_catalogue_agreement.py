@@ -18,6 +18,7 @@ from services.health.monitors import opinions
 from services.health.monitors.conditions import Condition, health_event
 from services.health.monitors.counter_rules import Thresholds, assess
 from services.health.monitors.event_stream import ecc_condition, gpu_lost_condition, recovery_condition, xid_condition
+from services.health.monitors.pollers import passthrough_condition
 from services.health.monitors.watchdog import unmonitored_condition
 
 GPU = EntityRef(kind="gpu", id="GPU-0001", device="gpu-1")
@@ -45,7 +46,8 @@ def every_condition() -> list[Condition]:
         if action != RecoveryAction.NONE
     ]
     unmonitored = unmonitored_condition(GPU, ["counters/gpu-1"], 1)
-    return [*polled, *xids, *ecc, *recovery, gpu_lost_condition(1, GPU, "test"), unmonitored]
+    with_vm = passthrough_condition(1, GPU)
+    return [*polled, *xids, *ecc, *recovery, gpu_lost_condition(1, GPU, "test"), unmonitored, with_vm]
 
 
 def test_the_rules_cover_every_polled_check() -> None:
@@ -61,6 +63,7 @@ def test_the_rules_cover_every_polled_check() -> None:
         "recovery-action",
         "gpu-lost",
         "monitor",
+        "passthrough",
     }
 
 

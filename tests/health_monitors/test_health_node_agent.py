@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from libs.bus import Bus, CommandError
+from libs.devices.errors import DeviceNotFound
+from libs.devices.pci import bind_to_vfio, restore_driver
 from libs.devices.simulated import SimulatedBackend
 from libs.events.catalogue.health import HealthEvent, MonitorStatusChanged, ResetGpu, ResetGpuReply
 from tests.health_monitors.health_monitor_support import (
@@ -61,6 +63,29 @@ async def test_a_lost_gpu_is_reported_and_its_return_is_healthy(
         await sim.restore_gpu(5)
         back = (await feed.expect(HealthEvent, health("gpu-lost", "gpu-5", healthy=True))).data
     assert (back.fatal, back.recommended_action, back.entity) == (False, "NONE", lost.entity)
+
+
+async def test_a_gpu_handed_to_a_vm_is_with_the_vm_not_lost_and_its_return_is_healthy(
+    bus: Bus, sim: SimulatedBackend, tmp_path: Path
+) -> None:
+    """NVML loses a GPU on vfio-pci (the simulated backend's reads fail as NVML's do): no GPU lost, no fault, the
+    informational ``passthrough`` condition while the VM has it."""
+    pci = sim.pci()
+    bus_id = next(gpu.pci_bus_id for gpu in (await sim.inventory()).gpus if gpu.minor == 5)
+    async with running_agent(bus, sim, tmp_path / "health") as feed:
+        await bind_to_vfio(pci, bus_id, timeout=5)
+        with pytest.raises(DeviceNotFound):
+            await sim.read_counters(5)
+        with_vm = (await feed.expect(HealthEvent, health("passthrough", "gpu-5"))).data
+        assert (with_vm.fatal, with_vm.recommended_action, with_vm.error_codes) == (False, "NONE", ["vm"])
+        assert "gpu-5 is with a VM (bound to vfio-pci)" in with_vm.message
+        await restore_driver(pci, bus_id, "nvidia", timeout=5)
+        await feed.expect(HealthEvent, health("passthrough", "gpu-5", healthy=True))
+    reported = [e.data for e in await stored_health_events(bus)]
+    assert [e.check for e in reported if isinstance(e, HealthEvent) and e.entity.device == "gpu-5"] == [
+        "passthrough",
+        "passthrough",
+    ]
 
 
 async def test_an_ecc_counter_rise_is_polled_and_its_clearing_is_healthy(

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar, cast
 
-from libs.devices.errors import StateError
+from libs.devices.errors import DeviceNotFound, StateError
 from libs.devices.events import DeviceEvent
 from libs.devices.model import HealthCounters, Inventory, MigDevice, MpsSettings, TimeSliceInterval
-from libs.devices.pci import PciSysfs
+from libs.devices.pci import VFIO_PCI, PciSysfs
 from libs.devices.simulated import driver_root, faults, ops, pci
 from libs.devices.simulated.eventlog import EventFollower
 from libs.devices.simulated.machine import MachineProfile
@@ -109,7 +109,12 @@ class SimulatedBackend:
         await self._transact(lambda state: (Change(ops.reset_gpu(state, minor)), None))
 
     async def read_counters(self, minor: int) -> HealthCounters:
-        return ops.read_counters(await self._state(), minor)
+        """As NVML reads them: a GPU whose function is on vfio-pci (a VM's) is not the driver's, so not NVML's."""
+        state = await self._state()
+        gpu = next((g for g in state.gpus if g.minor == minor), None)
+        if gpu is not None and self._pci.driver_of(gpu.pci_bus_id) == VFIO_PCI:
+            raise DeviceNotFound(self._node, gpu.name)
+        return ops.read_counters(state, minor)
 
     def events(self) -> AsyncIterator[DeviceEvent]:
         return EventFollower(self._store.events_path, self._poll_interval)

@@ -33,6 +33,8 @@ CHECK_NVLINK = "nvlink"
 CHECK_PCIE = "pcie"
 # The watchdog's, for the devices of a monitor that died or stopped answering (code "unmonitored").
 CHECK_MONITOR = "monitor"
+# The pollers' too: the GPU is with a VM (bound to vfio-pci), so neither the driver nor NVML watches it (code "vm").
+CHECK_PASSTHROUGH = "passthrough"
 
 RESET_CLEARS = frozenset({CHECK_XID, CHECK_ECC, CHECK_RECOVERY})
 """What a successful GPU reset clears. Not GPU lost: the poller clears that once it reads the GPU again, so a
@@ -46,6 +48,7 @@ POLLER_CHECKS = frozenset(
         CHECK_NVLINK,
         CHECK_PCIE,
         CHECK_GPU_LOST,
+        CHECK_PASSTHROUGH,
     }
 )
 

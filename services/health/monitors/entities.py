@@ -31,6 +31,7 @@ class EntityMap:
     def __init__(self, node: str) -> None:
         self.node = node
         self._gpus: dict[int, EntityRef] = {}
+        self._bus_ids: dict[int, str] = {}
         self._migs: dict[tuple[int, int, int], MigDevice] = {}
 
     def update(self, inventory: Inventory) -> list[Gpu]:
@@ -38,6 +39,7 @@ class EntityMap:
         new = [gpu for gpu in inventory.gpus if gpu.minor not in self._gpus]
         for gpu in inventory.gpus:
             self._gpus[gpu.minor] = gpu_entity(gpu.minor, gpu.uuid)
+            self._bus_ids[gpu.minor] = gpu.pci_bus_id
         self._migs = {(d.parent_minor, d.gi_id, d.ci_id): d for d in inventory.mig_devices}
         return new
 
@@ -54,6 +56,10 @@ class EntityMap:
         if known is not None:
             return known
         return gpu_entity(minor, uuid or f"{self.node}/{gpu_device_name(minor)}")
+
+    def bus_id(self, minor: int) -> str | None:
+        """The GPU's PCI function, as the last inventory that listed it said."""
+        return self._bus_ids.get(minor)
 
     def mig(self, minor: int, gi_id: int, ci_id: int) -> EntityRef | None:
         device = self._migs.get((minor, gi_id, ci_id))
