@@ -123,7 +123,9 @@ def parse_devices(specs: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def device_class(device: str) -> str:
-    return "mig.gpudra.io" if "-mig-" in device else "gpu.gpudra.io"
+    if "-mig-" in device:
+        return "mig.gpudra.io"
+    return "vfio.gpudra.io" if device.endswith("-vfio") else "gpu.gpudra.io"
 
 
 def _requests(devices: Sequence[tuple[str, str]], capacity: Mapping[str, int]) -> list[dict[str, Any]]:
@@ -134,7 +136,9 @@ def _requests(devices: Sequence[tuple[str, str]], capacity: Mapping[str, int]) -
     for request, names in by_request.items():
         classes = {device_class(name) for name in names}
         if len(classes) > 1:
-            raise UsageError(f"request {request} mixes GPUs and MIG devices; give them separate requests")
+            raise UsageError(
+                f"request {request} mixes kinds of device ({', '.join(sorted(classes))}); give them separate requests"
+            )
         exactly: dict[str, Any] = {
             "deviceClassName": classes.pop(),
             "allocationMode": "ExactCount",

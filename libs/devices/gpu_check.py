@@ -22,6 +22,7 @@ from libs.devices.errors import BackendUnavailable, ProfileError, StateError
 from libs.devices.factory import open_backend
 from libs.devices.model import Inventory
 from libs.slices import MigMode, build_slices, pool_problems
+from libs.slices.passthrough import PassthroughGpus
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -34,6 +35,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--mig-mode", choices=[m.value for m in MigMode], default=MigMode.STATIC.value)
     parser.add_argument(
         "--consumable-capacity", action="store_true", help="publish GPUs with MIG off as shareable (KEP-5075)"
+    )
+    parser.add_argument(
+        "--passthrough-gpus", default="none", help="GPUs also offered to VMs: none, all, or minors such as 0,3"
     )
     parser.add_argument("--no-slices", action="store_true", help="print the inventory only")
     return parser.parse_args(argv)
@@ -57,7 +61,8 @@ def describe(inventory: Inventory, out: TextIO) -> None:
             f"  {gpu.name:8} index {gpu.index}  {gpu.product_name}  {gpu.uuid}\n"
             f"           {gpu.architecture}, compute {gpu.cuda_compute_capability}, "
             f"{gpu.memory_bytes // 2**20} MiB, PCI {gpu.pci_bus_id} root {gpu.pcie_root or '?'} "
-            f"NUMA {'-' if gpu.numa_node is None else gpu.numa_node}, MIG {'on' if gpu.mig_enabled else 'off'}"
+            f"NUMA {'-' if gpu.numa_node is None else gpu.numa_node}, MIG {'on' if gpu.mig_enabled else 'off'}, "
+            f"IOMMU group {'-' if gpu.iommu_group is None else gpu.iommu_group}"
             f"{', clique ' + gpu.fabric.clique if gpu.fabric else ''}\n"
         )
         for mig in inventory.mig_devices_of(gpu):
@@ -76,6 +81,7 @@ def check_slices(inventory: Inventory, args: argparse.Namespace, out: TextIO) ->
         generation=1,
         mig_mode=MigMode(args.mig_mode),
         shared_gpus=args.consumable_capacity,
+        passthrough=PassthroughGpus.parse(args.passthrough_gpus),
     )
     out.write(yaml.safe_dump_all(slices, sort_keys=False))
     return pool_problems(slices, args.k8s_minor) + _schema_problems(slices, args.k8s_minor)

@@ -44,7 +44,7 @@ def test_devices_go_to_requests_by_kind() -> None:
         ("mig", STATIC_MIG),
         ("train", "gpu-2"),
     ]
-    with pytest.raises(UsageError, match="mixes GPUs and MIG devices"):
+    with pytest.raises(UsageError, match=r"mixes kinds of device \(gpu.gpudra.io, mig.gpudra.io\)"):
         claim_object("c", "default", [("x", "gpu-1"), ("x", STATIC_MIG)], None, DRIVER)
 
 

@@ -20,7 +20,7 @@ import pytest
 from libs.bus import Bus
 from libs.kube import RESOURCE_CLAIMS, LocalKube
 from libs.settings import CommonSettings
-from tests.standalone.up_support import System, gpudra, running_up
+from tests.standalone.up_support import System, cli, running_up
 
 pytestmark = pytest.mark.slow
 
@@ -31,13 +31,6 @@ Claim = dict[str, Any]
 async def system(tmp_path: Path) -> AsyncIterator[System]:
     async with running_up(tmp_path, "--node", "node-0", "--profile", "dgx-h100") as running:
         yield running
-
-
-async def cli(*args: str) -> str:
-    process = await gpudra(*args)
-    out, _ = await process.communicate()
-    assert process.returncode == 0, out.decode()
-    return out.decode()
 
 
 def ready_of(claim: Claim) -> list[tuple[str, str]]:

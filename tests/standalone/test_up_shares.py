@@ -15,7 +15,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from tests.standalone.up_support import System, gpudra, running_up
+from tests.standalone.up_support import System, cli, running_up
 
 pytestmark = pytest.mark.slow
 
@@ -25,13 +25,6 @@ async def system(tmp_path: Path) -> AsyncIterator[System]:
     settings = {"GPUDRA_CONSUMABLE_CAPACITY": "true"}
     async with running_up(tmp_path, "--node", "node-0", "--profile", "dgx-h100", env=settings) as running:
         yield running
-
-
-async def cli(*args: str, expect: int = 0) -> str:
-    process = await gpudra(*args)
-    out, _ = await process.communicate()
-    assert process.returncode == expect, out.decode()
-    return out.decode()
 
 
 def client_env(cdi_dir: Path, uid: str) -> dict[str, str]:

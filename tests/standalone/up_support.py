@@ -30,6 +30,14 @@ async def gpudra(*args: str, env: Mapping[str, str] | None = None) -> asyncio.su
     )
 
 
+async def cli(*args: str, expect: int = 0) -> str:
+    """``gpudra ARGS...`` run to its end: its output, once its exit code is checked."""
+    process = await gpudra(*args)
+    out, _ = await process.communicate()
+    assert process.returncode == expect, out.decode()
+    return out.decode()
+
+
 async def read_until(process: asyncio.subprocess.Process, marker: str, timeout: float = 90) -> list[str]:
     assert process.stdout is not None
     lines: list[str] = []
