@@ -7,6 +7,7 @@ structs; nothing downstream knows which backend it talks to.
 
 import enum
 import hashlib
+from typing import Literal
 
 import msgspec
 
@@ -129,6 +130,10 @@ class MigDevice(msgspec.Struct, frozen=True, kw_only=True):
         return self.profile.device_name(self.parent_minor, self.placement.start)
 
 
+ConfidentialComputing = Literal["on", "off", "devtools"]
+"""``devtools``: on, but with the developer tools mode that leaves the GPU's memory readable."""
+
+
 class Inventory(msgspec.Struct, frozen=True, kw_only=True):
     """What a node has, as one backend saw it at one moment.
 
@@ -143,6 +148,9 @@ class Inventory(msgspec.Struct, frozen=True, kw_only=True):
     gpus: tuple[Gpu, ...]
     mig_devices: tuple[MigDevice, ...] = ()
     mig_profiles: dict[str, tuple[MigProfile, ...]] = {}
+    confidential_computing: ConfidentialComputing | None = None
+    """The node's confidential-computing mode as the driver reports it (``nvmlSystemGetConfComputeState``):
+    what a VM taking a GPU here can count on. None where the driver does not say."""
 
     def content_hash(self) -> str:
         """Changes exactly when the published content would: lets a publisher skip unchanged inventories."""

@@ -59,7 +59,7 @@ def gpu_group(
         whole = full_gpu(gpu, shared)
         whole = shareable(whole, gpu.memory_bytes) if shared_gpus else whole
         if passthrough.offers(gpu):
-            devices, counter_set = passthrough_devices(gpu, whole, shared)
+            devices, counter_set = passthrough_devices(gpu, whole, shared, inventory.confidential_computing)
             return GpuGroup(gpu.minor, devices, counter_set)
         return GpuGroup(gpu.minor, [whole])
     if mode is MigMode.STATIC:

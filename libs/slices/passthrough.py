@@ -6,8 +6,9 @@ prepares by binding the GPU's IOMMU group to ``vfio-pci``. Both consume the one 
 set (``gpu: 1``), so the scheduler never gives the same GPU to a container and a VM at once; claim_preparation
 refuses it too. A GPU with MIG on is partitioned by MIG instead and is not offered to VMs.
 
-The ``vfio`` device carries the GPU's identity and place (UUID, product, PCI bus id, PCIe root, NUMA node) and
-its ``iommuGroup``, and the GPU's memory as capacity, so a VM claim can select as a container claim does.
+The ``vfio`` device carries the GPU's identity and place (UUID, product, PCI bus id, PCIe root, NUMA node), its
+``iommuGroup``, the node's ``confidentialComputing`` mode where the driver reports it (``on``, ``off``,
+``devtools``), and the GPU's memory as capacity, so a VM claim can select as a container claim does.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from libs.devices.model import Gpu
+from libs.devices.model import ConfidentialComputing, Gpu
 from libs.devices.names import vfio_device_name
 from libs.slices.attributes import STANDARD, Attributes, Entry, encode, gpu_capacity
 from libs.slices.counters import counter_set_name
@@ -68,12 +69,15 @@ class PassthroughGpus(msgspec.Struct, frozen=True):
 NO_PASSTHROUGH = PassthroughGpus()
 
 
-def passthrough_devices(gpu: Gpu, whole: Device, shared: Attributes) -> tuple[list[Device], dict[str, Any]]:
-    """The GPU's container device and its vfio device, both consuming the GPU's one counter, and the counter set."""
+def passthrough_devices(
+    gpu: Gpu, whole: Device, shared: Attributes, cc: ConfidentialComputing | None
+) -> tuple[list[Device], dict[str, Any]]:
+    """The GPU's container device and its vfio device, both consuming the GPU's one counter, and the counter set;
+    ``cc`` is the node's confidential-computing mode, which a VM claim may select on."""
     consumption = [{"counterSet": counter_set_name(gpu.minor), "counters": {COUNTER: {"value": format_quantity(1)}}}]
     vfio = {
         "name": vfio_device_name(gpu.minor),
-        "attributes": vfio_attributes(gpu, shared),
+        "attributes": vfio_attributes(gpu, shared, cc),
         "capacity": gpu_capacity(gpu),
         "consumesCounters": consumption,
     }
@@ -81,9 +85,10 @@ def passthrough_devices(gpu: Gpu, whole: Device, shared: Attributes) -> tuple[li
     return [whole | {"consumesCounters": consumption}, vfio], counter_set
 
 
-def vfio_attributes(gpu: Gpu, shared: Attributes) -> Attributes:
+def vfio_attributes(gpu: Gpu, shared: Attributes, cc: ConfidentialComputing | None) -> Attributes:
     name = vfio_device_name(gpu.minor)
     entries: list[Entry] = [
+        ("confidentialComputing", "string", cc),
         ("type", "string", "vfio"),
         ("uuid", "string", gpu.uuid),
         ("index", "int", gpu.index),

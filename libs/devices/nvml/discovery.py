@@ -15,7 +15,15 @@ from typing import Any
 import pynvml
 
 from libs.devices.errors import DeviceLost
-from libs.devices.model import FabricInfo, Gpu, Inventory, MigDevice, MigPlacement, MigProfile
+from libs.devices.model import (
+    ConfidentialComputing,
+    FabricInfo,
+    Gpu,
+    Inventory,
+    MigDevice,
+    MigPlacement,
+    MigProfile,
+)
 from libs.devices.names import gpu_device_name
 from libs.devices.nvml import sysfs
 from libs.devices.nvml.calls import ABSENT, NOT_FOUND, Caller, text
@@ -93,8 +101,18 @@ def discover(node: str, sysfs_root: Path) -> Discovery:
         gpus=tuple(gpus),
         mig_devices=tuple(mig_devices),
         mig_profiles=tables,
+        confidential_computing=cc_mode(system.optional(pynvml.nvmlSystemGetConfComputeState)),
     )
     return Discovery(inventory=inventory, handles=handles)
+
+
+def cc_mode(state: Any) -> ConfidentialComputing | None:
+    """NVML's system state as a mode; None where the driver cannot say (pre-Hopper drivers lack the call)."""
+    if state is None:
+        return None
+    if state.ccFeature != pynvml.NVML_CC_SYSTEM_FEATURE_ENABLED:
+        return "off"
+    return "devtools" if state.devToolsMode == pynvml.NVML_CC_SYSTEM_DEVTOOLS_MODE_ON else "on"
 
 
 def read_gpu(node: str, index: int, driver: str, cuda: str, sysfs_root: Path) -> tuple[Gpu, Any]:

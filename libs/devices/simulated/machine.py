@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from libs.devices.model import FabricInfo, Gpu, MigDevice, MigProfile
+from libs.devices.model import ConfidentialComputing, FabricInfo, Gpu, MigDevice, MigProfile
 from libs.devices.simulated.catalogue import GpuModel, gpu_models
 from libs.devices.simulated.mig import GpuLayout
 
@@ -51,6 +51,8 @@ class MachineProfile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     mig_devices: tuple[PreCreatedMig, ...] = ()
     fabric: FabricSpec | None = None
     sticky_faults: bool = False
+    confidential_computing: ConfidentialComputing | None = None
+    """What the simulated driver reports of confidential computing (None: a driver that does not say)."""
     audio_functions: bool = False
     """Each GPU also has an audio function (``.1``) in its IOMMU group, which a VM must take with it."""
 

@@ -64,6 +64,7 @@ def inventory_of(state: SimState) -> Inventory:
         gpus=tuple(gpu for gpu in state.gpus if gpu.minor not in lost),
         mig_devices=tuple(d for d in state.mig_devices if d.parent_minor not in lost),
         mig_profiles=state.mig_profiles,
+        confidential_computing=state.profile.confidential_computing,
     )
 
 

@@ -87,6 +87,8 @@ class FakeNvml:
         self.events: queue.Queue[Any] = queue.Queue()
         self.compute_modes: dict[int, int] = {}
         self.registered: list[int] = []
+        self.cc_state: pynvml.c_nvmlConfComputeSystemState_t | None = None
+        """None: a driver without the confidential-computing call."""
         for name in dir(self):
             if name.startswith("nvml"):
                 monkeypatch.setattr(pynvml, name, getattr(self, name))
@@ -121,6 +123,11 @@ class FakeNvml:
 
     def nvmlDeviceGetCount(self) -> int:
         return len(self.gpus)
+
+    def nvmlSystemGetConfComputeState(self) -> Any:
+        if self.cc_state is None:
+            raise nvml_error(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+        return self.cc_state
 
     def nvmlDeviceGetHandleByIndex(self, index: int) -> Any:
         return self.gpu_handle(self.gpus[index])
@@ -377,6 +384,23 @@ async def test_gpus_are_read_with_every_field(backend: NvmlBackend) -> None:
     assert not first.mig_enabled
     third = inventory.gpus[2]
     assert (third.pcie_root, third.numa_node, third.fabric) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("feature", "devtools", "mode"),
+    [
+        (None, None, None),  # an older driver lacks the call
+        (pynvml.NVML_CC_SYSTEM_FEATURE_DISABLED, pynvml.NVML_CC_SYSTEM_DEVTOOLS_MODE_OFF, "off"),
+        (pynvml.NVML_CC_SYSTEM_FEATURE_ENABLED, pynvml.NVML_CC_SYSTEM_DEVTOOLS_MODE_OFF, "on"),
+        (pynvml.NVML_CC_SYSTEM_FEATURE_ENABLED, pynvml.NVML_CC_SYSTEM_DEVTOOLS_MODE_ON, "devtools"),
+    ],
+)
+async def test_the_confidential_computing_mode_is_the_drivers(
+    backend: NvmlBackend, nvml: FakeNvml, feature: int | None, devtools: int | None, mode: str | None
+) -> None:
+    if feature is not None:
+        nvml.cc_state = pynvml.c_nvmlConfComputeSystemState_t(environment=0, ccFeature=feature, devToolsMode=devtools)
+    assert (await backend.inventory()).confidential_computing == mode
 
 
 async def test_mig_profiles_and_placements_come_from_nvml(backend: NvmlBackend) -> None:

@@ -5,6 +5,7 @@ import pytest
 from libs.devices.errors import ProfileError
 from libs.devices.simulated import builtin_profiles, load_profile, parse_profile
 from libs.devices.simulated.machine import build_hardware
+from libs.devices.simulated.ops import initial_state, inventory_of
 
 EXPECTED = {
     "dgx-a100": ("NVIDIA A100-SXM4-40GB", 8),
@@ -60,6 +61,13 @@ def test_a_profile_can_be_a_users_yaml_file(tmp_path: Path) -> None:
     path.write_text("name: lab\ngpu_model: A30-PCIE-24GB\ngpu_count: 2\nmig_enabled: all\n")
     profile = load_profile(str(path))
     assert (profile.name, profile.gpu_count, profile.mig_enabled) == ("lab", 2, "all")
+
+
+def test_a_profile_says_what_the_simulated_driver_reports_of_confidential_computing(tmp_path: Path) -> None:
+    path = tmp_path / "cc.yaml"
+    path.write_text('name: cc\ngpu_model: H100-SXM5-80GB\nconfidential_computing: "devtools"\n')
+    assert inventory_of(initial_state("node-a", load_profile(str(path)))).confidential_computing == "devtools"
+    assert inventory_of(initial_state("node-a", load_profile("dgx-h100"))).confidential_computing is None
 
 
 def _error(text: str) -> str:

@@ -91,6 +91,13 @@ def test_vfio_devices_validate_and_share_a_counter_with_their_gpu(
         assert counter_sets[f"gpu-{gpu.minor}-counter-set"]["counters"] == {"gpu": {"value": "1"}}
 
 
+@pytest.mark.parametrize("mode", ["on", "off", "devtools", None])
+def test_a_vm_can_select_on_the_nodes_confidential_computing_mode(mode: str | None) -> None:
+    inv = msgspec.structs.replace(inventory("dgx-h100"), confidential_computing=mode)
+    vfio = devices(build_slices(inv, k8s_minor=36, generation=1, passthrough=EVERY))["gpu-0-vfio"]["attributes"]
+    assert vfio.get("confidentialComputing") == ({"string": mode} if mode else None)
+
+
 def test_only_the_named_gpus_with_an_iommu_group_are_offered() -> None:
     inv = inventory("dgx-h100")
     no_group = msgspec.structs.replace(
