@@ -46,6 +46,11 @@ class DeviceBackend(Protocol):
         """Resets the GPU; its MIG devices and sharing settings are gone afterwards."""
         ...
 
+    async def processes(self, minor: int) -> tuple[int, ...]:
+        """The PIDs of the processes using the GPU (the driver's compute and graphics processes): a VM cannot
+        take a GPU while they hold it."""
+        ...
+
     async def read_counters(self, minor: int) -> HealthCounters: ...
 
     def pci(self) -> PciSysfs:

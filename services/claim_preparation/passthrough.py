@@ -5,15 +5,16 @@ beforehand, each with its driver); the plan is recorded before the first sysfs w
 undone by putting every endpoint back on the driver it had. ``Passthrough`` applies and undoes it through the
 node's ``PciSysfs`` (``libs.devices.pci``), each step idempotent:
 
-- apply: every endpoint of the group onto vfio-pci (the GPU's own function and any other in its group, such as
-  an audio function: VFIO hands a VM whole groups only), then a bounded wait for ``/dev/vfio/<group>``;
+- apply: nothing while a process uses the GPU (the driver's process list); else every endpoint of the group onto
+  vfio-pci (the GPU's own function and any other in its group, such as an audio function: VFIO hands a VM whole
+  groups only), then a bounded wait for ``/dev/vfio/<group>``;
 - undo: every endpoint back to its driver, then the GPU must be on ``nvidia`` again and in the backend's
   inventory, or the undo fails and is retried.
 
-An unbind that does not finish (the GPU still used by a process) fails the prepare within the timeout, naming the
-function and the driver. The kernel may still complete it later, so the rollback waits for it (within the same
-bound) before giving anything back; if it is still pending, the record stays and the next prepare or start gives
-the functions back once it has finished, rather than leaving a function on no driver.
+An unbind that does not finish (a process the list missed, a driver stuck in its remove) fails the prepare within
+the timeout, naming the function and the driver. The kernel may still complete it later, so the rollback waits
+for it (within the same bound) before giving anything back; if it is still pending, the record stays and the next
+prepare or start gives the functions back once it has finished, rather than leaving a function on no driver.
 """
 
 from __future__ import annotations
@@ -96,6 +97,12 @@ class Passthrough:
     timeout: float
 
     async def apply(self, uuids: Mapping[str, str]) -> None:
+        users = await self.backend.processes(self.plan.minor)
+        if users:
+            raise DeviceFailure(
+                f"device {self.plan.gpu}: {len(users)} process(es) use the GPU (pid {', '.join(map(str, users))}); "
+                "a VM can take it once they end"
+            )
         sysfs = self.backend.pci()
         for endpoint in self.plan.endpoints:
             await bind_to_vfio(sysfs, endpoint.bdf, timeout=self.timeout)

@@ -3,9 +3,9 @@
 On the simulated ``mixed-mig`` node with every GPU offered to VMs and an audio function beside each GPU (a group
 with a second endpoint): the whole group is bound, the CDI spec names the VFIO nodes and nothing of the host's
 driver, a container claim on the same GPU is refused while the VM holds it (and the other way round), unprepare
-gives everything back, an unbind that does not finish fails the prepare within its bound and is rolled back, and a
-kill -9 after any sysfs write of the bind or the unbind leaves every function on exactly one driver and the
-checkpoint true.
+gives everything back, a GPU some process uses is refused before anything moves, an unbind that does not finish
+fails the prepare within its bound and is given back once it does, and a kill -9 after any sysfs write of the
+bind or the unbind leaves every function on exactly one driver and the checkpoint true.
 """
 
 from __future__ import annotations
@@ -136,18 +136,34 @@ async def test_a_gpu_goes_to_a_vm_or_a_container_never_both(
     assert drivers(machine.pci()) == ("nvidia", "snd_hda_intel")
 
 
-async def test_an_unbind_that_does_not_finish_fails_within_the_bound_and_is_given_back_once_it_does(
+async def test_a_gpu_processes_use_is_refused_before_anything_moves(
     bus: Bus, kube: KubeApi, service: ClaimService, settings: Settings, machine: SimulatedBackend
 ) -> None:
     ref = await store_claim(kube, "vm-0", [("gpu", VM_GPU)])
-    await machine.mark_in_use(MINOR)
+    await machine.mark_in_use(MINOR, pids=(4242, 4343))
+    error = (await prepare(bus, ref)).results[ref.uid].error
+    assert f"device {VM_GPU}: 2 process(es) use the GPU (pid 4242, 4343); a VM can take it once they end" in error
+    assert drivers(machine.pci()) == ("nvidia", "snd_hda_intel")
+    assert machine.pci().override_of(BDF) is None
+    assert service.preparer.records == {}
+    await machine.mark_idle(MINOR)
+    assert (await prepare(bus, ref)).results[ref.uid].error == ""
+    assert drivers(machine.pci()) == ("vfio-pci", "vfio-pci")
+
+
+async def test_an_unbind_that_does_not_finish_fails_within_the_bound_and_is_given_back_once_it_does(
+    bus: Bus, kube: KubeApi, service: ClaimService, settings: Settings, machine: SimulatedBackend
+) -> None:
+    """A driver stuck in its remove: the process list was empty, the unbind does not finish."""
+    ref = await store_claim(kube, "vm-0", [("gpu", VM_GPU)])
+    await machine.hold_unbind(BDF)
     error = (await prepare(bus, ref)).results[ref.uid].error
     assert f"{BDF}: the unbind from nvidia did not finish in 2s" in error
     # The kernel may still finish that unbind: nothing is given back under it, and the record says what to undo.
     assert f"a write to {BDF} is still in the kernel after 2s" in error
     assert drivers(machine.pci()) == ("nvidia", "snd_hda_intel")
     assert service.preparer.records[ref.uid].state == "PrepareStarted"
-    await machine.mark_idle(MINOR)  # the process lets go: the unbind finishes, leaving the GPU on no driver
+    await machine.release_unbind(BDF)  # the unbind finishes, leaving the GPU on no driver
     # The kubelet's next prepare gives everything back first (the GPU to nvidia), then binds the group.
     assert (await prepare(bus, ref)).results[ref.uid].error == ""
     assert drivers(machine.pci()) == ("vfio-pci", "vfio-pci")

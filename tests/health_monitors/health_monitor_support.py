@@ -139,6 +139,9 @@ class MisbehavingBackend:
     def pci(self) -> PciSysfs:
         return self.inner.pci()
 
+    async def processes(self, minor: int) -> tuple[int, ...]:
+        return await self.inner.processes(minor)
+
     async def read_counters(self, minor: int) -> HealthCounters:
         if minor == self.hang_minor:
             await self.release.wait()

@@ -115,6 +115,10 @@ class NvmlBackend:
         await self._nvidia_smi_run(gpu, "--gpu-reset", "-i", gpu.uuid)
         self._discovery = None
 
+    async def processes(self, minor: int) -> tuple[int, ...]:
+        gpu, handle = await self._gpu(minor)
+        return await self._run(minor, counters.process_ids, Caller(self._node, gpu.name), handle)
+
     async def read_counters(self, minor: int) -> HealthCounters:
         gpu, handle = await self._gpu(minor)
         return await self._run(minor, counters.read_counters, Caller(self._node, gpu.name), handle, minor)

@@ -49,3 +49,11 @@ def _nvlinks(call: Caller, handle: Any) -> tuple[bool, ...]:
             break
         states.append(state == pynvml.NVML_FEATURE_ENABLED)
     return tuple(states)
+
+
+def process_ids(call: Caller, handle: Any) -> tuple[int, ...]:
+    """Compute and graphics processes on the GPU; a driver that cannot list one kind lists none of it."""
+    found: set[int] = set()
+    for listing in (pynvml.nvmlDeviceGetComputeRunningProcesses, pynvml.nvmlDeviceGetGraphicsRunningProcesses):
+        found.update(int(process.pid) for process in call.optional(listing, handle) or ())
+    return tuple(sorted(found))

@@ -5,7 +5,7 @@ state directory drives the same simulated machine, and the machine survives rest
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar, cast
 
@@ -108,6 +108,10 @@ class SimulatedBackend:
     async def reset_gpu(self, minor: int) -> None:
         await self._transact(lambda state: (Change(ops.reset_gpu(state, minor)), None))
 
+    async def processes(self, minor: int) -> tuple[int, ...]:
+        gpu = ops.find_gpu(await self._state(), minor)
+        return await asyncio.to_thread(self._pci.users, gpu.pci_bus_id)
+
     async def read_counters(self, minor: int) -> HealthCounters:
         """As NVML reads them: a GPU whose function is on vfio-pci (a VM's) is not the driver's, so not NVML's."""
         state = await self._state()
@@ -174,10 +178,10 @@ class SimulatedBackend:
     async def release_unbind(self, bdf: str) -> None:
         await asyncio.to_thread(self._pci.release_unbind, bdf)
 
-    async def mark_in_use(self, minor: int) -> None:
-        """A process holds the GPU: its unbind from nvidia blocks until ``mark_idle``."""
+    async def mark_in_use(self, minor: int, pids: Sequence[int] = (1,)) -> None:
+        """Processes hold the GPU: ``processes`` lists them, and its unbind from nvidia blocks until ``mark_idle``."""
         gpu = ops.find_gpu(await self._state(), minor)
-        await asyncio.to_thread(self._pci.mark_in_use, gpu.pci_bus_id)
+        await asyncio.to_thread(self._pci.mark_in_use, gpu.pci_bus_id, pids)
 
     async def mark_idle(self, minor: int) -> None:
         gpu = ops.find_gpu(await self._state(), minor)

@@ -195,9 +195,18 @@ class SimulatedPciSysfs(PciSysfs):
     def release_unbind(self, bdf: str) -> None:
         self._mark(UNBIND_HANGS, bdf, present=False)
 
-    def mark_in_use(self, bdf: str) -> None:
-        """A process uses the GPU: its unbind from nvidia blocks until ``mark_idle``, as nvidia's does."""
+    def mark_in_use(self, bdf: str, pids: Sequence[int] = (1,)) -> None:
+        """Processes (``pids``) use the GPU: its unbind from nvidia blocks until ``mark_idle``, as nvidia's does."""
         self._mark(IN_USE, bdf, present=True)
+        (self.state_dir / FAULTS / IN_USE / self.device_dir(bdf).name).write_text(" ".join(map(str, pids)))
+
+    def users(self, bdf: str) -> tuple[int, ...]:
+        """The PIDs ``mark_in_use`` gave, as the driver would list the GPU's processes."""
+        try:
+            text = (self.state_dir / FAULTS / IN_USE / self.device_dir(bdf).name).read_text()
+        except FileNotFoundError:
+            return ()
+        return tuple(int(pid) for pid in text.split())
 
     def mark_idle(self, bdf: str) -> None:
         self._mark(IN_USE, bdf, present=False)

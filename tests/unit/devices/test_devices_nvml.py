@@ -63,6 +63,7 @@ class FakeGpu:
     lost_on: str | None = None
     instances: list[FakeInstance] = dataclasses.field(default_factory=list)
     fabric: tuple[str, int] | None = None
+    compute_pids: list[int] = dataclasses.field(default_factory=list)
 
     @property
     def uuid(self) -> str:
@@ -123,6 +124,12 @@ class FakeNvml:
 
     def nvmlDeviceGetCount(self) -> int:
         return len(self.gpus)
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[Any]:
+        return [SimpleNamespace(pid=pid) for pid in self._gpu(handle, "processes").compute_pids]
+
+    def nvmlDeviceGetGraphicsRunningProcesses(self, handle: Any) -> list[Any]:
+        raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)  # a datacenter GPU without graphics
 
     def nvmlSystemGetConfComputeState(self) -> Any:
         if self.cc_state is None:
@@ -401,6 +408,12 @@ async def test_the_confidential_computing_mode_is_the_drivers(
     if feature is not None:
         nvml.cc_state = pynvml.c_nvmlConfComputeSystemState_t(environment=0, ccFeature=feature, devToolsMode=devtools)
     assert (await backend.inventory()).confidential_computing == mode
+
+
+async def test_the_gpus_processes_are_the_drivers_compute_processes(backend: NvmlBackend, gpus: list[FakeGpu]) -> None:
+    gpus[0].compute_pids = [311, 42, 311]
+    assert await backend.processes(2) == (42, 311)
+    assert await backend.processes(0) == ()
 
 
 async def test_mig_profiles_and_placements_come_from_nvml(backend: NvmlBackend) -> None:
