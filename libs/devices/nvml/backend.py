@@ -24,7 +24,7 @@ from libs.devices.nvml.calls import Caller
 from libs.devices.nvml.discovery import Discovery, discover
 from libs.devices.nvml.events import EventWatcher
 from libs.devices.nvml.library import NvmlLibrary, load_nvml
-from libs.devices.pci import PciSysfs
+from libs.devices.pci import PciSysfs, VmGpus
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class NvmlBackend:
         self._node = node
         self._sysfs_root = sysfs_root
         self._pci = PciSysfs(sysfs_root, dev_root, node=node)
+        self._vm_gpus = VmGpus()
         self._nvidia_smi, self._nvidia_smi_env = library.smi_command()
         self._event_wait_ms = event_wait_ms
         self._discovery: Discovery | None = None
@@ -84,7 +85,10 @@ class NvmlBackend:
         return self._node
 
     async def inventory(self) -> Inventory:
-        return (await self._discover()).inventory
+        """NVML's listing, with the GPUs a VM holds that this process saw before (``VmGpus``)."""
+        listed = (await self._discover()).inventory
+        gpus = self._vm_gpus.merge(listed.gpus, self._pci)
+        return listed if gpus == listed.gpus else msgspec.structs.replace(listed, gpus=gpus)
 
     async def create_mig_device(self, parent_minor: int, profile_name: str, placement_start: int) -> MigDevice:
         gpu, handle = await self._gpu(parent_minor)

@@ -2,5 +2,6 @@
 
 from libs.devices.pci.binding import VFIO_PCI, bind_to_vfio, restore_driver, wait_for_group_node, writes_settled
 from libs.devices.pci.sysfs import PciSysfs
+from libs.devices.pci.vm_gpus import VmGpus
 
-__all__ = ["VFIO_PCI", "PciSysfs", "bind_to_vfio", "restore_driver", "wait_for_group_node", "writes_settled"]
+__all__ = ["VFIO_PCI", "PciSysfs", "VmGpus", "bind_to_vfio", "restore_driver", "wait_for_group_node", "writes_settled"]

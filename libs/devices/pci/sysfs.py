@@ -75,6 +75,14 @@ class PciSysfs:
         """``/dev/vfio/<group>``: present once every endpoint of the group is on vfio-pci."""
         return self.dev_root / "vfio" / str(self._checked_group(group))
 
+    def vm_groups(self) -> frozenset[int]:
+        """The IOMMU groups whose ``/dev/vfio/<group>`` exists: those a VM can have (one directory listing)."""
+        try:
+            names = os.listdir(self.dev_root / "vfio")
+        except FileNotFoundError:
+            return frozenset()
+        return frozenset(int(name) for name in names if name.isascii() and name.isdigit())
+
     def container_node(self) -> Path:
         """``/dev/vfio/vfio``: present while vfio-pci is loaded; a VM needs it beside its groups' nodes."""
         return self.dev_root / "vfio/vfio"

@@ -9,10 +9,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar, cast
 
+import msgspec
+
 from libs.devices.errors import DeviceNotFound, StateError
 from libs.devices.events import DeviceEvent
 from libs.devices.model import HealthCounters, Inventory, MigDevice, MpsSettings, TimeSliceInterval
-from libs.devices.pci import VFIO_PCI, PciSysfs
+from libs.devices.pci import VFIO_PCI, PciSysfs, VmGpus
 from libs.devices.simulated import driver_root, faults, ops, pci
 from libs.devices.simulated.eventlog import EventFollower
 from libs.devices.simulated.machine import MachineProfile
@@ -30,7 +32,8 @@ class SimulatedBackend:
         self._store = store
         self._pci = pci.SimulatedPciSysfs(store.state_dir, node=node)
         self._poll_interval = poll_interval
-        self._inventory: tuple[SimState, Inventory] | None = None
+        self._inventory: tuple[SimState, frozenset[int], Inventory] | None = None
+        self._vm_gpus = VmGpus()
         self._queued: list[tuple[Step, asyncio.Future[object]]] = []
         self._applying: asyncio.Task[None] | None = None
 
@@ -81,10 +84,17 @@ class SimulatedBackend:
         return self._node
 
     async def inventory(self) -> Inventory:
+        """As NVML lists it: a GPU a VM holds (its IOMMU group on vfio-pci) is not the driver's, so not listed,
+        unless this process saw it before (``VmGpus``)."""
         state = await self._state()
-        if self._inventory is None or self._inventory[0] is not state:  # the store returns the same state object
-            self._inventory = (state, ops.inventory_of(state))  # until the file changes
-        return self._inventory[1]
+        groups = self._pci.vm_groups()
+        cached = self._inventory
+        if cached is None or cached[0] is not state or cached[1] != groups:  # the store returns the same state
+            listed = ops.inventory_of(state)  # object until the file changes
+            driver = tuple(gpu for gpu in listed.gpus if gpu.iommu_group not in groups)
+            gpus = self._vm_gpus.merge(driver, self._pci)
+            self._inventory = cached = (state, groups, msgspec.structs.replace(listed, gpus=gpus))
+        return cached[2]
 
     async def create_mig_device(self, parent_minor: int, profile_name: str, placement_start: int) -> MigDevice:
         def step(state: SimState) -> tuple[Change, MigDevice]:
