@@ -28,7 +28,7 @@ from libs.claims.allocation import AllocatedClaim
 from libs.devices import DeviceBackend
 from libs.devices.model import Inventory
 from libs.devices.names import vfio_device_name
-from libs.devices.pci import PciSysfs, bind_to_vfio, restore_driver, wait_for_group_node, writes_settled
+from libs.devices.pci import VFIO_PCI, PciSysfs, bind_to_vfio, restore_driver, wait_for_group_node, writes_settled
 from services.claim_preparation.devices import VfioTarget
 from services.claim_preparation.errors import DeviceFailure
 from services.claim_preparation.record import Endpoint, PassthroughPlan, PlannedDevice
@@ -104,6 +104,10 @@ class Passthrough:
                 "a VM can take it once they end"
             )
         sysfs = self.backend.pci()
+        if not await asyncio.to_thread(sysfs.driver_loaded, VFIO_PCI):
+            raise DeviceFailure(
+                f"device {self.plan.gpu}: the vfio-pci driver is not loaded on this node; load it (modprobe vfio-pci)"
+            )
         for endpoint in self.plan.endpoints:
             await bind_to_vfio(sysfs, endpoint.bdf, timeout=self.timeout)
         await wait_for_group_node(sysfs, self.plan.iommu_group, timeout=self.timeout)

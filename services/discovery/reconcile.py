@@ -20,11 +20,14 @@ import logging
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
+import msgspec
+
 from libs.bus import Bus
 from libs.devices import DeviceBackend
 from libs.devices.errors import DeviceError, StateError
 from libs.devices.events import DeviceEvent
 from libs.devices.model import Inventory
+from libs.devices.pci import VmGpus
 from libs.events.catalogue.inventory import InventoryChanged
 from libs.kube.slice_publisher import SlicePublishError
 from libs.slices import SliceLayoutError
@@ -142,13 +145,25 @@ class Reconciler:
     async def sync(self, *, starting: bool = False) -> bool:
         """One read and what follows it; False when some part failed and a retry is due."""
         try:
-            inventory = await self._backend.inventory()
+            inventory = self._with_vm_gpus(await self._backend.inventory())
         except READ_ERRORS as exc:
             log.error("cannot read the inventory; keeping the last one", extra={"node": self.node, "error": str(exc)})
             return False
         await self._record(inventory, starting=starting)
         await self._announce()
         return await self._publish_slices(inventory, starting=starting)
+
+    def _with_vm_gpus(self, inventory: Inventory) -> Inventory:
+        """The GPUs a VM holds kept published across a restart of discovery, from the stored inventory: the
+        backend keeps only those this process saw listed (``VmGpus``), and a restart while a VM holds a GPU must
+        not unpublish it."""
+        if self.record is None:
+            return inventory
+        remembered = VmGpus()
+        pci = self._backend.pci()
+        remembered.merge(self.record.gpus, pci)
+        gpus = remembered.merge(inventory.gpus, pci)
+        return inventory if gpus == inventory.gpus else msgspec.structs.replace(inventory, gpus=gpus)
 
     async def _record(self, inventory: Inventory, *, starting: bool) -> None:
         """Stores the inventory if it changed and queues its event; re-reads the entry if another writer won."""

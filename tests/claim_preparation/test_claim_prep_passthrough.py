@@ -11,6 +11,7 @@ bind or the unbind leaves every function on exactly one driver and the checkpoin
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,18 @@ async def test_a_gpu_processes_use_is_refused_before_anything_moves(
     await machine.mark_idle(MINOR)
     assert (await prepare(bus, ref)).results[ref.uid].error == ""
     assert drivers(machine.pci()) == ("vfio-pci", "vfio-pci")
+
+
+async def test_without_the_vfio_pci_driver_nothing_moves_and_the_error_says_how_to_load_it(
+    bus: Bus, kube: KubeApi, service: ClaimService, settings: Settings, machine: SimulatedBackend
+) -> None:
+    pci = machine.pci()
+    shutil.rmtree(pci.sys_root / "bus/pci/drivers/vfio-pci")  # the module is not loaded
+    ref = await store_claim(kube, "vm-0", [("gpu", VM_GPU)])
+    error = (await prepare(bus, ref)).results[ref.uid].error
+    assert f"device {VM_GPU}: the vfio-pci driver is not loaded on this node; load it (modprobe vfio-pci)" in error
+    assert drivers(pci) == ("nvidia", "snd_hda_intel")
+    assert (pci.override_of(BDF), service.preparer.records) == (None, {})
 
 
 async def test_an_unbind_that_does_not_finish_fails_within_the_bound_and_is_given_back_once_it_does(

@@ -11,6 +11,7 @@ import pytest
 from libs.bus import Bus, CommandError
 from libs.devices.nvml import NvmlBackend
 from libs.devices.nvml.library import NvmlLibrary
+from libs.devices.pci import bind_to_vfio
 from libs.devices.simulated import SimulatedBackend
 from libs.events.catalogue import InjectFault, InjectFaultReply, InventoryChanged, SlicesPublished
 from libs.kube import LocalKube
@@ -83,6 +84,28 @@ async def test_a_lost_gpu_leaves_inventory_and_slices_and_comes_back(
         await events.next(SlicesPublished)
         assert (back.reason, back.generation, back.added, back.device_count) == ("device-back", 3, ["gpu-3"], 8)
         assert slice_devices(await node_slices(discovery.kube.api)) == GPUS
+
+
+async def test_a_gpu_a_vm_holds_stays_published_across_a_restart_of_discovery(
+    nats_server: EmbeddedNats, bus: Bus, tmp_path: Path
+) -> None:
+    """The driver stops listing a GPU on vfio-pci; a discovery that starts meanwhile has never seen it listed and
+    keeps it from the inventory it stored before, so the slices do not lose it while a VM claim holds it."""
+    settings = discovery_settings(nats_server.url, tmp_path, passthrough_gpus="all")
+    events = await InventoryEvents.subscribe(bus)
+    async with discovery_process(settings):
+        await events.next(SlicesPublished)
+    machine = await SimulatedBackend.open(NODE, settings.simulated_state)
+    gpu = next(g for g in (await machine.inventory()).gpus if g.minor == 2)
+    await bind_to_vfio(machine.pci(), gpu.pci_bus_id, timeout=5)
+    fresh = await SimulatedBackend.open(NODE, settings.simulated_state)  # as a process started now lists GPUs
+    assert 2 not in [g.minor for g in (await fresh.inventory()).gpus]
+    async with discovery_process(settings) as discovery:
+        await events.next(SlicesPublished)
+        inventory, _ = await stored_inventory(bus)
+        assert [g.minor for g in inventory.gpus] == list(range(8))
+        published = slice_devices(await node_slices(discovery.kube.api))
+        assert {"gpu-2", "gpu-2-vfio"} <= set(published)
 
 
 async def test_an_unchanged_resync_writes_nothing(nats_server: EmbeddedNats, bus: Bus, tmp_path: Path) -> None:

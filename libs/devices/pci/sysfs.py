@@ -75,6 +75,10 @@ class PciSysfs:
         """``/dev/vfio/<group>``: present once every endpoint of the group is on vfio-pci."""
         return self.dev_root / "vfio" / str(self._checked_group(group))
 
+    def driver_loaded(self, driver: str) -> bool:
+        """Whether the kernel has the driver (``modprobe vfio-pci`` loads the one VMs need)."""
+        return (self.sys_root / "bus/pci/drivers" / self.checked_driver(driver)).is_dir()
+
     def vm_groups(self) -> frozenset[int]:
         """The IOMMU groups whose ``/dev/vfio/<group>`` exists: those a VM can have (one directory listing)."""
         try:
