@@ -951,3 +951,44 @@ def findings(stats: RunStats) -> list[str]:
     """What went wrong during the run: broken facts right after answers, errors a kill cannot explain."""
     errors = [f"{n} x answered with error: {kind}" for kind, n in stats.errors.items() if kind not in TRANSIENT_ERRORS]
     return stats.violations + errors
+
+
+SEED_VARIABLE = "GPUDRA_CRASH_SEED"
+
+
+@dataclass
+class RandomRun:
+    """One crash-cycle run, done: its seed, the run (what the client believes), its stats and the node after."""
+
+    seed: int
+    run: CrashRun
+    stats: RunStats
+    node: NodeSnapshot
+
+    def problems(self) -> list[str]:
+        """Everything the run and the node's audit find, prefixed for the assertion message when not empty."""
+        return (
+            findings(self.stats)
+            + audit_state(self.node, self.run.progress)
+            + audit_events(self.node, self.run.progress)
+        )
+
+
+async def random_run(
+    settings: Settings, bus: Bus, kube: KubeApi, claims: Sequence[CrashClaim], cycles: int
+) -> RandomRun:
+    """``cycles`` prepare/unprepare cycles spread over ``claims`` with SIGKILLs at random moments; the seed is
+    printed and ``GPUDRA_CRASH_SEED=<seed>`` replays its choices. Half the claims, at random, end prepared."""
+    seed = int(os.environ.get(SEED_VARIABLE) or random.randrange(2**32))
+    print(f"crash test seed {seed} (replay: {SEED_VARIABLE}={seed})")
+    rng = random.Random(seed)
+    stored = await store_claims(kube, claims)
+    uids = sorted(stored, key=lambda uid: stored[uid][0].name)
+    end_prepared = set(rng.sample(uids, len(uids) // 2))
+    async with kubelet_and_service(settings, bus) as (client, runner):
+        run = CrashRun(runner=runner, client=client, settings=settings, claims=stored, rng=rng)
+        stats = await run.run(share(cycles, uids), end_prepared)
+        print(stats.summary())
+        node = await snapshot(settings, bus.js)
+    assert sum(p.unprepares for p in run.progress.values()) == cycles
+    return RandomRun(seed=seed, run=run, stats=stats, node=node)

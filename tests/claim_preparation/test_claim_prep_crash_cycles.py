@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import copy
 import dataclasses
-import os
 import random
 import signal
 from collections.abc import Callable
@@ -41,13 +40,11 @@ from tests.claim_preparation.claim_prep_crash_support import (
     CrashRun,
     NodeSnapshot,
     audit,
-    audit_events,
-    audit_state,
     claim_events,
     findings,
     kubelet_and_service,
+    random_run,
     read_until,
-    share,
     snapshot,
     start_stalling_service,
     store_claims,
@@ -63,29 +60,15 @@ from tests.claim_preparation.claim_prep_support import (
 )
 
 CYCLES = 200
-SEED_VARIABLE = "GPUDRA_CRASH_SEED"
 
 
 @pytest.mark.slow
 async def test_sigkill_at_random_moments_of_200_cycles_leaves_each_claim_prepared_once_or_not_at_all(
     tmp_path: Path, nats_server: EmbeddedNats, bus: Bus, kube: KubeApi
 ) -> None:
-    seed = int(os.environ.get(SEED_VARIABLE) or random.randrange(2**32))
-    print(f"crash test seed {seed} (replay: {SEED_VARIABLE}={seed})")
-    rng = random.Random(seed)
-    settings = service_settings(tmp_path, nats_server.url)
-    claims = await store_claims(kube, CLAIMS)
-    uids = sorted(claims, key=lambda uid: claims[uid][0].name)
-    end_prepared = set(rng.sample(uids, len(uids) // 2))
-    async with kubelet_and_service(settings, bus) as (client, runner):
-        run = CrashRun(runner=runner, client=client, settings=settings, claims=claims, rng=rng)
-        stats = await run.run(share(CYCLES, uids), end_prepared)
-        print(stats.summary())
-        node = await snapshot(settings, bus.js)
-    assert sum(p.unprepares for p in run.progress.values()) == CYCLES
-    problems = findings(stats) + audit_state(node, run.progress)
-    problems += audit_events(node, run.progress)
-    assert not problems, f"seed {seed}: {stats.summary()}\n" + "\n".join(problems)
+    done = await random_run(service_settings(tmp_path, nats_server.url), bus, kube, CLAIMS, CYCLES)
+    stats = done.stats
+    assert not done.problems(), f"seed {done.seed}: {stats.summary()}\n" + "\n".join(done.problems())
     # The test means something only if the kills landed where they can do harm.
     assert stats.kills >= 20, stats.summary()
     assert stats.kills_inside_calls >= stats.kills // 2, stats.summary()

@@ -12,8 +12,6 @@ own drivers (nvidia, snd_hda_intel) with no override and no group node. The seed
 
 from __future__ import annotations
 
-import os
-import random
 from pathlib import Path
 
 import pytest
@@ -27,20 +25,12 @@ from libs.natsserver import EmbeddedNats
 from tests.claim_preparation.claim_prep_crash_support import (
     ClaimProgress,
     CrashClaim,
-    CrashRun,
-    audit_events,
-    audit_state,
-    findings,
-    kubelet_and_service,
-    share,
-    snapshot,
-    store_claims,
+    random_run,
 )
 from tests.claim_preparation.claim_prep_support import NODE, service_settings
 from tests.claim_preparation.test_claim_prep_passthrough import profile_yaml
 
 CYCLES = 100
-SEED_VARIABLE = "GPUDRA_CRASH_SEED"
 VM_MINORS = (4, 5, 7)
 CLAIMS = (
     *(CrashClaim(f"vm-{minor}", (("gpu", f"gpu-{minor}-vfio"),)) for minor in VM_MINORS),
@@ -72,23 +62,12 @@ def audit_pci(pci: PciSysfs, progress: dict[str, ClaimProgress]) -> list[str]:
 async def test_sigkill_at_random_moments_of_100_vm_cycles_leaves_every_function_on_one_driver(
     tmp_path: Path, nats_server: EmbeddedNats, bus: Bus, kube: KubeApi
 ) -> None:
-    seed = int(os.environ.get(SEED_VARIABLE) or random.randrange(2**32))
-    print(f"crash test seed {seed} (replay: {SEED_VARIABLE}={seed})")
-    rng = random.Random(seed)
     settings = service_settings(tmp_path, nats_server.url, profile=str(profile_yaml(tmp_path)), passthrough_gpus="all")
-    claims = await store_claims(kube, CLAIMS)
-    uids = sorted(claims, key=lambda uid: claims[uid][0].name)
-    end_prepared = set(rng.sample(uids, len(uids) // 2))
-    async with kubelet_and_service(settings, bus) as (client, runner):
-        run = CrashRun(runner=runner, client=client, settings=settings, claims=claims, rng=rng)
-        stats = await run.run(share(CYCLES, uids), end_prepared)
-        print(stats.summary())
-        node = await snapshot(settings, bus.js)
+    done = await random_run(settings, bus, kube, CLAIMS, CYCLES)
     pci = (await SimulatedBackend.open(NODE, settings.simulated_state)).pci()
-    assert sum(p.unprepares for p in run.progress.values()) == CYCLES
-    problems = findings(stats) + audit_state(node, run.progress) + audit_events(node, run.progress)
-    problems += audit_pci(pci, run.progress)
-    assert not problems, f"seed {seed}: {stats.summary()}\n" + "\n".join(problems)
+    problems = done.problems() + audit_pci(pci, done.run.progress)
+    stats = done.stats
+    assert not problems, f"seed {done.seed}: {stats.summary()}\n" + "\n".join(problems)
     assert stats.kills >= 10, stats.summary()
     assert stats.kills_inside_calls >= stats.kills // 2, stats.summary()
     assert stats.rollbacks["PrepareStarted"] + stats.rollbacks["UnprepareStarted"] >= 3, stats.summary()

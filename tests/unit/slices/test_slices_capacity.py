@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import kubernetes_validate
 import pytest
-from kubernetes_validate import utils
 
 from libs.devices.model import Inventory
 from libs.devices.simulated import builtin_profiles, load_profile
@@ -23,13 +21,6 @@ GI = 2**30
 MI = 2**20
 MEMORY = Capacity(value=80 * GI, policy=Policy(default=80 * GI, valid_range=Range(min=GI, max=80 * GI, step=GI)))
 SM = Capacity(value=100, policy=Policy(default=100, valid_values=(25, 50, 100)))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cached_schemas() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(utils, "schema_contents", functools.lru_cache(maxsize=None)(utils.schema_contents))
-        yield
 
 
 @pytest.mark.parametrize(

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 from typing import Any
 
 import kubernetes_validate
 import msgspec
 import pytest
-from kubernetes_validate import utils
 
 from libs.devices.model import Inventory
 from libs.devices.simulated import builtin_profiles, load_profile
@@ -20,13 +18,6 @@ from tests.support.kubeapi.rules import resource_slice
 from tests.unit.slices.slices_support import with_iommu_groups
 
 EVERY = PassthroughGpus(every=True)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cached_schemas() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(utils, "schema_contents", functools.lru_cache(maxsize=None)(utils.schema_contents))
-        yield
 
 
 @functools.cache

@@ -1,25 +1,15 @@
 """Every simulated machine, both slice layouts, both MIG modes: valid for the API server, complete, named."""
 
 import functools
-from collections.abc import Iterator
 from typing import Any
 
 import kubernetes_validate
 import pytest
-from kubernetes_validate import utils
 
 from libs.devices.model import Inventory
 from libs.devices.simulated import builtin_profiles, load_profile
 from libs.devices.simulated.ops import initial_state, inventory_of
 from libs.slices import DRIVER_NAME, MigMode, build_slices, pool_problems
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cached_schemas() -> Iterator[None]:
-    """kubernetes-validate re-reads its 1.5 MB schema on every call; the schema does not change."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(utils, "schema_contents", functools.lru_cache(maxsize=None)(utils.schema_contents))
-        yield
 
 
 @functools.cache
