@@ -54,7 +54,8 @@ async def inspect(args: argparse.Namespace) -> Inventory:
 def describe(inventory: Inventory, out: TextIO) -> None:
     out.write(
         f"node {inventory.node} ({inventory.backend}): driver {inventory.driver_version}, "
-        f"CUDA {inventory.cuda_driver_version}, {len(inventory.gpus)} GPU(s)\n"
+        f"CUDA {inventory.cuda_driver_version}, {len(inventory.gpus)} GPU(s), "
+        f"confidential computing {inventory.confidential_computing or 'not reported'}\n"
     )
     for gpu in inventory.gpus:
         out.write(
