@@ -114,21 +114,23 @@ def rooted(root: str, path: str) -> str:
 
 
 def discover_driver(
-    root: str, *, mount: str = "", proc_root: Path | str = "/proc", search_path: str = ""
+    root: str, *, mount: str = "", proc_root: Path | str = "/proc", search_path: str = "", hook: str = ""
 ) -> DriverFiles:
     """The driver files of the host's ``root``, read where this process sees it: ``mount``, or ``root`` itself.
 
     ``search_path`` (a ``PATH`` value) is searched for the hook after the root, but only when the root is read
     at its own path: a process that sees the host's root under a mount runs in a container, and its ``PATH``
-    names the container's files, which the runtime on the host cannot run. The version is the kernel module's
+    names the container's files, which the runtime on the host cannot run. ``hook``, a host path the operator
+    gives (``hook_tool``), replaces the search: a toolkit installed outside the driver root is found no other way
+    from inside a container. The version is the kernel module's
     (``<proc_root>/driver/nvidia/version``) when the root has its libraries, else the newest
     ``libcuda.so.<version>`` in the root: a simulated root has no kernel module of its own.
     """
     seen = mount or root
-    hook = _hook_tool(root, seen, search_path if seen == root else "")
+    tool = hook_tool(hook) if hook else _hook_tool(root, seen, search_path if seen == root else "")
     version = _version(seen, _read(Path(proc_root) / VERSION_FILE))
     if not version:
-        return DriverFiles(root=root, hook=hook)
+        return DriverFiles(root=root, hook=tool)
     libraries = tuple(found for name in LIBRARIES if (found := _first(seen, LIB_DIRS, f"{name}.so.{version}")))
     return DriverFiles(
         root=root,
@@ -138,7 +140,7 @@ def discover_driver(
         binaries=tuple(found for name in BINARIES if (found := _first(seen, BIN_DIRS, name))),
         firmware=_firmware(seen, version),
         sockets=tuple(path for path in SOCKETS if os.path.exists(rooted(seen, path))),
-        hook=hook,
+        hook=tool,
     )
 
 
@@ -234,6 +236,21 @@ def _firmware(root: str, version: str) -> tuple[str, ...]:
         if found:
             return found
     return ()
+
+
+def hook_tool(path: str) -> HookTool:
+    """The hook binary at the host ``path`` an operator named; its file name says how it is called.
+
+    Raises ``ValueError`` for a relative path (the runtime runs hooks without this process's working directory)
+    or a name that is neither tool."""
+    if not posixpath.isabs(path):
+        raise ValueError(f"CDI hook path {path!r} is not absolute; name the binary as the host sees it")
+    name = posixpath.basename(path)
+    argv = next((argv for argv in HOOK_TOOLS if argv[0] == name), None)
+    if argv is None:
+        tools = " or ".join(argv[0] for argv in HOOK_TOOLS)
+        raise ValueError(f"CDI hook path {path!r} names {name!r}, which is not {tools}")
+    return HookTool(path=path, argv=argv)
 
 
 def _hook_tool(root: str, seen: str, search_path: str) -> HookTool | None:

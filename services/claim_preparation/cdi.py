@@ -9,8 +9,8 @@ devices. A GPU passed through to a VM gets its VFIO nodes only: a claim of VM GP
 node and no driver file, as the host's driver no longer holds those GPUs. The ``cdiVersion`` is the lowest that
 covers what was written.
 
-The one impure part, ``node_paths``, runs once at start: the driver root is searched then, not on every prepare,
-whose latency is the kubelet's.
+The impure parts, ``driver_files`` and ``node_paths``, run once at start: the driver root is searched then, not
+on every prepare, whose latency is the kubelet's.
 """
 
 from __future__ import annotations
@@ -87,12 +87,17 @@ def prepared_devices(driver: str, claim_uid: str, devices: Sequence[PlannedDevic
     )
 
 
-def node_paths(dev_root: str, driver_root: str, *, driver_mount: str = "", require_nodes: bool) -> NodePaths:
-    """What every spec of this node names: device nodes under ``dev_root``, the driver's files under the host's
-    ``driver_root``, read under ``driver_mount`` when this service sees it there (the hook binary also on ``PATH``
-    when not); says what it found and what is missing."""
-    files = discover_driver(driver_root, mount=driver_mount, search_path=os.environ.get("PATH", ""))
+def driver_files(driver_root: str, *, driver_mount: str = "", hook: str = "") -> DriverFiles:
+    """The driver's files under the host's ``driver_root``, read under ``driver_mount`` when this service sees it
+    there (the hook binary also on ``PATH`` when not, or at ``hook`` when the operator names it); says what it
+    found and what is missing."""
+    files = discover_driver(driver_root, mount=driver_mount, search_path=os.environ.get("PATH", ""), hook=hook)
     _report_driver(files, driver_mount)
+    return files
+
+
+def node_paths(dev_root: str, files: DriverFiles, *, require_nodes: bool) -> NodePaths:
+    """What every spec of this node names: device nodes under ``dev_root`` and the driver's ``files``."""
     return NodePaths.load(dev_root, require_nodes=require_nodes, driver=driver_edits(files))
 
 

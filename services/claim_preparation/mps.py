@@ -6,7 +6,11 @@ so one claim's clients never reach another claim's daemon. The GPU side (exclusi
 the device backend's ``start_mps``; this module runs the daemon.
 
 - ``NvidiaMpsDaemons`` starts ``nvidia-cuda-mps-control -d`` limited to the group's devices and sets its
-  defaults (active thread percentage, pinned memory per device); stopping sends ``quit``.
+  defaults (active thread percentage, pinned memory per device); stopping sends ``quit``. It runs the driver
+  root's daemon (``MpsCommand``): the service's image has none, and the daemon must be the kernel module's
+  version. Its folder leads ``PATH`` so the control daemon starts the root's ``nvidia-cuda-mps-server``, and
+  where the root is read under a mount its library folders lead ``LD_LIBRARY_PATH`` so the server loads the
+  root's ``libcuda`` rather than none.
 - ``RecordedMpsDaemons`` is the simulated node's: no process, the directories plus a ``daemon.json`` saying what
   would run, so tests and demos can see it.
 """
@@ -17,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import posixpath
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,11 +29,13 @@ from typing import Protocol
 
 import msgspec
 
+from libs.cdi.driver import DriverFiles, rooted
 from services.claim_preparation.record import MpsPlan
 
 log = logging.getLogger(__name__)
 
 CONTROL = "nvidia-cuda-mps-control"
+SERVER = "nvidia-cuda-mps-server"
 RECORD = "daemon.json"
 _DIR_MODE = 0o711  # clients (container users) traverse to the pipe; only the owner lists
 
@@ -104,14 +111,61 @@ def control_commands(plan: MpsPlan, uuids: Mapping[str, str]) -> list[str]:
     return commands
 
 
-class NvidiaMpsDaemons:
-    """Runs the real control daemon (``nvidia-cuda-mps-control`` must be on PATH)."""
+class MpsCommand(msgspec.Struct, frozen=True, kw_only=True):
+    """How this process runs the control daemon: which binary, and the folders put first in its search paths."""
 
-    def __init__(self, control: str = CONTROL) -> None:
-        self._control = control
+    control: str = CONTROL
+    path_dirs: tuple[str, ...] = ()
+    library_dirs: tuple[str, ...] = ()
+
+    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        """``base`` with this command's folders ahead of what its ``PATH`` and ``LD_LIBRARY_PATH`` hold."""
+        env = dict(base)
+        for name, folders in (("PATH", self.path_dirs), ("LD_LIBRARY_PATH", self.library_dirs)):
+            if folders:
+                env[name] = os.pathsep.join([*folders, *filter(None, [base.get(name, "")])])
+        return env
+
+
+def mps_command(files: DriverFiles, seen: str) -> MpsCommand:
+    """The driver root's control daemon as this process reaches it (the root read at ``seen``); by name on
+    ``PATH`` when the root has none. The host's own root needs no library folders: its loader finds them."""
+    control = next((path for path in files.binaries if posixpath.basename(path) == CONTROL), None)
+    if control is None:
+        return MpsCommand()
+    here = rooted(seen, control)
+    libraries = (
+        () if seen in ("", "/") else tuple(dict.fromkeys(posixpath.dirname(rooted(seen, p)) for p in files.libraries))
+    )
+    return MpsCommand(control=here, path_dirs=(posixpath.dirname(here),), library_dirs=libraries)
+
+
+def report_mps(command: MpsCommand, files: DriverFiles) -> None:
+    """One line on which daemon MPS claims get; a warning when the root lacks it, since they will then fail."""
+    found = {posixpath.basename(path) for path in files.binaries}
+    missing = [name for name in (CONTROL, SERVER) if name not in found]
+    if not missing:
+        log.info("MPS: control daemon %s", command.control, extra={"driver_root": files.root})
+        return
+    log.warning(
+        "MPS: no %s in driver root %s; MPS claims run %s from PATH and fail where it has none",
+        " or ".join(missing),
+        files.root,
+        CONTROL,
+        extra={"driver_root": files.root},
+    )
+
+
+class NvidiaMpsDaemons:
+    """Runs the real control daemon as ``command`` says (the driver root's, else the one on ``PATH``)."""
+
+    def __init__(self, command: MpsCommand | None = None) -> None:
+        self._command = command or MpsCommand()
+        self._control = self._command.control
 
     def _env(self, plan: MpsPlan, uuids: Sequence[str] = ()) -> dict[str, str]:
-        env = dict(os.environ, CUDA_MPS_PIPE_DIRECTORY=plan.pipe_dir, CUDA_MPS_LOG_DIRECTORY=plan.log_dir)
+        env = self._command.environment(os.environ)
+        env.update(CUDA_MPS_PIPE_DIRECTORY=plan.pipe_dir, CUDA_MPS_LOG_DIRECTORY=plan.log_dir)
         if uuids:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(uuids)
         return env

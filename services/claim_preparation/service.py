@@ -19,14 +19,15 @@ from typing import Any
 from libs.bus import Bus, Endpoint
 from libs.bus.device_health import DeviceHealthFollower
 from libs.cdi import SpecDir
+from libs.cdi.driver import DriverFiles
 from libs.devices import DeviceBackend, open_configured_backend
 from libs.events.catalogue import PrepareClaims, UnprepareClaims
 from libs.kube import KubeApi, open_kube
-from services.claim_preparation.cdi import node_paths
+from services.claim_preparation.cdi import driver_files, node_paths
 from services.claim_preparation.checkpoint import CheckpointStore, read_boot_id
 from services.claim_preparation.device_status import DeviceStatusWriter
 from services.claim_preparation.handlers import ClaimCommands
-from services.claim_preparation.mps import MpsDaemons, NvidiaMpsDaemons, RecordedMpsDaemons
+from services.claim_preparation.mps import MpsDaemons, NvidiaMpsDaemons, RecordedMpsDaemons, mps_command, report_mps
 from services.claim_preparation.outbox import RETRY_SECONDS, Outbox
 from services.claim_preparation.preparer import Parts, Preparer
 from services.claim_preparation.settings import Settings
@@ -53,8 +54,13 @@ async def periodically(interval: float, job: Callable[[], Awaitable[object]], na
             log.exception("%s failed; retrying in %gs", name, interval)
 
 
-def _daemons(backend: DeviceBackend) -> MpsDaemons:
-    return NvidiaMpsDaemons() if backend.name == "nvml" else RecordedMpsDaemons()
+def _daemons(backend: DeviceBackend, files: DriverFiles, seen: str) -> MpsDaemons:
+    """The driver root's MPS daemons on a GPU node; a simulated node records what would run."""
+    if backend.name != "nvml":
+        return RecordedMpsDaemons()
+    command = mps_command(files, seen)
+    report_mps(command, files)
+    return NvidiaMpsDaemons(command)
 
 
 async def build_parts(
@@ -67,6 +73,14 @@ async def build_parts(
     if backend is None:
         backend = await open_configured_backend(settings)
         stack.push_async_callback(backend.close)
+    files = await asyncio.to_thread(
+        functools.partial(
+            driver_files,
+            settings.driver_root_path,
+            driver_mount=settings.driver_root_mount,
+            hook=settings.cdi_hook_path,
+        )
+    )
     return Parts(
         driver=settings.driver_name,
         node=settings.node_name,
@@ -75,15 +89,9 @@ async def build_parts(
         checkpoint=CheckpointStore(settings.checkpoint_path),
         specs=SpecDir(settings.cdi_dir),
         paths=await asyncio.to_thread(
-            functools.partial(
-                node_paths,
-                settings.dev_root_path,
-                settings.driver_root_path,
-                driver_mount=settings.driver_root_mount,
-                require_nodes=backend.name == "nvml",
-            )
+            functools.partial(node_paths, settings.dev_root_path, files, require_nodes=backend.name == "nvml")
         ),
-        daemons=_daemons(backend),
+        daemons=_daemons(backend, files, settings.driver_root_seen),
         mps_root=settings.mps_path.absolute(),
         boot_id=await asyncio.to_thread(read_boot_id, settings.boot_id_path),
         outbox=Outbox(bus, settings.checkpoint_path),

@@ -45,6 +45,14 @@ class Settings(DeviceSettings, kw_only=True, frozen=True):
     dev_root: Annotated[
         str, _doc("host directory that holds dev/nvidia*: / for NVML (default), the simulated machine's otherwise")
     ] = ""
+    cdi_hook_path: Annotated[
+        str,
+        _doc(
+            "host path of nvidia-cdi-hook or nvidia-ctk for the CDI specs' hooks, such as the GPU Operator's "
+            "/usr/local/nvidia/toolkit/nvidia-cdi-hook; empty: looked for under the driver root"
+        ),
+        msgspec.Meta(pattern=r"^$|^/(.*/)?(nvidia-cdi-hook|nvidia-ctk)$"),
+    ] = ""
     checkpoint_dir: Annotated[str, _doc("prepared-claims checkpoint (default <state-dir>/claim_preparation)")] = ""
     mps_dir: Annotated[str, _doc("per-claim MPS pipe and shm directories (default <state-dir>/mps)")] = ""
     boot_id_path: Annotated[str, _doc("file holding this boot's id")] = "/proc/sys/kernel/random/boot_id"

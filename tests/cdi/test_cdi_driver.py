@@ -19,6 +19,7 @@ from libs.cdi.driver import (
     Link,
     discover_driver,
     driver_edits,
+    hook_tool,
     locate,
     rooted,
 )
@@ -220,6 +221,39 @@ def test_path_is_not_searched_for_the_hook_when_the_root_is_read_under_a_mount(t
     assert discover_driver("/", mount=str(root), proc_root=proc, search_path=str(bin_dir)).hook is None
     on_host = discover_driver(str(root), mount=str(root), proc_root=proc, search_path=str(bin_dir))
     assert on_host.hook == HookTool(path=f"{bin_dir}/nvidia-cdi-hook", argv=("nvidia-cdi-hook",))
+
+
+@pytest.mark.parametrize(
+    ("path", "argv"),
+    [
+        ("/usr/local/nvidia/toolkit/nvidia-cdi-hook", ("nvidia-cdi-hook",)),
+        ("/opt/toolkit/nvidia-ctk", ("nvidia-ctk", "hook")),
+    ],
+)
+def test_a_hook_path_the_operator_names_replaces_the_search(
+    tmp_path: Path, root: Path, path: str, argv: tuple[str, ...]
+) -> None:
+    """The GPU Operator's toolkit is outside the driver root, where a service in a container cannot look for it:
+    the host path is taken as given, and its name says how it is called."""
+    files = discover_driver("/run/nvidia/driver", mount=str(root), proc_root=_proc(tmp_path), hook=path)
+    assert files.hook == HookTool(path=path, argv=argv)
+    assert {(h.path, h.args[: len(argv) + 1]) for h in driver_edits(files).hooks} == {
+        (path, (*argv, "create-symlinks")),
+        (path, (*argv, "update-ldcache")),
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [
+        ("toolkit/nvidia-cdi-hook", "is not absolute"),
+        ("/usr/bin/nvidia-container-runtime-hook", "which is not nvidia-cdi-hook or nvidia-ctk"),
+    ],
+)
+def test_a_hook_path_that_cannot_be_called_is_refused_by_name(path: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem) as raised:
+        hook_tool(path)
+    assert repr(path) in str(raised.value)
 
 
 def test_locate_gives_the_first_folder_that_has_the_file_as_this_process_reaches_it(root: Path) -> None:

@@ -28,7 +28,8 @@ from libs.cdi import (
 from libs.cdi.nvidia import NodePaths, mps_edits, numbered_mig_minor, parse_mig_minors
 from libs.cdi.writer import spec_problems
 from libs.devices.simulated import SimulatedBackend, load_profile
-from services.claim_preparation.cdi import claim_spec, node_paths, prepared_devices
+from libs.settings import SettingsError, load_settings
+from services.claim_preparation.cdi import claim_spec, driver_files, node_paths, prepared_devices
 from services.claim_preparation.devices import FullGpu, MigTarget
 from services.claim_preparation.record import MpsPlan, PlannedDevice
 from services.claim_preparation.settings import Settings
@@ -221,7 +222,7 @@ async def test_a_simulated_nodes_spec_carries_its_stand_in_driver_as_a_gpu_nodes
     await SimulatedBackend.open("node-a", sim, PROFILE)
     version = load_profile(PROFILE).driver_version
     with caplog.at_level(logging.INFO):
-        paths = node_paths(str(sim), str(sim), require_nodes=False)
+        paths = node_paths(str(sim), driver_files(str(sim)), require_nodes=False)
     assert f"driver root {sim}: driver {version}" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     spec = claim_spec(DRIVER, "u1", _devices(), {}, paths)
@@ -253,7 +254,7 @@ async def test_a_driver_root_read_under_a_mount_is_named_at_its_host_path_in_spe
     mounted = tmp_path / "driver-root"
     await SimulatedBackend.open("node-a", mounted, PROFILE)
     with caplog.at_level(logging.INFO):
-        paths = node_paths("/", "/", driver_mount=str(mounted), require_nodes=False)
+        paths = node_paths("/", driver_files("/", driver_mount=str(mounted)), require_nodes=False)
     assert f"driver root / (read at {mounted}): driver {load_profile(PROFILE).driver_version}" in caplog.text
     spec = claim_spec(DRIVER, "u1", _devices(), {}, paths)
     mounts = spec.container_edits.mounts
@@ -269,7 +270,7 @@ async def test_without_a_hook_binary_specs_get_no_hooks_and_the_log_says_why(
     await SimulatedBackend.open("node-a", sim, PROFILE)
     (sim / "usr/bin/nvidia-cdi-hook").unlink()
     monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
-    paths = node_paths(str(sim), str(sim), require_nodes=False)
+    paths = node_paths(str(sim), driver_files(str(sim)), require_nodes=False)
     spec = claim_spec(DRIVER, "u1", _devices(), {}, paths)
     assert spec.container_edits.hooks == ()
     assert spec.container_edits.mounts
@@ -282,7 +283,7 @@ def test_a_gpu_node_without_the_driver_libraries_warns_and_still_gets_its_device
 ) -> None:
     empty = tmp_path / "driver-root"
     empty.mkdir()
-    paths = node_paths("/", str(empty), require_nodes=True)
+    paths = node_paths("/", driver_files(str(empty)), require_nodes=True)
     [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert f"driver root {empty}: " in warning
     assert "libcuda.so." in warning
@@ -324,3 +325,37 @@ def test_the_driver_root_is_the_hosts_for_nvml_and_the_simulated_machines_otherw
 )
 def test_the_driver_root_is_read_where_it_is_mounted_else_where_it_is(values: dict[str, str], seen: str) -> None:
     assert Settings(node_name="node-a", **values).driver_root_seen == seen  # type: ignore[arg-type]
+
+
+async def test_a_named_hook_binary_is_what_specs_call_and_the_start_up_line_names_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The GPU Operator's layout: the driver in a driver container, the toolkit on the host outside it."""
+    hook = "/usr/local/nvidia/toolkit/nvidia-cdi-hook"
+    mounted = tmp_path / "driver-root"
+    await SimulatedBackend.open("node-a", mounted, PROFILE)
+    settings = load_settings(
+        Settings,
+        [],
+        {
+            "GPUDRA_NODE_NAME": "node-a",
+            "GPUDRA_DRIVER_ROOT": "/run/nvidia/driver",
+            "GPUDRA_DRIVER_ROOT_MOUNT": str(mounted),
+            "GPUDRA_CDI_HOOK_PATH": hook,
+        },
+    )
+    with caplog.at_level(logging.INFO):
+        files = driver_files(
+            settings.driver_root_path, driver_mount=settings.driver_root_mount, hook=settings.cdi_hook_path
+        )
+    assert files.hook is not None
+    assert files.hook.path == hook
+    assert f"hook {hook}" in caplog.text
+    paths = node_paths("/", files, require_nodes=False)
+    assert {h.path for h in paths.driver.hooks} == {hook}
+
+
+@pytest.mark.parametrize("value", ["toolkit/nvidia-cdi-hook", "/usr/bin/nvidia-container-runtime-hook"])
+def test_a_hook_path_that_names_no_hook_binary_is_refused_at_start(value: str) -> None:
+    with pytest.raises(SettingsError, match="--cdi-hook-path / GPUDRA_CDI_HOOK_PATH"):
+        load_settings(Settings, [], {"GPUDRA_NODE_NAME": "node-a", "GPUDRA_CDI_HOOK_PATH": value})
