@@ -1,12 +1,13 @@
-"""Whether a write may be admitted: every opaque config of gpudra's driver in the object must decode. Pure.
+"""Whether a write may be admitted: every opaque config of gpudra's drivers in the object must decode. Pure.
 
-The rule is claim_preparation's own: ``decode_parameters`` of libs/claims/configapi, the function and structs
-the node decodes with at prepare, so what is admitted here is what the node accepts and the two cannot drift
-apart. It refuses what can be known without the node: an unknown apiVersion or kind, an unknown or misspelt
-field, a wrong type, a value out of range, a quantity that does not parse, a sharing setting the config's kind
-or strategy does not allow (``timeSlicingConfig`` on a MIG device, ``mpsConfig`` with TimeSlicing). What needs the
-node is left to prepare: whether a per-device MPS limit names a device of the allocation, whether the GPU can
-share at all, whether a MIG profile fits.
+The rule is the node's own: ``decode_parameters`` of libs/claims/configapi for the GPU driver (claim_preparation
+decodes with it at prepare) and ``decode_channel_config`` for the compute-domain driver (its node agent does), so
+what is admitted here is what the node accepts and the two cannot drift apart. It refuses what can be known
+without the node: an unknown apiVersion or kind, an unknown or misspelt field, a wrong type, a value out of range,
+a quantity that does not parse, a sharing setting the config's kind or strategy does not allow
+(``timeSlicingConfig`` on a MIG device, ``mpsConfig`` with TimeSlicing), a channel config without its
+``domainID``. What needs the node is left to prepare: whether a per-device MPS limit names a device of the
+allocation, whether the GPU can share at all, whether a MIG profile fits, whether the domain exists.
 
 Where the configs are, by resource (what the webhook configuration sends; anything else is admitted)::
 
@@ -26,11 +27,12 @@ field sharing.mpsConfg``, and the message (which other clients show) names the o
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
 
-from libs.claims.configapi import DecodeProblem, decode_parameters
+from libs.claims.configapi import DecodeProblem, decode_channel_config, decode_parameters
 from services.admission.review import AdmissionRequest, AdmissionResponse, Status, StatusCause, StatusDetails
 
 GROUP = "resource.k8s.io"
@@ -101,13 +103,25 @@ CHECKED: dict[str, Checked] = {
 """By resource of ``resource.k8s.io`` (v1, and the other versions, which the API server converts to v1 for us)."""
 
 
-def decide(request: AdmissionRequest, driver: str) -> AdmissionResponse:
-    """Allowed, unless a config of ``driver`` that this write brings in does not decode."""
+Decoder = Callable[[Any], object]
+"""Parameters in, a typed config out, or ``DecodeProblem``."""
+
+
+def decoders(driver: str, compute_domain_driver: str = "") -> dict[str, Decoder]:
+    """Whose configs are judged, each with the decoder its node uses; an empty compute-domain name: not judged."""
+    judged: dict[str, Decoder] = {driver: decode_parameters}
+    if compute_domain_driver:
+        judged[compute_domain_driver] = decode_channel_config
+    return judged
+
+
+def decide(request: AdmissionRequest, judged: Mapping[str, Decoder]) -> AdmissionResponse:
+    """Allowed, unless a config of a ``judged`` driver that this write brings in does not decode."""
     checked = CHECKED.get(request.resource.resource) if request.resource.group == GROUP else None
     writes = request.operation in ("CREATE", "UPDATE") and not request.sub_resource
     if checked is None or not writes or request.object is None:
         return AdmissionResponse(uid=request.uid, allowed=True)
-    causes = _problems(checked, request.object, request.old_object, driver)
+    causes = _problems(checked, request.object, request.old_object, judged)
     if not causes:
         return AdmissionResponse(uid=request.uid, allowed=True)
     name = object_name(request)
@@ -122,7 +136,9 @@ def decide(request: AdmissionRequest, driver: str) -> AdmissionResponse:
     return AdmissionResponse(uid=request.uid, allowed=False, status=status)
 
 
-def _problems(checked: Checked, obj: dict[str, Any], old: dict[str, Any] | None, driver: str) -> list[StatusCause]:
+def _problems(
+    checked: Checked, obj: dict[str, Any], old: dict[str, Any] | None, judged: Mapping[str, Decoder]
+) -> list[StatusCause]:
     try:
         configs = checked.configs(obj)
         before = checked.configs(old) if old is not None else []
@@ -132,10 +148,11 @@ def _problems(checked: Checked, obj: dict[str, Any], old: dict[str, Any] | None,
     causes = []
     for index, config in enumerate(configs):
         opaque = config.opaque
-        if opaque is None or opaque.driver != driver or msgspec.json.encode(opaque) in unchanged:
+        decode = judged.get(opaque.driver) if opaque is not None else None
+        if opaque is None or decode is None or msgspec.json.encode(opaque) in unchanged:
             continue
         try:
-            decode_parameters(opaque.parameters)
+            decode(opaque.parameters)
         except DecodeProblem as exc:
             field = f"{checked.path}[{index}].opaque.parameters"
             causes.append(StatusCause(reason="FieldValueInvalid", message=str(exc), field=field))

@@ -24,7 +24,7 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -33,7 +33,7 @@ from prometheus_client import Counter, Histogram
 
 from libs.runtime.startup import EXIT_CONFIG, StartupError
 from libs.telemetry.metrics import by_labels
-from services.admission.decision import decide, describe
+from services.admission.decision import Decoder, decide, decoders, describe
 from services.admission.review import BadReview, answer, read_review
 from services.admission.settings import Settings
 
@@ -104,8 +104,8 @@ class Certificate:
 class Reviewer:
     """The HTTP edge of the decision: body in, AdmissionReview out, counted and logged."""
 
-    def __init__(self, driver: str) -> None:
-        self._driver = driver
+    def __init__(self, judged: Mapping[str, Decoder]) -> None:
+        self._judged = judged
 
     async def handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -121,7 +121,7 @@ class Reviewer:
             _reviews("", "bad_request").inc()
             log.warning("refused a request that is not an admission review: %s", exc)
             return web.Response(status=400, text=f"{exc}\n")
-        response = decide(asked, self._driver)
+        response = decide(asked, self._judged)
         resource = asked.resource.resource
         fields = {
             "object": describe(asked),
@@ -156,7 +156,9 @@ async def running(settings: Settings, *, reload_seconds: float = RELOAD_SECONDS)
     """Serve until the block ends; a certificate that does not load ends the start (exit 5)."""
     certificate = Certificate(settings.tls_cert_file, settings.tls_key_file)
     app = web.Application(client_max_size=MAX_REVIEW_BYTES)
-    app.router.add_post(REVIEW_PATH, Reviewer(settings.driver_name).handle)
+    app.router.add_post(
+        REVIEW_PATH, Reviewer(decoders(settings.driver_name, settings.compute_domain_driver_name)).handle
+    )
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, settings.webhook_host, settings.webhook_port, ssl_context=certificate.context)

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import msgspec
 
+from libs.claims.configapi import ComputeDomainDriverSetting
 from libs.settings import ProcessSettings
 
 
@@ -18,7 +19,7 @@ def _doc(text: str) -> msgspec.Meta:
 
 
 class Settings(ProcessSettings, kw_only=True, frozen=True):
-    """Validating admission webhook: opaque configs of gpudra's driver are decoded as claim_preparation decodes them."""
+    """Validating admission webhook: opaque configs of gpudra's drivers are decoded as their nodes decode them."""
 
     webhook_host: Annotated[str, _doc("address the HTTPS webhook binds")] = "127.0.0.1"
     webhook_port: Annotated[
@@ -31,3 +32,11 @@ class Settings(ProcessSettings, kw_only=True, frozen=True):
         "/etc/gpudra/admission/tls.key"
     )
     driver_name: Annotated[str, _doc("DRA driver name")] = "gpu.gpudra.io"
+    compute_domain_driver_name: ComputeDomainDriverSetting = "compute-domain.gpudra.io"
+
+    def __post_init__(self) -> None:
+        if self.compute_domain_driver_name == self.driver_name:
+            raise ValueError(
+                f"--compute-domain-driver-name {self.compute_domain_driver_name!r} is also --driver-name: a config "
+                "cannot be both a GPU's and a channel's; give each driver its own name"
+            )

@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from libs.claims.configapi import AllocationMode
+
 GROUP = "resource.gpudra.io"
 VERSION = "v1beta1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -33,7 +35,6 @@ MAX_NODES_PER_CLIQUE = 18
 """An NVLink domain of GB200/GB300 NVL72 racks: 18 compute trays (the IMEX daemon's name slots)."""
 
 Readiness = Literal["Ready", "NotReady"]
-AllocationMode = Literal["Single", "All"]
 
 
 class ApiObjectError(ValueError):

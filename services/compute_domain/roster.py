@@ -14,8 +14,8 @@ from typing import Annotated
 
 import msgspec
 
+from libs.claims.configapi import AllocationMode
 from libs.events.catalogue.computedomains import Readiness
-from services.compute_domain.api import AllocationMode
 
 ROSTER_PREFIX = "domains."
 _UID = re.compile(r"[a-z0-9][-a-z0-9]{0,62}")

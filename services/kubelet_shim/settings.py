@@ -12,6 +12,7 @@ from typing import Annotated
 
 import msgspec
 
+from libs.claims.configapi import ComputeDomainDriverSetting
 from libs.settings import CommonSettings
 
 # The kubelet gives every DRA call 45 s; a per-claim error must reach it before that.
@@ -57,9 +58,7 @@ class Settings(CommonSettings, kw_only=True, frozen=True):
         msgspec.Meta(ge=-1, le=65535),
     ] = -1
     grpc_health_host: Annotated[str, _doc("address the grpc.health.v1 port binds")] = "127.0.0.1"
-    compute_domain_driver_name: Annotated[
-        str, _doc("the second DRA driver served, IMEX channel claims of ComputeDomains (empty: not served)")
-    ] = "compute-domain.gpudra.io"
+    compute_domain_driver_name: ComputeDomainDriverSetting = "compute-domain.gpudra.io"
     compute_domain_plugin_dir: Annotated[
         str, _doc("directory of its DRA socket (default <kubelet-dir>/plugins/<compute-domain-driver-name>)")
     ] = ""

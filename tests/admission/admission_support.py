@@ -20,6 +20,7 @@ from services.admission.settings import Settings
 
 Obj = dict[str, Any]
 DRIVER = "gpu.gpudra.io"
+CD_DRIVER = "compute-domain.gpudra.io"
 SERVICE_NAME = "gpudra-admission.gpudra-system.svc"
 """The name kube-apiserver checks the certificate for, when the configuration names the Service."""
 
@@ -30,6 +31,10 @@ def gpu_config(**fields: Any) -> Obj:
 
 def mig_config(**fields: Any) -> Obj:
     return {"apiVersion": API_VERSION, "kind": "MigDeviceConfig", **fields}
+
+
+def channel_config(**fields: Any) -> Obj:
+    return {"apiVersion": API_VERSION, "kind": "ComputeDomainChannelConfig", "domainID": "cd-uid-1", **fields}
 
 
 def opaque(parameters: Any, driver: str = DRIVER, requests: list[str] | None = None) -> Obj:

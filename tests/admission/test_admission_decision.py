@@ -16,11 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from libs.claims.configapi import API_VERSION, DecodeProblem, decode_parameters
-from services.admission.decision import decide
+from services.admission.decision import decide, decoders
 from services.admission.review import AdmissionResponse, BadReview, read_review
 from tests.admission.admission_support import (
+    CD_DRIVER,
     DRIVER,
     Obj,
+    channel_config,
     claim_template,
     device_class,
     gpu_config,
@@ -34,8 +36,11 @@ from tests.support.kubeapi.validation import builtin_validator, schema_version
 STATUS_SCHEMA = builtin_validator(schema_version("1.36"), "meta.k8s.io/v1", "Status")
 
 
+JUDGED = decoders(DRIVER, CD_DRIVER)
+
+
 def decided(body: Obj) -> AdmissionResponse:
-    return decide(read_review(msgspec.json.encode(body)), DRIVER)
+    return decide(read_review(msgspec.json.encode(body)), JUDGED)
 
 
 def refusal(body: Obj) -> Obj:
@@ -174,17 +179,40 @@ def test_every_bad_entry_is_named_by_its_index() -> None:
 def test_other_drivers_configs_are_not_judged() -> None:
     others = [
         opaque({"anything": ["goes"]}, driver="gpu.nvidia.com"),
-        opaque({"apiVersion": API_VERSION, "kind": "ComputeDomainChannelConfig"}, driver="compute-domain.gpudra.io"),
+        opaque({"apiVersion": "resource.nvidia.com/v1beta1", "kind": "ComputeDomainChannelConfig"}, driver="x.io"),
         {"requests": ["gpu"]},  # no opaque config at all
     ]
     assert decided(review(resource_claim("c", *others))).allowed
     assert decided(review(resource_claim("c"))).allowed, "no config"
 
 
-def test_the_driver_is_the_one_the_settings_name() -> None:
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        pytest.param(channel_config(domainID=""), "domainID: Expected `str` of length >= 1", id="empty-domain"),
+        pytest.param(channel_config(allocationMode="Some"), "allocationMode: Invalid enum value 'Some'", id="mode"),
+        pytest.param(channel_config(domainId="u-1"), "unknown field domainId", id="misspelt"),
+        pytest.param(gpu_config(), "kind 'GpuConfig' is not one of ComputeDomainChannelConfig", id="gpu-kind"),
+    ],
+)
+def test_a_channel_config_is_judged_as_the_compute_domain_node_decodes_it(parameters: Obj, message: str) -> None:
+    status = refusal(review(resource_claim("imex-0", opaque(parameters, driver=CD_DRIVER))))
+    assert message in status["message"]
+    assert decided(review(resource_claim("imex-1", opaque(channel_config(), driver=CD_DRIVER)))).allowed
+
+
+def test_a_channel_config_under_the_gpu_driver_is_refused_as_no_gpu_config() -> None:
+    status = refusal(review(resource_claim("c", opaque(channel_config()))))
+    assert "kind 'ComputeDomainChannelConfig' is not one of GpuConfig, MigDeviceConfig" in status["message"]
+
+
+def test_the_drivers_are_the_ones_the_settings_name() -> None:
     body = review(resource_claim("c", opaque({"kind": "Nope"}, driver="gpu.example.com")))
-    assert decide(read_review(msgspec.json.encode(body)), DRIVER).allowed
-    assert not decide(read_review(msgspec.json.encode(body)), "gpu.example.com").allowed
+    assert decide(read_review(msgspec.json.encode(body)), JUDGED).allowed
+    assert not decide(read_review(msgspec.json.encode(body)), decoders("gpu.example.com")).allowed
+    assert not decide(read_review(msgspec.json.encode(body)), decoders(DRIVER, "gpu.example.com")).allowed
+    channels = review(resource_claim("c", opaque({"kind": "Nope"}, driver=CD_DRIVER)))
+    assert decide(read_review(msgspec.json.encode(channels)), decoders(DRIVER)).allowed, "empty: not judged"
 
 
 def test_a_template_is_read_where_its_claims_configs_are() -> None:

@@ -19,9 +19,13 @@ from kubernetes_asyncio.client import AdmissionregistrationV1Api, ApiClient, Res
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from services.admission.service import Webhook
+from services.compute_domain.api import decode_domain
+from services.compute_domain.controller.render import workload_claim_template
 from tests.admission.admission_support import (
+    CD_DRIVER,
     Authority,
     Obj,
+    channel_config,
     claim_template,
     device_class,
     gpu_config,
@@ -127,6 +131,26 @@ async def test_templates_and_device_classes_are_checked_too(cluster: Cluster) ->
             await cluster.create(obj)
     assert "ResourceClaimTemplate default/train: spec.spec.devices.config[0].opaque.parameters" in template["message"]
     assert "DeviceClass shared.gpudra.io: spec.config[0].opaque.parameters" in device["message"]
+
+
+async def test_channel_claims_are_checked_and_the_controllers_own_template_passes(cluster: Cluster) -> None:
+    """A hand-written channel claim whose config the node would refuse at prepare is refused when written."""
+    domain = {
+        "apiVersion": "resource.gpudra.io/v1beta1",
+        "kind": "ComputeDomain",
+        "metadata": {"name": "train", "namespace": "ml", "uid": "cd-uid-1"},
+        "spec": {"numNodes": 2, "channel": {"resourceClaimTemplate": {"name": "train-channel"}}},
+    }
+    async with webhook(cluster.authority) as served:
+        cluster.serve(served)
+        status = await cluster.refused(resource_claim("imex-0", opaque(channel_config(domainID=""), driver=CD_DRIVER)))
+        await cluster.create(workload_claim_template(decode_domain(domain)))
+        await cluster.create(resource_claim("imex-1", opaque(channel_config(), driver=CD_DRIVER)))
+    assert status["message"].endswith(
+        "ResourceClaim default/imex-0: spec.devices.config[0].opaque.parameters: "
+        "ComputeDomainChannelConfig: domainID: Expected `str` of length >= 1"
+    )
+    assert cluster.kube_api.store.get("resourceclaimtemplates", "train-channel", "ml") is not None
 
 
 def by_kind(objects: list[Obj], kind: str) -> list[Obj]:

@@ -20,7 +20,9 @@ from prometheus_client import REGISTRY
 
 from libs.natsserver import free_port
 from libs.runtime.startup import EXIT_CONFIG, StartupError
+from libs.settings import SettingsError, load_settings
 from services.admission.service import running
+from services.admission.settings import Settings
 from tests.admission.admission_support import (
     Authority,
     Obj,
@@ -184,3 +186,9 @@ async def test_the_process_starts_from_its_environment_answers_and_stops_on_sigt
     assert (refused["service"], refused["node"], refused["operation"]) == ("admission", "node-a", "CREATE")
     assert "sharing.mpsConfg" in refused["msg"]
     assert [line["msg"] for line in lines][-1] == "stopping"
+
+
+def test_one_name_for_both_drivers_is_refused_at_start() -> None:
+    with pytest.raises(SettingsError, match=r"--compute-domain-driver-name 'gpu\.gpudra\.io' is also --driver-name"):
+        load_settings(Settings, [], {"GPUDRA_COMPUTE_DOMAIN_DRIVER_NAME": "gpu.gpudra.io"})
+    assert load_settings(Settings, [], {"GPUDRA_COMPUTE_DOMAIN_DRIVER_NAME": ""}).compute_domain_driver_name == ""

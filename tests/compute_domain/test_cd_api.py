@@ -13,6 +13,7 @@ import yaml
 from kubernetes_asyncio.client import ApiClient, ApiextensionsV1Api, CustomObjectsApi
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from libs.claims.configapi import DecodeProblem, decode_channel_config
 from services.compute_domain.api import (
     API_VERSION,
     GROUP,
@@ -23,7 +24,6 @@ from services.compute_domain.api import (
     decode_domain,
     status_object,
 )
-from services.compute_domain.configapi import ConfigProblem, decode_channel_config
 from services.compute_domain.controller.membership import Refused, admit
 from services.compute_domain.controller.render import workload_claim_template
 from services.compute_domain.controller.status import domain_status
@@ -199,9 +199,9 @@ def test_the_workload_claim_template_is_a_valid_one_naming_the_domain() -> None:
 def test_channel_configs_are_decoded_strictly() -> None:
     good = {"apiVersion": API_VERSION, "kind": "ComputeDomainChannelConfig", "domainID": "u-1"}
     assert decode_channel_config(good).allocation_mode == "Single"
-    with pytest.raises(ConfigProblem, match="unexpectedField"):
+    with pytest.raises(DecodeProblem, match="unexpectedField"):
         decode_channel_config({**good, "unexpectedField": 1})
-    with pytest.raises(ConfigProblem, match="domainID"):
+    with pytest.raises(DecodeProblem, match="domainID"):
         decode_channel_config({**good, "domainID": ""})
-    with pytest.raises(ConfigProblem, match="apiVersion"):
+    with pytest.raises(DecodeProblem, match="apiVersion"):
         decode_channel_config({**good, "apiVersion": "resource.nvidia.com/v1beta1"})

@@ -8,10 +8,12 @@ naming the field (``unknown field sharing.mpsConfg``), never ignored.
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Collection
+from typing import Any, TypeVar
 
 import msgspec
 
+from libs.claims.configapi.channel import CHANNEL_KIND, ComputeDomainChannelConfig
 from libs.claims.configapi.quantity import QuantityError, parse_quantity
 from libs.claims.configapi.v1beta1 import (
     API_VERSION,
@@ -20,6 +22,8 @@ from libs.claims.configapi.v1beta1 import (
     MpsConfig,
     sharing_problems,
 )
+
+T = TypeVar("T")
 
 MAX_PARAMETERS_BYTES = 10 * 1024
 """resource.k8s.io: opaque parameters are at most 10 KiB; the standalone store does not enforce it, we do."""
@@ -33,7 +37,24 @@ class DecodeProblem(ValueError):
 
 
 def decode_parameters(parameters: Any) -> DeviceConfig:
-    """The typed config, or ``DecodeProblem``."""
+    """The typed config of a device of driver ``gpu.gpudra.io``, or ``DecodeProblem``."""
+    kind = _kind(parameters, KINDS)
+    config: DeviceConfig = _convert(parameters, kind, KINDS[kind])
+    problems = sharing_problems(config.sharing)
+    if config.sharing is not None and config.sharing.mps_config is not None:
+        problems += mps_problems(config.sharing.mps_config)
+    if problems:
+        raise DecodeProblem(f"{kind}: {'; '.join(problems)}")
+    return config
+
+
+def decode_channel_config(parameters: Any) -> ComputeDomainChannelConfig:
+    """The typed config of an IMEX channel claim (driver ``compute-domain.gpudra.io``), or ``DecodeProblem``."""
+    return _convert(parameters, _kind(parameters, (CHANNEL_KIND,)), ComputeDomainChannelConfig)
+
+
+def _kind(parameters: Any, kinds: Collection[str]) -> str:
+    """The kind of parameters that are a JSON object within the size limit, of this API and one of ``kinds``."""
     if not isinstance(parameters, dict):
         raise DecodeProblem(f"parameters must be a JSON object, not {type(parameters).__name__}")
     size = len(_as_json(parameters))
@@ -42,18 +63,16 @@ def decode_parameters(parameters: Any) -> DeviceConfig:
     api_version, kind = parameters.get("apiVersion"), parameters.get("kind")
     if api_version != API_VERSION:
         raise DecodeProblem(f"apiVersion {api_version!r} is not supported; use {API_VERSION!r}")
-    if not isinstance(kind, str) or kind not in KINDS:
-        raise DecodeProblem(f"kind {kind!r} is not one of {', '.join(KINDS)}")
+    if not isinstance(kind, str) or kind not in kinds:
+        raise DecodeProblem(f"kind {kind!r} is not one of {', '.join(kinds)}")
+    return kind
+
+
+def _convert(parameters: Any, kind: str, shape: type[T]) -> T:
     try:
-        config: DeviceConfig = msgspec.convert(parameters, KINDS[kind], strict=True)
+        return msgspec.convert(parameters, shape, strict=True)
     except msgspec.ValidationError as exc:
         raise DecodeProblem(f"{kind}: {explain(str(exc))}") from None
-    problems = sharing_problems(config.sharing)
-    if config.sharing is not None and config.sharing.mps_config is not None:
-        problems += mps_problems(config.sharing.mps_config)
-    if problems:
-        raise DecodeProblem(f"{kind}: {'; '.join(problems)}")
-    return config
 
 
 def _as_json(parameters: dict[Any, Any]) -> bytes:

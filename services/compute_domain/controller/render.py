@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from libs.claims.configapi import CHANNEL_KIND
 from services.compute_domain.api import API_VERSION, CHANNEL_CLASS, DOMAIN_LABEL, DRIVER, ComputeDomain
 
 CHANNEL_REQUEST = "channel"
-CHANNEL_CONFIG_KIND = "ComputeDomainChannelConfig"
 
 
 def owner_reference(domain: ComputeDomain) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def workload_claim_template(domain: ComputeDomain) -> dict[str, Any]:
     meta = domain.metadata
     config = {
         "apiVersion": API_VERSION,
-        "kind": CHANNEL_CONFIG_KIND,
+        "kind": CHANNEL_KIND,
         "domainID": meta.uid,
         "allocationMode": domain.spec.channel.allocation_mode,
     }

@@ -21,10 +21,9 @@ import msgspec
 
 from libs.cdi import ContainerEdits, Device, DeviceNode, Spec, claim_kind, minimum_version, qualified_name
 from libs.claims.allocation import read_allocation
+from libs.claims.configapi import AllocationMode, DecodeProblem, decode_channel_config
 from libs.claims.problems import ClaimNotUsable, ClaimProblem
 from libs.events.catalogue import ClaimRef, PreparedDevice
-from services.compute_domain.api import AllocationMode
-from services.compute_domain.configapi import ConfigProblem, decode_channel_config
 
 CHANNEL_DIR = "/dev/nvidia-caps-imex-channels"
 CHANNEL_DEVICE = "nvidia-caps-imex-channels"
@@ -64,7 +63,7 @@ def read_channel_claim(obj: dict[str, Any], ref: ClaimRef, *, driver: str, node:
     entry = configs[-1]  # claim configs come after class configs: the most specific wins
     try:
         config = decode_channel_config(entry.parameters)
-    except ConfigProblem as exc:
+    except DecodeProblem as exc:
         raise ChannelConfigError(f"{entry.describe()}: {exc}") from None
     return ChannelClaim(
         ref=ref, domain_uid=config.domain_id, mode=config.allocation_mode, request=result.request, slot=result.device

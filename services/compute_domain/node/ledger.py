@@ -16,8 +16,8 @@ from typing import Literal
 
 import msgspec
 
+from libs.claims.configapi import AllocationMode
 from libs.files import write_atomically
-from services.compute_domain.api import AllocationMode
 
 LEDGER_FILE = "channels.json"
 VERSION = 1
