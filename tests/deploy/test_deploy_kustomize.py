@@ -1332,19 +1332,35 @@ class PodFiles:
         return re.sub(rf"(?<![\w.-])({paths})(?![\w.-])", lambda m: str(self.mounts[m.group(1)]), text)
 
 
+ROUTE_NAMES = (
+    "*.gpudra-nats-headless",
+    "*.gpudra-nats-headless.gpudra-system",
+    "*.gpudra-nats-headless.gpudra-system.svc",
+    "*.gpudra-nats-headless.gpudra-system.svc.cluster.local",
+)
+"""The names docs/deploy.md has the routes' certificate carry: every member's, through the headless Service."""
+
+
 def documented_secrets() -> Secrets:
-    """The two Secrets docs/deploy.md has you create: `gpudra bus callout-secret`'s, and a certificate for the
-    client Service's name (here also for 127.0.0.1, where the test server listens)."""
-    ca = trustme.CA()
-    server = ca.issue_cert("gpudra-nats", "127.0.0.1")
+    """The three Secrets docs/deploy.md has you create: `gpudra bus callout-secret`'s, a certificate for the
+    client Service's name (here also for 127.0.0.1, where the test server listens), and the members' certificate
+    for the routes, of a CA of its own (here also for localhost, where the test's members route to each other)."""
     printed = cast(dict[str, str], callout_secret("gpudra-system", "gpudra-nats-auth")["data"])
     return {
         "gpudra-nats-auth": {key: base64.b64decode(value) for key, value in printed.items()},
-        "gpudra-nats-tls": {
-            "tls.crt": server.cert_chain_pems[0].bytes(),
-            "tls.key": server.private_key_pem.bytes(),
-            "ca.crt": ca.cert_pem.bytes(),
-        },
+        "gpudra-nats-tls": tls_secret(trustme.CA(), "gpudra-nats", "127.0.0.1"),
+        "gpudra-nats-routes-tls": tls_secret(trustme.CA(), *ROUTE_NAMES, "localhost"),
+    }
+
+
+def tls_secret(ca: trustme.CA, *names: str) -> dict[str, bytes]:
+    """A kubernetes.io/tls Secret's data with ``ca.crt``, as cert-manager's CA issuer writes it; trustme's
+    certificates are for server and client auth both."""
+    issued = ca.issue_cert(*names)
+    return {
+        "tls.crt": issued.cert_chain_pems[0].bytes(),
+        "tls.key": issued.private_key_pem.bytes(),
+        "ca.crt": ca.cert_pem.bytes(),
     }
 
 
