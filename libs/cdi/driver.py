@@ -128,7 +128,7 @@ def discover_driver(
     """
     seen = mount or root
     tool = hook_tool(hook) if hook else _hook_tool(root, seen, search_path if seen == root else "")
-    version = _version(seen, _read(Path(proc_root) / VERSION_FILE))
+    version = driver_version(seen, proc_root=proc_root)
     if not version:
         return DriverFiles(root=root, hook=tool)
     libraries = tuple(found for name in LIBRARIES if (found := _first(seen, LIB_DIRS, f"{name}.so.{version}")))
@@ -142,6 +142,11 @@ def discover_driver(
         sockets=tuple(path for path in SOCKETS if os.path.exists(rooted(seen, path))),
         hook=tool,
     )
+
+
+def driver_version(seen: str, *, proc_root: Path | str = "/proc") -> str:
+    """The version ``discover_driver`` would find for the root this process reads at ``seen`` ("": no driver)."""
+    return _version(seen, _read(Path(proc_root) / VERSION_FILE))
 
 
 def locate(root: str, directories: Iterable[str], name: str) -> str | None:

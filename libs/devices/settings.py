@@ -47,6 +47,15 @@ class DeviceSettings(CommonSettings, kw_only=True, frozen=True):
         ),
     ] = ""
 
+    driver_check_seconds: Annotated[
+        float,
+        _doc(
+            "how often the NVIDIA driver's version is read; a new driver (installed, upgraded) restarts the service "
+            "to load it; 0: never"
+        ),
+        msgspec.Meta(ge=0, le=3600),
+    ] = 10.0
+
     @property
     def simulated_state(self) -> Path:
         """The simulated machine's directory: one per node, beside the node's other local state."""

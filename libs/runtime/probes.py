@@ -26,6 +26,8 @@ from collections.abc import AsyncIterator
 
 from nats.aio.client import Client
 
+from libs.runtime.background import in_background
+
 LIVENESS_PATH = "/healthz"
 READINESS_PATH = "/readyz"
 STALL_SECONDS = 10.0
@@ -52,13 +54,8 @@ class Probes:
                 self._beat = time.monotonic()
                 await asyncio.sleep(self._stall_seconds / 10)
 
-        task = asyncio.create_task(beat(), name="heartbeat")
-        try:
+        async with in_background(beat(), "heartbeat"):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     def ready(self, nc: Client | None = None) -> None:
         """Start-up is done; from now on readiness follows this connection (a process without the bus has none)."""

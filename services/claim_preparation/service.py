@@ -23,6 +23,7 @@ from libs.cdi.driver import DriverFiles
 from libs.devices import DeviceBackend, open_configured_backend
 from libs.events.catalogue import PrepareClaims, UnprepareClaims
 from libs.kube import KubeApi, open_kube
+from libs.runtime.driver_watch import watching_driver
 from services.claim_preparation.cdi import driver_files, node_paths
 from services.claim_preparation.checkpoint import CheckpointStore, read_boot_id
 from services.claim_preparation.device_status import DeviceStatusWriter
@@ -152,5 +153,5 @@ async def _report_device_status(stack: AsyncExitStack, bus: Bus, settings: Setti
 
 @asynccontextmanager
 async def lifespan(bus: Bus, settings: Settings) -> AsyncIterator[Sequence[Endpoint[Any]]]:
-    async with running(bus, settings) as service:
+    async with running(bus, settings) as service, watching_driver(settings, bus.link.fail):
         yield service.endpoints

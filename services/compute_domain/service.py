@@ -27,6 +27,7 @@ from libs.events.catalogue.computedomains import PrepareChannelsReply, Unprepare
 from libs.kube import KubeApi, KubeError, open_kube, resolve_mode
 from libs.kube.slice_publisher import SlicePublisher, SlicePublishError
 from libs.runtime.devices import open_devices
+from libs.runtime.driver_watch import watching_driver
 from libs.runtime.startup import EXIT_CONFIG, EXIT_DEVICES, EXIT_KUBE, StartupError
 from services.compute_domain.controller.domains import Domains
 from services.compute_domain.node.agent import ChannelAgent, NodeFacts
@@ -124,10 +125,11 @@ async def node_side(bus: Bus, kube: KubeApi, settings: Settings) -> AsyncIterato
         async def unprepare(command: UnprepareChannels) -> UnprepareChannelsReply:
             return UnprepareChannelsReply(results=await agent.unprepare(command.claims))
 
-        yield [
-            Endpoint(PrepareChannels, prepare, concurrency=HANDLERS_AT_ONCE),
-            Endpoint(UnprepareChannels, unprepare, concurrency=HANDLERS_AT_ONCE),
-        ]
+        async with watching_driver(settings, bus.link.fail):  # IMEX, the clique and the channel major are its
+            yield [
+                Endpoint(PrepareChannels, prepare, concurrency=HANDLERS_AT_ONCE),
+                Endpoint(UnprepareChannels, unprepare, concurrency=HANDLERS_AT_ONCE),
+            ]
     finally:
         await agent.stop()
         await rosters.stop()

@@ -17,6 +17,7 @@ from libs.bus import Bus, Endpoint
 from libs.events.catalogue import InjectFault
 from libs.kube.slice_publisher import SlicePublisher
 from libs.runtime.devices import open_devices
+from libs.runtime.driver_watch import watching_driver
 from services.discovery.faults import FaultInjector
 from services.discovery.inventory_store import InventoryStore
 from services.discovery.reconcile import Reconciler
@@ -98,5 +99,5 @@ async def running(bus: Bus, settings: Settings) -> AsyncIterator[Discovery]:
 
 @asynccontextmanager
 async def lifespan(bus: Bus, settings: Settings) -> AsyncIterator[Sequence[Endpoint[Any]]]:
-    async with running(bus, settings) as discovery:
+    async with running(bus, settings) as discovery, watching_driver(settings, bus.link.fail):
         yield discovery.endpoints

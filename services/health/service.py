@@ -18,6 +18,7 @@ from typing import Any
 from libs.bus import Bus, Endpoint
 from libs.kube import KubeError
 from libs.runtime.devices import open_devices
+from libs.runtime.driver_watch import watching_driver
 from libs.runtime.startup import EXIT_CONFIG, EXIT_KUBE, StartupError
 from services.health.controller import running_controller
 from services.health.controller.config import ConfigError, from_settings
@@ -42,11 +43,14 @@ async def lifespan(bus: Bus, settings: Settings) -> AsyncIterator[Sequence[Endpo
 
 @asynccontextmanager
 async def node_side(bus: Bus, settings: Settings) -> AsyncIterator[list[Endpoint[Any]]]:
-    """The monitors of this node's GPUs and the GPU-reset executor (``node_agent``)."""
+    """The monitors of this node's GPUs and the GPU-reset executor (``node_agent``), until the driver changes."""
     backend = await open_devices(settings)
     try:
         monitors = MonitorSettings.from_settings(settings)
-        async with node_agent(bus, backend, monitors, Path(settings.state_dir) / "health") as endpoints:
+        async with (
+            node_agent(bus, backend, monitors, Path(settings.state_dir) / "health") as endpoints,
+            watching_driver(settings, bus.link.fail),
+        ):
             yield endpoints
     finally:
         await backend.close()
